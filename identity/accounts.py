@@ -1,0 +1,276 @@
+"""Users, linked accounts and sessions: the sign-in transaction of SPEC §6.
+
+A sign-in is one transaction: remember the id_token (single use), find or create the user by
+rules 1-4, start a session, mint the access token, commit. Two replicas signing in the same new
+person at once race on unique constraints; the loser's transaction is rolled back whole and
+retried, and the retry finds the winner's rows (rule 1).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from .database import Database
+from .errors import AccountConflict, InvalidRequest
+from .models import Account, Session, UsedIdToken, User, new_id, utc
+from .tokens import new_refresh_token
+from .upstream import VerifiedIdentity
+
+logger = logging.getLogger("identity.accounts")
+Clock = Callable[[], float]
+_ATTEMPTS = 4
+
+
+@dataclass(frozen=True)
+class ProviderTokens:
+    """Provider tokens from the callback, already encrypted (or None when not stored)."""
+
+    access_token: str | None = None
+    refresh_token: str | None = None
+    id_token: str | None = None
+    expires_at: int | None = None
+    token_type: str | None = None
+    scope: str | None = None
+    session_state: str | None = None
+
+
+@dataclass(frozen=True)
+class SignIn:
+    user: dict[str, Any]
+    session_id: str
+    refresh_token: str
+    access_token: str
+    expires_in: int
+    created_user: bool
+
+
+# Called inside the transaction with (user, session_id); returns (access token, expires_in).
+Mint = Callable[[User, str], tuple[str, int]]
+
+
+class Accounts:
+    def __init__(self, database: Database, *, clock: Clock, refresh_ttl: int) -> None:
+        self._db = database
+        self._clock = clock
+        self._refresh_ttl = refresh_ttl
+
+    async def sign_in(
+        self,
+        identity: VerifiedIdentity,
+        *,
+        client_id: str,
+        user_agent: str | None,
+        mint: Mint,
+        provider_tokens: ProviderTokens | None = None,
+    ) -> SignIn:
+        for attempt in range(_ATTEMPTS):
+            try:
+                async with self._db.transaction() as tx:
+                    return await self._sign_in(
+                        tx, identity, client_id, user_agent, mint, provider_tokens
+                    )
+            except IntegrityError:
+                # A concurrent sign-in of the same person committed first; start over and
+                # find its rows. Nothing of this attempt was written.
+                if attempt == _ATTEMPTS - 1:
+                    raise
+                logger.info("sign-in raced a concurrent one; retrying")
+        raise AssertionError("unreachable")
+
+    async def _sign_in(
+        self,
+        tx: AsyncSession,
+        identity: VerifiedIdentity,
+        client_id: str,
+        user_agent: str | None,
+        mint: Mint,
+        provider_tokens: ProviderTokens | None,
+    ) -> SignIn:
+        now = self._clock()
+        if not await self._remember_id_token(tx, identity):
+            raise InvalidRequest("the subject token was already used", reason="replayed")
+        user, account, created = await self._upsert(tx, identity, now)
+        if provider_tokens is not None:
+            _store_provider_tokens(account, provider_tokens)
+        refresh_token, refresh_hash = new_refresh_token()
+        session = Session(
+            id=new_id(),
+            session_token=refresh_hash,
+            user_id=user.id,
+            expires=utc(now + self._refresh_ttl),
+            client_id=client_id,
+            user_agent=user_agent[:512] if user_agent else None,
+            created_at=utc(now),
+            last_used_at=utc(now),
+        )
+        tx.add(session)
+        await tx.flush()
+        access_token, expires_in = mint(user, session.id)
+        accounts = await self._accounts_of(tx, user.id)
+        return SignIn(
+            user=public_user(user, accounts),
+            session_id=session.id,
+            refresh_token=refresh_token,
+            access_token=access_token,
+            expires_in=expires_in,
+            created_user=created,
+        )
+
+    async def _remember_id_token(self, tx: AsyncSession, identity: VerifiedIdentity) -> bool:
+        """Insert the token's hash; False when it was there already (a replay)."""
+        values = {"token_hash": identity.token_hash, "expires_at": utc(identity.expires_at)}
+        insert = postgresql.insert if tx.bind.dialect.name == "postgresql" else sqlite.insert
+        # ON CONFLICT DO NOTHING: a concurrent replay waits for the first transaction, then
+        # sees its row, instead of failing with an error.
+        statement = insert(UsedIdToken).values(**values).on_conflict_do_nothing()
+        result = await tx.execute(statement)
+        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    async def _upsert(
+        self, tx: AsyncSession, identity: VerifiedIdentity, now: float
+    ) -> tuple[User, Account, bool]:
+        stamp = utc(now)
+        found = (
+            await tx.execute(
+                select(Account, User)
+                .join(User, User.id == Account.user_id)  # type: ignore[arg-type]
+                .where(
+                    Account.provider == identity.provider,
+                    Account.provider_account_id == identity.subject,
+                )
+            )
+        ).first()
+        if found is not None:  # rule 1: a returning user
+            account, user = found
+            await self._refresh_profile(tx, user, identity, stamp)
+            return user, account, False
+
+        if identity.email is not None:
+            holder = (
+                await tx.execute(select(User).where(User.email == identity.email))
+            ).scalar_one_or_none()
+            if holder is not None:
+                # Rule 2: link only when both sides have proven ownership of the address.
+                if not (
+                    identity.email_verified
+                    and identity.email_authoritative
+                    and holder.email_verified is not None
+                ):
+                    raise AccountConflict(
+                        "an account with this email exists; sign in with it first",
+                        reason="account_conflict",
+                    )
+                account = _new_account(holder.id, identity, stamp)
+                tx.add(account)
+                await tx.flush()
+                return holder, account, False
+
+        user = User(  # rule 4: a new person
+            id=new_id(),
+            name=identity.name,
+            email=identity.email,
+            email_verified=stamp if identity.email_verified else None,
+            image=identity.picture,
+            created_at=stamp,
+            updated_at=stamp,
+        )
+        tx.add(user)
+        await tx.flush()
+        account = _new_account(user.id, identity, stamp)
+        tx.add(account)
+        await tx.flush()
+        return user, account, True
+
+    async def _refresh_profile(
+        self, tx: AsyncSession, user: User, identity: VerifiedIdentity, stamp: Any
+    ) -> None:
+        changed = False
+        if not user.name_edited and identity.name and identity.name != user.name:
+            user.name, changed = identity.name, True
+        if not user.image_edited and identity.picture and identity.picture != user.image:
+            user.image, changed = identity.picture, True
+        if (
+            not user.email_edited
+            and identity.email_verified
+            and identity.email is not None
+            and identity.email != user.email
+        ):
+            other = (
+                await tx.execute(select(User.id).where(User.email == identity.email))
+            ).scalar_one_or_none()
+            if other is None:  # never take an address another user holds
+                user.email, user.email_verified, changed = identity.email, stamp, True
+        if changed:
+            user.updated_at = stamp
+            await tx.flush()
+
+    async def _accounts_of(self, tx: AsyncSession, user_id: str) -> list[Account]:
+        result = await tx.execute(
+            select(Account).where(Account.user_id == user_id).order_by(Account.created_at)  # type: ignore[arg-type]
+        )
+        return list(result.scalars())
+
+    async def user_with_accounts(self, user_id: str, session_id: str) -> dict[str, Any] | None:
+        """The public form of a user, or None when the user or the session is gone."""
+        async with self._db.reader() as tx:
+            row = (
+                await tx.execute(
+                    select(User)
+                    .join(Session, Session.user_id == User.id)  # type: ignore[arg-type]
+                    .where(User.id == user_id, Session.id == session_id)
+                )
+            ).scalar_one_or_none()
+            if row is None:
+                return None
+            return public_user(row, await self._accounts_of(tx, user_id))
+
+    async def prune_used_id_tokens(self) -> int:
+        async with self._db.transaction() as tx:
+            result = await tx.execute(
+                delete(UsedIdToken).where(UsedIdToken.expires_at < utc(self._clock()))  # type: ignore[arg-type]
+            )
+            return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _new_account(user_id: str, identity: VerifiedIdentity, stamp: Any) -> Account:
+    return Account(
+        user_id=user_id,
+        type="oidc",
+        provider=identity.provider,
+        provider_account_id=identity.subject,
+        created_at=stamp,
+        updated_at=stamp,
+    )
+
+
+def _store_provider_tokens(account: Account, tokens: ProviderTokens) -> None:
+    for name in ProviderTokens.__dataclass_fields__:
+        setattr(account, name, getattr(tokens, name))
+
+
+def public_user(user: User, accounts: list[Account]) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "name": user.name,
+        "email": user.email,
+        "email_verified": _iso(user.email_verified),
+        "image": user.image,
+        "created_at": _iso(user.created_at),
+        "updated_at": _iso(user.updated_at),
+        "accounts": [
+            {"provider": a.provider, "provider_account_id": a.provider_account_id}
+            for a in accounts
+        ],
+    }
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,186 @@
+"""The application factory: `create_app(settings)` builds the whole service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp
+
+from .accounts import Accounts
+from .clients import ClientAuthenticator
+from .database import Database, create_engine
+from .errors import IdentityError
+from .exchange import Exchanger
+from .keys import KeyManager, KeyStore
+from .keyset import KeySetCache
+from .middleware import RequestContext
+from .routes import discovery_document, routes
+from .settings import Settings
+from .tokens import TokenMinter
+from .upstream import IdTokenVerifier, Provider
+
+logger = logging.getLogger("identity.app")
+Clock = Callable[[], float]
+KEY_RELOAD_INTERVAL = 30.0
+JANITOR_INTERVAL = 600.0
+
+
+@dataclass
+class Services:
+    settings: Settings
+    clock: Clock
+    database: Database
+    keys: KeyManager
+    accounts: Accounts
+    exchanger: Exchanger
+    clients: ClientAuthenticator
+    discovery: bytes
+
+
+def create_app(
+    settings: Settings,
+    *,
+    http_client: httpx.AsyncClient | None = None,
+    clock: Clock | None = None,
+) -> Starlette:
+    """Build the service from `settings`; collaborators may be injected (tests do)."""
+    clock = clock or time.time
+    own_http = http_client is None
+    http = http_client or httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
+    engine = create_engine(settings.database_url)
+    database = Database(engine)
+    keys = KeyManager(
+        KeyStore(settings.keys_dir, passphrase=settings.keys_passphrase),
+        lead=settings.key_publish_lead,
+        token_lifetime=settings.access_token_ttl + settings.clock_skew,
+        clock=clock,
+    )
+    keys.load()
+    accounts = Accounts(database, clock=clock, refresh_ttl=settings.refresh_token_ttl)
+    provider = Provider.google(settings)
+    verifier = IdTokenVerifier(
+        provider,
+        KeySetCache(provider.jwks_url, http, clock=clock),
+        clock=clock,
+        leeway=settings.clock_skew,
+        max_age=settings.id_token_max_age,
+    )
+    minter = TokenMinter(
+        issuer=settings.issuer, audience=settings.access_audience, ttl=settings.access_token_ttl
+    )
+    services = Services(
+        settings=settings,
+        clock=clock,
+        database=database,
+        keys=keys,
+        accounts=accounts,
+        exchanger=Exchanger(
+            verifier=verifier, accounts=accounts, keys=keys, minter=minter, clock=clock
+        ),
+        clients=ClientAuthenticator(settings.clients),
+        discovery=discovery_document(settings.issuer, bool(settings.clients)),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not settings.clients:
+            logger.warning("IDENTITY_CLIENTS is not set: /token accepts unauthenticated clients")
+        if not settings.google_client_ids:
+            logger.warning("IDENTITY_GOOGLE_CLIENT_IDS is not set: every exchange is refused")
+        tasks = [asyncio.create_task(_housekeeping(services))]
+        logger.info(
+            "identity ready",
+            extra={
+                "event": {
+                    "pid": os.getpid(),
+                    "jwks_uri": f"{settings.issuer}/.well-known/jwks.json",
+                    "discovery": f"{settings.issuer}/.well-known/openid-configuration",
+                    "kids": list(keys.view().published),
+                }
+            },
+        )
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # Close only what this factory opened.
+            if own_http:
+                await http.aclose()
+            await engine.dispose()
+
+    app = _Identity(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            IdentityError: _identity_error,
+            HTTPException: _http_error,
+            Exception: _unexpected_error,
+        },
+    )
+    app.state.services = services
+    return app
+
+
+class _Identity(Starlette):
+    def build_middleware_stack(self) -> ASGIApp:
+        # Outside even Starlette's error middleware, so a 500 carries X-Request-ID and is
+        # logged like every other request.
+        return RequestContext(super().build_middleware_stack())
+
+
+async def _housekeeping(services: Services) -> None:
+    """Notice key changes on disk; forget used id_tokens past their expiry."""
+    last_janitor = 0.0
+    while True:
+        await asyncio.sleep(KEY_RELOAD_INTERVAL)
+        services.keys.reload_if_changed()
+        if time.monotonic() - last_janitor >= JANITOR_INTERVAL:
+            last_janitor = time.monotonic()
+            try:
+                await services.accounts.prune_used_id_tokens()
+            except Exception:  # noqa: BLE001 - the database may be down; try again later
+                logger.warning("pruning used id_tokens failed", exc_info=True)
+
+
+def _error_response(error: IdentityError) -> Response:
+    headers = {"Cache-Control": "no-store", **error.headers()}
+    body = {"error": error.error, "error_description": error.description}
+    return JSONResponse(body, status_code=error.status, headers=headers)
+
+
+async def _identity_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, IdentityError)
+    return _error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    body = {"error": codes.get(exc.status_code, "invalid_request"), "error_description": exc.detail}
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    # The type goes to the log (without the message, which may echo input); the client
+    # learns only that it failed.
+    logger.error("unhandled error", extra={"event": {"error": type(exc).__name__}})
+    body = {"error": "server_error", "error_description": "internal error"}
+    return JSONResponse(body, status_code=500)
+
+
+def app_from_environment() -> Starlette:
+    """uvicorn's factory for `identity serve` (each worker builds its own app)."""
+    return create_app(Settings.from_env(os.environ))

@@ -1,0 +1,242 @@
+"""The `identity` command. This is the CLI's one read of the environment."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging.config
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import httpx
+
+from . import logs
+from .database import alembic_config, create_engine, migrate
+from .keys import KeyFileError, KeyRing, KeyStore
+from .keyset import KeySetCache
+from .settings import ConfigError, Settings
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+class CommandError(Exception):
+    """A problem to report as one line, exit status 1."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(os.environ)
+        return int(args.handler(settings, args))
+    except (ConfigError, CommandError, KeyFileError) as error:
+        print(f"identity: {error}", file=sys.stderr)
+        return 2 if isinstance(error, ConfigError) else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="identity", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the service with uvicorn")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(handler=_serve)
+
+    commands.add_parser("migrate", help="apply migrations").set_defaults(handler=_migrate)
+    commands.add_parser("check", help="validate configuration").set_defaults(handler=_check)
+
+    keys = commands.add_parser("keys", help="manage signing keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    generate = key_commands.add_parser("generate", help="create the first signing key")
+    generate.add_argument("--bits", type=int, default=2048)
+    generate.set_defaults(handler=_keys_generate)
+    rotate = key_commands.add_parser("rotate", help="add a key; it signs after the lead time")
+    rotate.add_argument("--bits", type=int, default=2048)
+    rotate.add_argument("--if-older-than", metavar="AGE", help="e.g. 30d: rotate only if due")
+    rotate.set_defaults(handler=_keys_rotate)
+    key_commands.add_parser("list", help="show keys and states").set_defaults(handler=_keys_list)
+    key_commands.add_parser("prune", help="remove expired keys").set_defaults(handler=_keys_prune)
+    return parser
+
+
+def _store(settings: Settings) -> KeyStore:
+    return KeyStore(settings.keys_dir, passphrase=settings.keys_passphrase)
+
+
+def _ring(settings: Settings) -> KeyRing:
+    return KeyRing(
+        _store(settings).load(),
+        lead=settings.key_publish_lead,
+        token_lifetime=settings.access_token_ttl + settings.clock_skew,
+    )
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    log_config = logs.config(settings.log_format)
+    logging.config.dictConfig(log_config)
+    log = logging.getLogger("identity.cli")
+    store = _store(settings)
+    if not store.load():
+        if settings.production:
+            # Every replica would generate its own key: tokens would fail on the others.
+            raise CommandError(
+                f"IDENTITY_KEYS_DIR: {settings.keys_dir} holds no signing key; "
+                "run `identity keys generate` once and share the directory"
+            )
+        key = store.generate()
+        log.info("generated a signing key", extra={"event": {"path": str(key.path)}})
+    if settings.migrate_on_start:
+        _migrate_database(settings)
+    if args.workers < 1:
+        raise CommandError("--workers must be at least 1")
+    uvicorn.run(
+        "identity.app:app_from_environment",
+        factory=True,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers,
+        log_config=log_config,
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_graceful_shutdown=30,
+        server_header=False,
+    )
+    return 0
+
+
+def _migrate_database(settings: Settings) -> None:
+    if settings.database_url.startswith("sqlite"):
+        path = settings.database_url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    try:
+        migrate(settings.database_url)
+    except (OSError, ConnectionError) as error:
+        raise CommandError(f"IDENTITY_DATABASE_URL: cannot migrate ({type(error).__name__})") from None
+    except Exception as error:
+        if "OperationalError" in type(error).__name__ or "Connect" in type(error).__name__:
+            raise CommandError(
+                f"IDENTITY_DATABASE_URL: database unreachable ({type(error).__name__})"
+            ) from None
+        raise
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    _migrate_database(settings)
+    print("identity: database is at the latest migration")
+    return 0
+
+
+def _keys_generate(settings: Settings, args: argparse.Namespace) -> int:
+    store = _store(settings)
+    existing = store.load()
+    if existing:
+        print(f"identity: {settings.keys_dir} already has a key ({existing[-1].kid}); nothing done")
+        return 0
+    key = store.generate(bits=args.bits)
+    print(f"identity: generated {key.path} (kid {key.kid})")
+    return 0
+
+
+def _keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
+    store = _store(settings)
+    keys = store.load()
+    if args.if_older_than and keys:
+        match = _DURATION.match(args.if_older_than)
+        if match is None:
+            raise CommandError("--if-older-than: use a number and s, m, h or d (e.g. 30d)")
+        max_age = int(match.group(1)) * _UNITS[match.group(2)]
+        newest = max(k.created for k in keys)
+        if time.time() - newest < max_age:
+            print(f"identity: newest key is younger than {args.if_older_than}; nothing done")
+            return 0
+    key = store.generate(bits=args.bits)
+    activates = key.created + (settings.key_publish_lead if keys else 0)
+    print(f"identity: added {key.path} (kid {key.kid}); published now, signs from {_when(activates)}")
+    return 0
+
+
+def _keys_list(settings: Settings, args: argparse.Namespace) -> int:
+    ring = _ring(settings)
+    rows = [("KID", "STATE", "CREATED", "ACTIVATES", "RETIRES")]
+    for s in ring.schedule(time.time()):
+        retires = _when(s.retires) if s.retires is not None else "-"
+        rows.append((s.key.kid, s.state, _when(s.key.created), _when(s.activates), retires))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _keys_prune(settings: Settings, args: argparse.Namespace) -> int:
+    ring = _ring(settings)
+    removed = 0
+    for s in ring.schedule(time.time()):
+        if s.state == "expired":
+            s.key.path.unlink()
+            print(f"identity: removed {s.key.path} (kid {s.key.kid})")
+            removed += 1
+    print(f"identity: {removed} expired key(s) removed")
+    return 0
+
+
+def _check(settings: Settings, args: argparse.Namespace) -> int:
+    problems = asyncio.run(_problems(settings))
+    if problems:
+        print("identity: configuration problems:", file=sys.stderr)
+        for problem in problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    print("identity: configuration, database, keys and Google keys are fine")
+    return 0
+
+
+async def _problems(settings: Settings) -> list[str]:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    problems: list[str] = []
+    try:
+        ring = _ring(settings)
+        if not ring.keys:
+            problems.append(f"IDENTITY_KEYS_DIR: no signing key in {settings.keys_dir}")
+    except KeyFileError as error:
+        problems.append(f"IDENTITY_KEYS_DIR: {error}")
+    engine = create_engine(settings.database_url)
+    try:
+        async with engine.connect() as connection:
+            current = await connection.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision()
+            )
+        head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
+        if current != head:
+            problems.append(f"IDENTITY_DATABASE_URL: at migration {current}, latest is {head}; "
+                            "run `identity migrate`")
+    except Exception as error:  # noqa: BLE001 - any failure is reported as a problem
+        problems.append(f"IDENTITY_DATABASE_URL: database unreachable ({type(error).__name__})")
+    finally:
+        await engine.dispose()
+    if not settings.google_client_ids:
+        problems.append("IDENTITY_GOOGLE_CLIENT_IDS: not set; every exchange will be refused")
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        cache = KeySetCache(settings.google_jwks_url, http)
+        try:
+            await cache.get("")
+        except Exception:  # noqa: BLE001 - unknown kid is expected; only emptiness matters
+            if not cache.kids:
+                problems.append(f"IDENTITY_GOOGLE_JWKS_URL: no usable keys at {settings.google_jwks_url}")
+    return problems
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%SZ")

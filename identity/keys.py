@@ -1,0 +1,278 @@
+"""Our signing keys: PEM files in the key directory, loaded once as key objects (SPEC §8).
+
+A key's state is derived from its creation time (in its file name), the publish lead and the
+longest lifetime of a token it signs; nothing else is stored:
+
+    next      published, not signing: created + lead is still ahead
+    active    signing: the newest key whose lead has passed (the very first key needs no lead)
+    retiring  published, not signing: superseded, until every token it signed has expired
+    expired   not published; `identity keys prune` removes it
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import stat
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from joserfc.jwk import RSAKey
+
+Clock = Callable[[], float]
+_logger = logging.getLogger("identity.keys")
+MIN_BITS = 2048
+_NAME = re.compile(r"^rsa-(\d{8}T\d{6}Z)(?:-\d+)?\.pem$")
+_STAMP = "%Y%m%dT%H%M%SZ"
+
+
+class KeyFileError(Exception):
+    """A key file or the key directory is unusable; the message names the file."""
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    created: float
+    path: Path
+    key: RSAKey  # private key object, parsed once
+
+    @property
+    def public_jwk(self) -> dict[str, str]:
+        return {
+            "kty": "RSA",
+            "n": str(self.key["n"]),
+            "e": str(self.key["e"]),
+            "kid": self.kid,
+            "alg": "RS256",
+            "use": "sig",
+        }
+
+
+@dataclass(frozen=True)
+class KeyView:
+    active: SigningKey
+    published: dict[str, SigningKey]
+    jwks: bytes  # the JWKS document, encoded once
+    etag: str
+    valid_until: float
+
+
+@dataclass(frozen=True)
+class KeyState:
+    key: SigningKey
+    state: str
+    activates: float
+    retires: float | None
+
+
+class KeyRing:
+    """The keys of one directory with their schedule; immutable, rebuilt on reload."""
+
+    def __init__(self, keys: list[SigningKey], *, lead: float, token_lifetime: float) -> None:
+        self.keys = sorted(keys, key=lambda k: (k.created, k.kid))
+        self._lead = lead
+        self._lifetime = token_lifetime
+        self.by_kid = {k.kid: k for k in self.keys}
+
+    def schedule(self, now: float) -> list[KeyState]:
+        # Activation times rise with creation order, so key i is superseded by key i + 1.
+        activations = self._activations()
+        active = self._active_index(activations, now)
+        states: list[KeyState] = []
+        for i, key in enumerate(self.keys):
+            retires = activations[i + 1] + self._lifetime if i + 1 < len(self.keys) else None
+            if i == active:
+                state = "active"
+            elif i > active:
+                state = "next"
+            elif retires is not None and now < retires:
+                state = "retiring"
+            else:
+                state = "expired"
+            states.append(KeyState(key, state, activations[i], retires))
+        return states
+
+    def active(self, now: float) -> SigningKey:
+        if not self.keys:
+            raise KeyFileError("no signing key")
+        return self.keys[self._active_index(self._activations(), now)]
+
+    def view(self, now: float) -> KeyView:
+        """What is true of these keys from `now` until the next activation or retirement."""
+        schedule = self.schedule(now)
+        published = {s.key.kid: s.key for s in schedule if s.state != "expired"}
+        boundaries = [t for s in schedule for t in (s.activates, s.retires) if t and t > now]
+        jwks = json.dumps(
+            {"keys": [k.public_jwk for k in published.values()]}, separators=(",", ":")
+        ).encode()
+        return KeyView(
+            active=self.active(now),
+            published=published,
+            jwks=jwks,
+            etag='"' + hashlib.sha256(jwks).hexdigest()[:32] + '"',
+            valid_until=min(boundaries, default=float("inf")),
+        )
+
+    def _activations(self) -> list[float]:
+        # The very first key signs at once: no cache anywhere can hold an older set.
+        return [k.created if i == 0 else k.created + self._lead for i, k in enumerate(self.keys)]
+
+    @staticmethod
+    def _active_index(activations: list[float], now: float) -> int:
+        ready = [i for i, a in enumerate(activations) if a <= now]
+        # Before any key is ready (a clock set back), the oldest key keeps signing.
+        return ready[-1] if ready else 0
+
+
+class KeyStore:
+    """Reads and writes the key directory."""
+
+    def __init__(self, directory: Path, *, passphrase: str | None = None) -> None:
+        self.directory = directory
+        self._passphrase = passphrase.encode() if passphrase else None
+
+    def signature(self) -> tuple[tuple[str, float, int], ...]:
+        """Names, mtimes and sizes of the key files: cheap to compare, changes on any edit."""
+        if not self.directory.is_dir():
+            return ()
+        entries = []
+        for path in sorted(self.directory.iterdir()):
+            if _NAME.match(path.name):
+                info = path.stat()
+                entries.append((path.name, info.st_mtime, info.st_size))
+        return tuple(entries)
+
+    def load(self) -> list[SigningKey]:
+        """Every key file of the directory; KeyFileError naming the first unusable one."""
+        if not self.directory.is_dir():
+            return []
+        keys = []
+        for path in sorted(self.directory.iterdir()):
+            match = _NAME.match(path.name)
+            if match is None:
+                continue
+            keys.append(self._load_file(path, match.group(1)))
+        return keys
+
+    def generate(self, *, bits: int = MIN_BITS, now: float | None = None) -> SigningKey:
+        if bits < MIN_BITS:
+            raise KeyFileError(f"RSA keys must have at least {MIN_BITS} bits")
+        created = time.time() if now is None else now
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(self._passphrase)
+            if self._passphrase
+            else serialization.NoEncryption()
+        )
+        pem = private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        )
+        stamp = datetime.fromtimestamp(created, UTC).strftime(_STAMP)
+        path = self.directory / f"rsa-{stamp}.pem"
+        counter = 1
+        while path.exists():
+            path = self.directory / f"rsa-{stamp}-{counter}.pem"
+            counter += 1
+        # Write to a private temporary file, then rename: a reader never sees half a key.
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".pem")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(pem)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return self._load_file(path, stamp)
+
+    def _load_file(self, path: Path, stamp: str) -> SigningKey:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        # A private key readable by other users is a leaked key: refuse it loudly.
+        if mode & 0o077:
+            raise KeyFileError(f"{path}: mode {mode:o} is too open; run chmod 600 {path}")
+        try:
+            private = serialization.load_pem_private_key(
+                path.read_bytes(), password=self._passphrase
+            )
+        except TypeError:
+            raise KeyFileError(f"{path}: encrypted, and IDENTITY_KEYS_PASSPHRASE is not set") from None
+        except ValueError:
+            raise KeyFileError(
+                f"{path}: not a readable PEM private key (corrupt, truncated, or wrong passphrase)"
+            ) from None
+        if not isinstance(private, rsa.RSAPrivateKey):
+            raise KeyFileError(f"{path}: not an RSA key")
+        if private.key_size < MIN_BITS:
+            raise KeyFileError(f"{path}: RSA key of {private.key_size} bits (minimum {MIN_BITS})")
+        key = RSAKey.import_key(private)
+        created = datetime.strptime(stamp, _STAMP).replace(tzinfo=UTC).timestamp()
+        return SigningKey(kid=key.thumbprint(), created=created, path=path, key=key)
+
+
+class KeyManager:
+    """The keys a running server uses: loaded once, reloaded when the directory changes.
+
+    A reload that finds a bad file keeps the keys already loaded (and logs the file's name), so
+    a broken rotation never takes a running server down.
+    """
+
+    def __init__(
+        self, store: KeyStore, *, lead: float, token_lifetime: float, clock: Clock = time.time
+    ) -> None:
+        self.store = store
+        self._lead = lead
+        self._lifetime = token_lifetime
+        self._clock = clock
+        self._ring = KeyRing([], lead=lead, token_lifetime=token_lifetime)
+        self._view: KeyView | None = None
+        self._signature: tuple[tuple[str, float, int], ...] = ()
+
+    @property
+    def ring(self) -> KeyRing:
+        return self._ring
+
+    def load(self) -> None:
+        """Initial load: raise KeyFileError when a file is bad or there is no key at all."""
+        keys = self.store.load()
+        if not keys:
+            raise KeyFileError(f"{self.store.directory}: no signing key (run: identity keys generate)")
+        self._install(keys)
+
+    def reload_if_changed(self) -> bool:
+        signature = self.store.signature()
+        if signature == self._signature:
+            return False
+        try:
+            keys = self.store.load()
+            if not keys:
+                raise KeyFileError(f"{self.store.directory}: no signing key left")
+        except (KeyFileError, OSError) as exc:
+            _logger.error("key reload failed; keeping the loaded keys: %s", exc)
+            self._signature = signature  # do not retry the same broken state every request
+            return False
+        self._install(keys)
+        _logger.info("signing keys reloaded", extra={"event": {"kids": [k.kid for k in keys]}})
+        return True
+
+    def view(self) -> KeyView:
+        now = self._clock()
+        view = self._view
+        if view is None or now >= view.valid_until:
+            view = self._view = self._ring.view(now)
+        return view
+
+    def _install(self, keys: list[SigningKey]) -> None:
+        self._ring = KeyRing(keys, lead=self._lead, token_lifetime=self._lifetime)
+        self._view = None
+        self._signature = self.store.signature()
