@@ -9,6 +9,8 @@ never cached; with no usable keys at all the caller gets KeysUnavailable (fail c
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 import re
 import time
@@ -50,6 +52,7 @@ class KeySetCache:
         self._expires_at = 0.0
         self._last_attempt = float("-inf")
         self._lock = asyncio.Lock()
+        self._generation = 0  # counts finished fetches
 
     @property
     def kids(self) -> frozenset[str]:
@@ -61,8 +64,9 @@ class KeySetCache:
         wanted = now >= self._expires_at or kid not in self._keys
         # The cooldown bounds every refetch, so an outage or a flood of forged kids costs the
         # provider at most one request per cooldown.
-        if wanted and now - self._last_attempt >= self._cooldown:
-            await self._refresh(stale_before=now)
+        # A caller arriving while a fetch is in flight waits for that fetch instead.
+        if wanted and (self._lock.locked() or now - self._last_attempt >= self._cooldown):
+            await self._refresh()
         if not self._keys:
             raise KeysUnavailable(self.url)
         key = self._keys.get(kid)
@@ -70,15 +74,17 @@ class KeySetCache:
             raise UpstreamTokenError("unknown_kid")
         return key
 
-    async def _refresh(self, *, stale_before: float) -> None:
+    async def _refresh(self) -> None:
+        generation = self._generation
         async with self._lock:
             # Single flight: whoever waited on the lock reuses the fetch that just finished.
-            if self._last_attempt >= stale_before:
+            if self._generation != generation:
                 return
             self._last_attempt = self._clock()
             try:
                 keys, max_age = await self._fetch()
             except (httpx.HTTPError, ValueError, JoseError) as exc:
+                self._generation += 1
                 self._report("failure")
                 # Keep whatever we had: cached keys keep working while the provider is down.
                 logger.warning(
@@ -86,6 +92,7 @@ class KeySetCache:
                     extra={"event": {"url": self.url, "error": type(exc).__name__}},
                 )
                 return
+            self._generation += 1
             self._report("success")
             self._keys = keys
             self._expires_at = self._clock() + max_age
@@ -131,11 +138,19 @@ def _usable_keys(document: Any) -> dict[str, RSAKey]:
             continue
         if any(name in entry for name in ("d", "p", "q", "dp", "dq", "qi")):
             continue  # a published private key is a provider mistake; never use it
+        n, e = entry.get("n"), entry.get("e")
+        if not isinstance(n, str) or not isinstance(e, str) or _bits(n) < MIN_RSA_BITS:
+            continue  # weak keys are skipped before import
         try:
-            key = RSAKey.import_key({"kty": "RSA", "n": entry["n"], "e": entry["e"]})
-        except (JoseError, KeyError, ValueError, TypeError):
+            keys[kid] = RSAKey.import_key({"kty": "RSA", "n": n, "e": e})
+        except (JoseError, ValueError, TypeError):
             continue
-        if key.public_key.key_size < MIN_RSA_BITS:
-            continue
-        keys[kid] = key
     return keys
+
+
+def _bits(modulus: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(modulus + "=" * (-len(modulus) % 4))
+    except (binascii.Error, ValueError):
+        return 0
+    return int.from_bytes(raw, "big").bit_length()
