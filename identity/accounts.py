@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
 
 from .database import Database
 from .errors import AccountConflict, InvalidRequest
@@ -127,7 +128,7 @@ class Accounts:
     async def _remember_id_token(self, tx: AsyncSession, identity: VerifiedIdentity) -> bool:
         """Insert the token's hash; False when it was there already (a replay)."""
         values = {"token_hash": identity.token_hash, "expires_at": utc(identity.expires_at)}
-        insert = postgresql.insert if tx.bind.dialect.name == "postgresql" else sqlite.insert
+        insert = postgresql.insert if tx.get_bind().dialect.name == "postgresql" else sqlite.insert
         # ON CONFLICT DO NOTHING: a concurrent replay waits for the first transaction, then
         # sees its row, instead of failing with an error.
         statement = insert(UsedIdToken).values(**values).on_conflict_do_nothing()
@@ -141,10 +142,10 @@ class Accounts:
         found = (
             await tx.execute(
                 select(Account, User)
-                .join(User, User.id == Account.user_id)  # type: ignore[arg-type]
+                .join(User, col(User.id) == col(Account.user_id))
                 .where(
-                    Account.provider == identity.provider,
-                    Account.provider_account_id == identity.subject,
+                    col(Account.provider) == identity.provider,
+                    col(Account.provider_account_id) == identity.subject,
                 )
             )
         ).first()
@@ -155,7 +156,7 @@ class Accounts:
 
         if identity.email is not None:
             holder = (
-                await tx.execute(select(User).where(User.email == identity.email))
+                await tx.execute(select(User).where(col(User.email) == identity.email))
             ).scalar_one_or_none()
             if holder is not None:
                 # Rule 2: link only when both sides have proven ownership of the address.
@@ -204,7 +205,7 @@ class Accounts:
             and identity.email != user.email
         ):
             other = (
-                await tx.execute(select(User.id).where(User.email == identity.email))
+                await tx.execute(select(col(User.id)).where(col(User.email) == identity.email))
             ).scalar_one_or_none()
             if other is None:  # never take an address another user holds
                 user.email, user.email_verified, changed = identity.email, stamp, True
@@ -214,7 +215,7 @@ class Accounts:
 
     async def _accounts_of(self, tx: AsyncSession, user_id: str) -> list[Account]:
         result = await tx.execute(
-            select(Account).where(Account.user_id == user_id).order_by(Account.created_at)  # type: ignore[arg-type]
+            select(Account).where(col(Account.user_id) == user_id).order_by(col(Account.created_at))
         )
         return list(result.scalars())
 
@@ -224,8 +225,8 @@ class Accounts:
             row = (
                 await tx.execute(
                     select(User)
-                    .join(Session, Session.user_id == User.id)  # type: ignore[arg-type]
-                    .where(User.id == user_id, Session.id == session_id)
+                    .join(Session, col(Session.user_id) == col(User.id))
+                    .where(col(User.id) == user_id, col(Session.id) == session_id)
                 )
             ).scalar_one_or_none()
             if row is None:
@@ -235,7 +236,7 @@ class Accounts:
     async def prune_used_id_tokens(self) -> int:
         async with self._db.transaction() as tx:
             result = await tx.execute(
-                delete(UsedIdToken).where(UsedIdToken.expires_at < utc(self._clock()))  # type: ignore[arg-type]
+                delete(UsedIdToken).where(col(UsedIdToken.expires_at) < utc(self._clock()))
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
 
@@ -266,8 +267,7 @@ def public_user(user: User, accounts: list[Account]) -> dict[str, Any]:
         "created_at": _iso(user.created_at),
         "updated_at": _iso(user.updated_at),
         "accounts": [
-            {"provider": a.provider, "provider_account_id": a.provider_account_id}
-            for a in accounts
+            {"provider": a.provider, "provider_account_id": a.provider_account_id} for a in accounts
         ],
     }
 

@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import cast
 
 import httpx
 from starlette.applications import Starlette
@@ -151,7 +152,7 @@ async def _housekeeping(services: Services) -> None:
             last_janitor = time.monotonic()
             try:
                 await services.accounts.prune_used_id_tokens()
-            except Exception:  # noqa: BLE001 - the database may be down; try again later
+            except Exception:
                 logger.warning("pruning used id_tokens failed", exc_info=True)
 
 
@@ -162,12 +163,11 @@ def _error_response(error: IdentityError) -> Response:
 
 
 async def _identity_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, IdentityError)
-    return _error_response(exc)
+    return _error_response(cast(IdentityError, exc))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
+    exc = cast(HTTPException, exc)
     codes = {404: "not_found", 405: "method_not_allowed"}
     body = {"error": codes.get(exc.status_code, "invalid_request"), "error_description": exc.detail}
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)

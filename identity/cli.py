@@ -122,7 +122,9 @@ def _migrate_database(settings: Settings) -> None:
     try:
         migrate(settings.database_url)
     except (OSError, ConnectionError) as error:
-        raise CommandError(f"IDENTITY_DATABASE_URL: cannot migrate ({type(error).__name__})") from None
+        raise CommandError(
+            f"IDENTITY_DATABASE_URL: cannot migrate ({type(error).__name__})"
+        ) from None
     except Exception as error:
         if "OperationalError" in type(error).__name__ or "Connect" in type(error).__name__:
             raise CommandError(
@@ -162,7 +164,9 @@ def _keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
             return 0
     key = store.generate(bits=args.bits)
     activates = key.created + (settings.key_publish_lead if keys else 0)
-    print(f"identity: added {key.path} (kid {key.kid}); published now, signs from {_when(activates)}")
+    print(
+        f"identity: added {key.path} (kid {key.kid}); published now, signs from {_when(activates)}"
+    )
     return 0
 
 
@@ -174,7 +178,9 @@ def _keys_list(settings: Settings, args: argparse.Namespace) -> int:
         rows.append((s.key.kid, s.state, _when(s.key.created), _when(s.activates), retires))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
     return 0
 
 
@@ -220,9 +226,11 @@ async def _problems(settings: Settings) -> list[str]:
             )
         head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
         if current != head:
-            problems.append(f"IDENTITY_DATABASE_URL: at migration {current}, latest is {head}; "
-                            "run `identity migrate`")
-    except Exception as error:  # noqa: BLE001 - any failure is reported as a problem
+            problems.append(
+                f"IDENTITY_DATABASE_URL: at migration {current}, latest is {head}; "
+                "run `identity migrate`"
+            )
+    except Exception as error:
         problems.append(f"IDENTITY_DATABASE_URL: database unreachable ({type(error).__name__})")
     finally:
         await engine.dispose()
@@ -232,9 +240,11 @@ async def _problems(settings: Settings) -> list[str]:
         cache = KeySetCache(settings.google_jwks_url, http)
         try:
             await cache.get("")
-        except Exception:  # noqa: BLE001 - unknown kid is expected; only emptiness matters
+        except Exception:
             if not cache.kids:
-                problems.append(f"IDENTITY_GOOGLE_JWKS_URL: no usable keys at {settings.google_jwks_url}")
+                problems.append(
+                    f"IDENTITY_GOOGLE_JWKS_URL: no usable keys at {settings.google_jwks_url}"
+                )
     return problems
 
 

@@ -24,7 +24,7 @@ from .tokens import TokenMinter
 from .upstream import IdTokenVerifier
 
 Clock = Callable[[], float]
-ACCESS_TOKEN_TYPE_URN = "urn:ietf:params:oauth:token-type:access_token"
+ACCESS_TOKEN_TYPE_URN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a type name, not a secret
 
 
 class Exchanger:
@@ -116,7 +116,9 @@ class Exchanger:
             "user": result.user,
         }
 
-    async def _verify(self, id_token: str, nonce: str | None, bad_token: type[IdentityError]) -> Any:
+    async def _verify(
+        self, id_token: str, nonce: str | None, bad_token: type[IdentityError]
+    ) -> Any:
         try:
             return await self._verifier.verify(id_token, nonce=nonce)
         except UpstreamTokenError as error:

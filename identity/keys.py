@@ -206,7 +206,9 @@ class KeyStore:
                 path.read_bytes(), password=self._passphrase
             )
         except TypeError:
-            raise KeyFileError(f"{path}: encrypted, and IDENTITY_KEYS_PASSPHRASE is not set") from None
+            raise KeyFileError(
+                f"{path}: encrypted, and IDENTITY_KEYS_PASSPHRASE is not set"
+            ) from None
         except ValueError:
             raise KeyFileError(
                 f"{path}: not a readable PEM private key (corrupt, truncated, or wrong passphrase)"
@@ -246,7 +248,9 @@ class KeyManager:
         """Initial load: raise KeyFileError when a file is bad or there is no key at all."""
         keys = self.store.load()
         if not keys:
-            raise KeyFileError(f"{self.store.directory}: no signing key (run: identity keys generate)")
+            raise KeyFileError(
+                f"{self.store.directory}: no signing key (run: identity keys generate)"
+            )
         self._install(keys)
 
     def reload_if_changed(self) -> bool:

@@ -46,8 +46,14 @@ class TextFormatter(logging.Formatter):
 
 def config(log_format: str, level: str = "INFO") -> dict[str, Any]:
     """A logging dictConfig for our loggers and uvicorn's (handed to uvicorn as log_config)."""
-    formatter = "identity.logs.JsonFormatter" if log_format == "json" else "identity.logs.TextFormatter"
-    handler = {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}
+    formatter = (
+        "identity.logs.JsonFormatter" if log_format == "json" else "identity.logs.TextFormatter"
+    )
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "default",
+        "stream": "ext://sys.stderr",
+    }
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -67,4 +73,6 @@ def config(log_format: str, level: str = "INFO") -> dict[str, Any]:
 def auth_event(**fields: Any) -> None:
     """One line per authentication event (outcome, reason, user, client, request, fingerprint)."""
     level = logging.INFO if fields.get("outcome") == "success" else logging.WARNING
-    AUTH.log(level, "auth %s %s", fields.get("event"), fields.get("outcome"), extra={"event": fields})
+    AUTH.log(
+        level, "auth %s %s", fields.get("event"), fields.get("outcome"), extra={"event": fields}
+    )

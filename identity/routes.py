@@ -18,8 +18,8 @@ from .tokens import AccessClaims, verify_local
 if TYPE_CHECKING:
     from .app import Services
 
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105 - a type name, not a secret
+ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"  # noqa: S105 - a type name, not a secret
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -57,7 +57,7 @@ async def oauth_callback(request: Request) -> Response:
     s = services(request)
     body = await inputs.json_object(request)
     if body.get("provider") != "google":
-        raise InvalidRequest("provider must be \"google\"")
+        raise InvalidRequest('provider must be "google"')
     expires_at = body.get("expires_at")
     if expires_at is not None and (type(expires_at) is not int or expires_at < 0):
         raise InvalidRequest("expires_at must be a non-negative integer")
@@ -182,8 +182,18 @@ def discovery_document(issuer: str, client_auth: bool) -> bytes:
             ["client_secret_basic", "client_secret_post"] if client_auth else ["none"]
         ),
         "claims_supported": [
-            "iss", "sub", "aud", "exp", "iat", "jti", "sid", "client_id",
-            "email", "email_verified", "name", "picture",
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "jti",
+            "sid",
+            "client_id",
+            "email",
+            "email_verified",
+            "name",
+            "picture",
         ],
         "scopes_supported": ["openid", "email", "profile"],
     }

@@ -20,7 +20,7 @@ from .errors import UpstreamTokenError
 from .keys import KeyView
 
 Clock = Callable[[], float]
-ACCESS_TOKEN_TYPE = "at+jwt"
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a type name, not a secret
 
 
 @dataclass(frozen=True)

@@ -107,9 +107,9 @@ class IdTokenVerifier:
             raise UpstreamTokenError("bad_azp")
 
         now = self._clock()
-        exp = _int_claim(claims, "exp", required=True)
-        iat = _int_claim(claims, "iat", required=True)
-        nbf = _int_claim(claims, "nbf", required=False)
+        exp = _required_int(claims, "exp")
+        iat = _required_int(claims, "iat")
+        nbf = _int_claim(claims, "nbf") if "nbf" in claims else None
         if exp + self._leeway <= now:
             raise UpstreamTokenError("expired")
         if iat - self._leeway > now:
@@ -152,11 +152,13 @@ class IdTokenVerifier:
         )
 
 
-def _int_claim(claims: dict[str, Any], name: str, *, required: bool) -> int | None:
+def _required_int(claims: dict[str, Any], name: str) -> int:
     if name not in claims:
-        if required:
-            raise UpstreamTokenError(f"missing_{name}")
-        return None
+        raise UpstreamTokenError(f"missing_{name}")
+    return _int_claim(claims, name)
+
+
+def _int_claim(claims: dict[str, Any], name: str) -> int:
     value = claims[name]
     # bool is an int subclass in Python; a JSON true is not a time.
     if type(value) is not int:

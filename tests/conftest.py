@@ -107,11 +107,11 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
         return f"sqlite+aiosqlite:///{path}"
     url: str = request.getfixturevalue("pg_database")
-    asyncio.run(_truncate(url))
+    asyncio.run(truncate(url))
     return url
 
 
-async def _truncate(url: str) -> None:
+async def truncate(url: str) -> None:
     plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     connection = await asyncpg.connect(plain)
     try:
@@ -155,7 +155,9 @@ async def row_counts(app: Starlette) -> dict[str, int]:
     async with services(app).database.reader() as session:
         counts = {}
         for table in TABLES:
-            counts[table] = int((await session.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())  # noqa: S608
+            counts[table] = int(
+                (await session.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one()
+            )
         return counts
 
 

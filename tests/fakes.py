@@ -6,10 +6,12 @@ import base64
 import http.server
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 from joserfc import jws
@@ -52,8 +54,14 @@ class FakeGoogle:
 
     def jwks(self) -> dict[str, Any]:
         public = self.key.as_dict(private=False)
-        entry = {"kty": "RSA", "n": public["n"], "e": public["e"], "kid": self.kid,
-                 "alg": "RS256", "use": "sig"}
+        entry = {
+            "kty": "RSA",
+            "n": public["n"],
+            "e": public["e"],
+            "kid": self.kid,
+            "alg": "RS256",
+            "use": "sig",
+        }
         return {"keys": [entry, *self.extra_keys]}
 
     def handler(self, request: httpx.Request) -> httpx.Response:
@@ -112,14 +120,24 @@ DROP: Any = _DROP  # pass as a claim value to remove the claim
 
 
 @contextmanager
-def serve_jwks(google: FakeGoogle) -> Iterator[str]:
+def serve_jwks(google: FakeGoogle, port: int = 0) -> Iterator[str]:
     """Serve the fake Google's key set over real HTTP on loopback (for service processes)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = json.dumps(google.jwks()).encode()
+            path, _, query = self.path.partition("?")
+            if path == "/mint":
+                # A fresh id_token for manual tries: /mint?email=...&sub=...&aud=...
+                overrides: dict[str, Any] = dict(parse_qsl(query))
+                overrides.setdefault("iat", int(time.time()))
+                overrides.setdefault("exp", int(time.time()) + 3600)
+                body = google.mint(**overrides).encode()
+                content_type = "text/plain"
+            else:
+                body = json.dumps(google.jwks()).encode()
+                content_type = "application/json"
             self.send_response(200)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             self.send_header("Cache-Control", "public, max-age=3600")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -128,7 +146,7 @@ def serve_jwks(google: FakeGoogle) -> Iterator[str]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

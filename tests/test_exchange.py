@@ -22,13 +22,19 @@ from .fakes import FakeClock, FakeGoogle
 pytestmark = pytest.mark.anyio
 
 
-async def decode_access_token(client: httpx.AsyncClient, token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+async def decode_access_token(
+    client: httpx.AsyncClient, token: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Verify with PyJWT against our published JWKS, as a downstream service would."""
     keys = (await client.get("/.well-known/jwks.json")).json()["keys"]
     header = jwt.get_unverified_header(token)
     key = next(k for k in keys if k["kid"] == header["kid"])
     claims = jwt.decode(
-        token, jwt.PyJWK(key).key, algorithms=["RS256"], audience=ISSUER, issuer=ISSUER,
+        token,
+        jwt.PyJWK(key).key,
+        algorithms=["RS256"],
+        audience=ISSUER,
+        issuer=ISSUER,
         options={"verify_exp": False, "verify_iat": False},
     )
     return header, claims
@@ -46,7 +52,14 @@ async def test_exchange_returns_tokens_and_creates_user(
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
-    assert set(body) == {"access_token", "issued_token_type", "token_type", "expires_in", "refresh_token", "user"}
+    assert set(body) == {
+        "access_token",
+        "issued_token_type",
+        "token_type",
+        "expires_in",
+        "refresh_token",
+        "user",
+    }
     assert body["issued_token_type"] == "urn:ietf:params:oauth:token-type:access_token"
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == 900
@@ -55,7 +68,9 @@ async def test_exchange_returns_tokens_and_creates_user(
     assert user["email"] == "ada@gmail.com"
     assert user["name"] == "Ada Lovelace"
     assert user["email_verified"].endswith("Z")
-    assert user["accounts"] == [{"provider": "google", "provider_account_id": "110000000000000000001"}]
+    assert user["accounts"] == [
+        {"provider": "google", "provider_account_id": "110000000000000000001"}
+    ]
 
     header, claims = await decode_access_token(client, body["access_token"])
     assert header["typ"] == "at+jwt"
@@ -72,9 +87,16 @@ async def test_exchange_returns_tokens_and_creates_user(
 
     # Only the hash of the refresh token is stored, in the session row.
     digest = hashlib.sha256(body["refresh_token"].encode()).hexdigest()
-    assert await scalar(app, "SELECT session_token FROM sessions WHERE id = :sid", sid=claims["sid"]) == digest
+    assert (
+        await scalar(app, "SELECT session_token FROM sessions WHERE id = :sid", sid=claims["sid"])
+        == digest
+    )
     assert await row_counts(app) == {
-        "users": 1, "accounts": 1, "sessions": 1, "verification_tokens": 0, "used_id_tokens": 1
+        "users": 1,
+        "accounts": 1,
+        "sessions": 1,
+        "verification_tokens": 0,
+        "used_id_tokens": 1,
     }
 
 
@@ -94,7 +116,11 @@ async def test_returning_user_keeps_id_and_gets_fresh_profile(
     app: Starlette, client: httpx.AsyncClient, google: FakeGoogle
 ) -> None:
     first = (await exchange(client, google.mint())).json()["user"]
-    second = (await exchange(client, google.mint(name="Ada King", picture="https://lh3.googleusercontent.com/a/new"))).json()["user"]
+    second = (
+        await exchange(
+            client, google.mint(name="Ada King", picture="https://lh3.googleusercontent.com/a/new")
+        )
+    ).json()["user"]
     assert second["id"] == first["id"]
     assert second["name"] == "Ada King"
     assert second["image"] == "https://lh3.googleusercontent.com/a/new"
@@ -111,15 +137,25 @@ async def test_verified_email_change_follows_google_unless_taken(
     assert moved["email"] == "ada.new@gmail.com"
     taken = (await exchange(client, google.mint(email="grace@gmail.com"))).json()["user"]
     assert taken["email"] == "ada.new@gmail.com"
-    unverified = (await exchange(client, google.mint(email="x@gmail.com", email_verified=False))).json()["user"]
+    unverified = (
+        await exchange(client, google.mint(email="x@gmail.com", email_verified=False))
+    ).json()["user"]
     assert unverified["email"] == "ada.new@gmail.com"
 
 
 async def test_links_second_google_account_with_proven_email(
     app: Starlette, client: httpx.AsyncClient, google: FakeGoogle
 ) -> None:
-    first = (await exchange(client, google.mint(sub="workspace-sub", email="ada@example.com", hd="example.com"))).json()["user"]
-    linked = (await exchange(client, google.mint(sub="second-sub", email="ada@example.com", hd="example.com"))).json()["user"]
+    first = (
+        await exchange(
+            client, google.mint(sub="workspace-sub", email="ada@example.com", hd="example.com")
+        )
+    ).json()["user"]
+    linked = (
+        await exchange(
+            client, google.mint(sub="second-sub", email="ada@example.com", hd="example.com")
+        )
+    ).json()["user"]
     assert linked["id"] == first["id"]
     assert {a["provider_account_id"] for a in linked["accounts"]} == {"workspace-sub", "second-sub"}
 
@@ -138,12 +174,17 @@ async def test_links_second_google_account_with_proven_email(
     ],
 )
 async def test_unprovable_link_is_a_conflict_and_writes_nothing(
-    app: Starlette, client: httpx.AsyncClient, google: FakeGoogle,
-    existing: dict[str, Any], incoming: dict[str, Any],
+    app: Starlette,
+    client: httpx.AsyncClient,
+    google: FakeGoogle,
+    existing: dict[str, Any],
+    incoming: dict[str, Any],
 ) -> None:
     assert (await exchange(client, google.mint(sub="first", **existing))).status_code == 200
     before = await row_counts(app)
-    token = google.mint(sub="second", **{"email": existing.get("email", "ada@gmail.com"), **incoming})
+    token = google.mint(
+        sub="second", **{"email": existing.get("email", "ada@gmail.com"), **incoming}
+    )
     response = await exchange(client, token)
     assert response.status_code == 409
     assert response.json()["error"] == "account_conflict"
@@ -167,9 +208,10 @@ async def test_exchange_refused_when_no_client_ids(
 ) -> None:
     bare = Settings(**{**settings.__dict__, "google_client_ids": ()})
     app = create_app(bare, http_client=google.client(), clock=clock)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url=ISSUER
-    ) as client:
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ISSUER) as client,
+    ):
         response = await exchange(client, google.mint())
     assert response.status_code == 400
     assert "IDENTITY_GOOGLE_CLIENT_IDS" in response.json()["error_description"]
@@ -189,7 +231,14 @@ async def test_audience_parameter(client: httpx.AsyncClient, google: FakeGoogle)
         ({"grant_type": "password", "username": "a", "password": "b"}, "unsupported_grant_type"),
         ({"grant_type": "authorization_code", "code": "x"}, "unsupported_grant_type"),
         ({**EXCHANGE}, "invalid_request"),
-        ({**EXCHANGE, "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "subject_token": "a.b.c"}, "invalid_request"),
+        (
+            {
+                **EXCHANGE,
+                "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+                "subject_token": "a.b.c",
+            },
+            "invalid_request",
+        ),
         ({"subject_token": "a.b.c"}, "invalid_request"),
     ],
 )
@@ -203,9 +252,18 @@ async def test_bad_token_requests(
     assert await row_counts(app) == before
 
 
-async def test_callback_shape(app: Starlette, client: httpx.AsyncClient, google: FakeGoogle) -> None:
+async def test_callback_shape(
+    app: Starlette, client: httpx.AsyncClient, google: FakeGoogle
+) -> None:
     token = google.mint()
-    body = {"provider": "google", "id_token": token, "access_token": "ya29.secret", "expires_at": 1_900_000_000, "scope": "openid email", "token_type": "Bearer"}
+    body = {
+        "provider": "google",
+        "id_token": token,
+        "access_token": "ya29.secret",
+        "expires_at": 1_900_000_000,
+        "scope": "openid email",
+        "token_type": "Bearer",
+    }
     response = await client.post("/auth/oauth/callback", json=body)
     assert response.status_code == 200
     assert response.json()["token_type"] == "Bearer"
@@ -234,15 +292,24 @@ async def test_callback_shape(app: Starlette, client: httpx.AsyncClient, google:
 )
 async def test_callback_bad_body(app: Starlette, client: httpx.AsyncClient, body: Any) -> None:
     before = await row_counts(app)
-    response = await client.post("/auth/oauth/callback", content=json.dumps(body), headers={"content-type": "application/json"})
+    response = await client.post(
+        "/auth/oauth/callback",
+        content=json.dumps(body),
+        headers={"content-type": "application/json"},
+    )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_request"
     assert await row_counts(app) == before
 
 
 async def test_callback_conflict(client: httpx.AsyncClient, google: FakeGoogle) -> None:
-    await client.post("/auth/oauth/callback", json={"provider": "google", "id_token": google.mint(sub="a")})
-    response = await client.post("/auth/oauth/callback", json={"provider": "google", "id_token": google.mint(sub="b", email_verified=False)})
+    await client.post(
+        "/auth/oauth/callback", json={"provider": "google", "id_token": google.mint(sub="a")}
+    )
+    response = await client.post(
+        "/auth/oauth/callback",
+        json={"provider": "google", "id_token": google.mint(sub="b", email_verified=False)},
+    )
     assert response.status_code == 409
     assert response.json()["error"] == "account_conflict"
 
@@ -254,9 +321,10 @@ class TestClientAuthentication:
     async def client(self, settings: Settings, google: FakeGoogle, clock: FakeClock) -> Any:
         configured = Settings(**{**settings.__dict__, "clients": {"nextjs": self.SECRET}})
         app = create_app(configured, http_client=google.client(), clock=clock)
-        async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url=ISSUER
-        ) as client:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ISSUER) as client,
+        ):
             yield client
 
     async def test_missing_credentials(self, client: httpx.AsyncClient, google: FakeGoogle) -> None:
@@ -265,22 +333,37 @@ class TestClientAuthentication:
         assert response.json()["error"] == "invalid_client"
 
     @pytest.mark.parametrize("secret", ["wrong", "", "s3cret-s3cret-s3cre"])
-    async def test_wrong_secret(self, client: httpx.AsyncClient, google: FakeGoogle, secret: str) -> None:
-        response = await client.post("/token", data={**EXCHANGE, "subject_token": google.mint()}, auth=("nextjs", secret))
+    async def test_wrong_secret(
+        self, client: httpx.AsyncClient, google: FakeGoogle, secret: str
+    ) -> None:
+        response = await client.post(
+            "/token", data={**EXCHANGE, "subject_token": google.mint()}, auth=("nextjs", secret)
+        )
         assert response.status_code == 401
 
     async def test_basic_and_post(self, client: httpx.AsyncClient, google: FakeGoogle) -> None:
-        basic = await client.post("/token", data={**EXCHANGE, "subject_token": google.mint()}, auth=("nextjs", self.SECRET))
+        basic = await client.post(
+            "/token",
+            data={**EXCHANGE, "subject_token": google.mint()},
+            auth=("nextjs", self.SECRET),
+        )
         assert basic.status_code == 200
         _, claims = await decode_access_token(client, basic.json()["access_token"])
         assert claims["client_id"] == "nextjs"
-        posted = await exchange(client, google.mint(), client_id="nextjs", client_secret=self.SECRET)
+        posted = await exchange(
+            client, google.mint(), client_id="nextjs", client_secret=self.SECRET
+        )
         assert posted.status_code == 200
 
     async def test_two_methods_at_once(self, client: httpx.AsyncClient, google: FakeGoogle) -> None:
         response = await client.post(
             "/token",
-            data={**EXCHANGE, "subject_token": google.mint(), "client_id": "nextjs", "client_secret": self.SECRET},
+            data={
+                **EXCHANGE,
+                "subject_token": google.mint(),
+                "client_id": "nextjs",
+                "client_secret": self.SECRET,
+            },
             auth=("nextjs", self.SECRET),
         )
         assert response.status_code == 400

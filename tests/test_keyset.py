@@ -1,4 +1,4 @@
-"""The key-set cache: Cache-Control, single-flight refetch with cooldown, stale keys, fail closed."""
+"""The key-set cache: Cache-Control, single-flight refetch, stale keys, fail closed."""
 
 from __future__ import annotations
 
@@ -72,7 +72,9 @@ async def test_new_google_key_found_by_refetch(
     assert google.fetches == 2
 
 
-async def test_concurrent_unknown_kids_share_one_fetch(google: FakeGoogle, clock: FakeClock) -> None:
+async def test_concurrent_unknown_kids_share_one_fetch(
+    google: FakeGoogle, clock: FakeClock
+) -> None:
     gate = asyncio.Event()
     calls = 0
 

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -50,28 +51,52 @@ REJECTED: list[tuple[str, str, Build]] = [
     ("empty_signature", "malformed", lambda g: g.mint().rsplit(".", 1)[0] + "."),
     ("too_large", "too_large", lambda g: g.mint(padding="x" * 9000)),
     ("header_not_object", "malformed", lambda g: b64(b"[1]") + "." + g.mint().split(".", 1)[1]),
-    ("payload_not_object", "malformed", lambda g: g.mint_raw({"alg": "RS256", "kid": g.kid}, b"[1]")),
-    ("payload_not_json", "malformed", lambda g: g.mint_raw({"alg": "RS256", "kid": g.kid}, b"{oops")),
-    ("duplicate_claim", "malformed", lambda g: g.mint_raw(
-        {"alg": "RS256", "kid": g.kid},
-        json.dumps(g.claims()).encode()[:-1] + b', "sub": "other"}',
-    )),
-    ("nan_claim", "malformed", lambda g: g.mint_raw(
-        {"alg": "RS256", "kid": g.kid}, json.dumps(g.claims()).encode()[:-1] + b', "x": NaN}'
-    )),
+    (
+        "payload_not_object",
+        "malformed",
+        lambda g: g.mint_raw({"alg": "RS256", "kid": g.kid}, b"[1]"),
+    ),
+    (
+        "payload_not_json",
+        "malformed",
+        lambda g: g.mint_raw({"alg": "RS256", "kid": g.kid}, b"{oops"),
+    ),
+    (
+        "duplicate_claim",
+        "malformed",
+        lambda g: g.mint_raw(
+            {"alg": "RS256", "kid": g.kid},
+            json.dumps(g.claims()).encode()[:-1] + b', "sub": "other"}',
+        ),
+    ),
+    (
+        "nan_claim",
+        "malformed",
+        lambda g: g.mint_raw(
+            {"alg": "RS256", "kid": g.kid}, json.dumps(g.claims()).encode()[:-1] + b', "x": NaN}'
+        ),
+    ),
     ("alg_none", "bad_alg", lambda g: g.mint_raw({"alg": "none", "kid": g.kid}, b"{}")),
     ("alg_hs256", "bad_alg", _hs256_with_public_key),
     ("alg_rs512", "bad_alg", lambda g: g.mint_raw({"alg": "RS512", "kid": g.kid}, b"{}")),
     ("alg_missing", "bad_alg", lambda g: g.mint_raw({"kid": g.kid}, b"{}")),
-    ("kid_missing", "missing_kid", lambda g: g.mint_raw({"alg": "RS256"}, json.dumps(g.claims()).encode())),
+    (
+        "kid_missing",
+        "missing_kid",
+        lambda g: g.mint_raw({"alg": "RS256"}, json.dumps(g.claims()).encode()),
+    ),
     ("kid_not_string", "missing_kid", lambda g: g.mint_raw({"alg": "RS256", "kid": 7}, b"{}")),
     ("kid_unknown", "unknown_kid", lambda g: g.mint(header={"kid": "not-a-google-key"})),
     ("header_jku", "forbidden_header", lambda g: g.mint(header={"jku": "https://evil.test/k"})),
     ("header_x5u", "forbidden_header", lambda g: g.mint(header={"x5u": "https://evil.test/c"})),
     ("header_jwk", "forbidden_header", lambda g: g.mint(header={"jwk": g.jwks()["keys"][0]})),
-    ("header_crit", "forbidden_header", lambda g: g.mint_raw(
-        {"alg": "RS256", "kid": g.kid, "crit": ["exp"]}, json.dumps(g.claims()).encode()
-    )),
+    (
+        "header_crit",
+        "forbidden_header",
+        lambda g: g.mint_raw(
+            {"alg": "RS256", "kid": g.kid, "crit": ["exp"]}, json.dumps(g.claims()).encode()
+        ),
+    ),
     ("signature_other_key", "bad_signature", _other_key_same_kid),
     ("payload_tampered", "bad_signature", _tampered),
     ("iss_wrong", "bad_issuer", lambda g: g.mint(iss="https://accounts.evil.test")),
@@ -89,9 +114,17 @@ REJECTED: list[tuple[str, str, Build]] = [
     ("exp_boolean", "bad_exp", lambda g: g.mint(exp=True)),
     ("iat_missing", "missing_iat", lambda g: g.mint(iat=DROP)),
     ("iat_fraction", "bad_iat", lambda g: g.mint(iat=g.clock() - 0.5)),
-    ("expired_beyond_skew", "expired", lambda g: g.mint(exp=int(g.clock()) - 61, iat=int(g.clock()) - 600)),
+    (
+        "expired_beyond_skew",
+        "expired",
+        lambda g: g.mint(exp=int(g.clock()) - 61, iat=int(g.clock()) - 600),
+    ),
     ("iat_in_future", "issued_in_future", lambda g: g.mint(iat=int(g.clock()) + 120)),
-    ("iat_too_old", "too_old", lambda g: g.mint(iat=int(g.clock()) - 3600 - 61, exp=int(g.clock()) + 600)),
+    (
+        "iat_too_old",
+        "too_old",
+        lambda g: g.mint(iat=int(g.clock()) - 3600 - 61, exp=int(g.clock()) + 600),
+    ),
     ("nbf_in_future", "not_yet_valid", lambda g: g.mint(nbf=int(g.clock()) + 120)),
     ("nbf_string", "bad_nbf", lambda g: g.mint(nbf="0")),
     ("sub_missing", "bad_subject", lambda g: g.mint(sub=DROP)),
@@ -126,7 +159,12 @@ async def test_verifier_rejects(
 
 @pytest.mark.parametrize(("case", "reason", "build"), REJECTED, ids=[c[0] for c in REJECTED])
 async def test_exchange_rejects_without_writing(
-    app: Starlette, client: httpx.AsyncClient, google: FakeGoogle, case: str, reason: str, build: Build
+    app: Starlette,
+    client: httpx.AsyncClient,
+    google: FakeGoogle,
+    case: str,
+    reason: str,
+    build: Build,
 ) -> None:
     token = build(google)
     before = await row_counts(app)
@@ -152,7 +190,9 @@ async def test_accepts_a_good_token(verifier: IdTokenVerifier, google: FakeGoogl
 @pytest.mark.parametrize(
     "claims",
     [
-        pytest.param({"exp": int(1_800_000_000 - 59), "iat": 1_800_000_000 - 600}, id="expired_within_skew"),
+        pytest.param(
+            {"exp": (1_800_000_000 - 59), "iat": 1_800_000_000 - 600}, id="expired_within_skew"
+        ),
         pytest.param({"iat": 1_800_000_000 + 59}, id="iat_future_within_skew"),
         pytest.param({"nbf": 1_800_000_000 + 59}, id="nbf_within_skew"),
         pytest.param({"aud": [WEB_CLIENT, IOS_CLIENT]}, id="aud_list_all_ours"),
@@ -161,7 +201,7 @@ async def test_accepts_a_good_token(verifier: IdTokenVerifier, google: FakeGoogl
     ],
 )
 async def test_accepts_within_rules(
-    verifier: IdTokenVerifier, google: FakeGoogle, claims: dict[str, object]
+    verifier: IdTokenVerifier, google: FakeGoogle, claims: dict[str, Any]
 ) -> None:
     assert (await verifier.verify(google.mint(**claims))).subject
 
@@ -174,7 +214,9 @@ async def test_email_verified_only_as_json_true(
     assert identity.email_verified is False
 
 
-async def test_nonce_raw_or_hashed_must_match(verifier: IdTokenVerifier, google: FakeGoogle) -> None:
+async def test_nonce_raw_or_hashed_must_match(
+    verifier: IdTokenVerifier, google: FakeGoogle
+) -> None:
     assert await verifier.verify(google.mint(nonce="n-123"), nonce="n-123")
     hashed = hashlib.sha256(b"n-456").hexdigest()
     assert await verifier.verify(google.mint(nonce=hashed), nonce="n-456")
@@ -192,7 +234,9 @@ async def test_hosted_domain_must_be_listed(google: FakeGoogle, clock: FakeClock
         audiences=(WEB_CLIENT,),
         hosted_domains=("example.com",),
     )
-    verifier = IdTokenVerifier(provider, KeySetCache(provider.jwks_url, google.client(), clock=clock), clock=clock)
+    verifier = IdTokenVerifier(
+        provider, KeySetCache(provider.jwks_url, google.client(), clock=clock), clock=clock
+    )
     assert (await verifier.verify(google.mint(hd="example.com"))).hosted_domain == "example.com"
     for token in (google.mint(hd="evil.com"), google.mint(), google.mint(hd="EXAMPLE.COM")):
         with pytest.raises(UpstreamTokenError) as caught:

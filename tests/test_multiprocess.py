@@ -1,0 +1,89 @@
+"""Two service processes on one PostgreSQL database behave like one (SPEC §6, §10)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from .conftest import EXCHANGE, truncate
+from .fakes import WEB_CLIENT, FakeGoogle, serve_jwks
+from .servers import base_env, serve
+
+pytestmark = pytest.mark.anyio
+
+
+async def clean(url: str) -> str:
+    await truncate(url)
+    return url
+
+
+async def test_fifty_concurrent_first_sign_ins_make_one_user(
+    pg_database: str, keys_dir: Path, tmp_path: Path, google: FakeGoogle
+) -> None:
+    database_url = await clean(pg_database)
+    now = int(time.time())
+    tokens = [google.mint(iat=now, exp=now + 3600) for _ in range(50)]  # one person, 50 tokens
+    with serve_jwks(google) as jwks_url:
+        env = base_env(
+            IDENTITY_DATABASE_URL=database_url,
+            IDENTITY_KEYS_DIR=str(keys_dir),
+            IDENTITY_GOOGLE_JWKS_URL=jwks_url,
+            IDENTITY_GOOGLE_CLIENT_IDS=WEB_CLIENT,
+        )
+        with serve(env, tmp_path) as first, serve(env, tmp_path) as second:
+            async with httpx.AsyncClient(timeout=30) as client:
+                responses = await asyncio.gather(
+                    *(
+                        client.post(
+                            (first if i % 2 else second).url + "/token",
+                            data={**EXCHANGE, "subject_token": token},
+                        )
+                        for i, token in enumerate(tokens)
+                    )
+                )
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses == {200: 50}, statuses
+    assert len({r.json()["user"]["id"] for r in responses}) == 1
+    plain = (
+        make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    )
+    connection = await asyncpg.connect(plain)
+    try:
+        assert await connection.fetchval("SELECT count(*) FROM users") == 1
+        assert await connection.fetchval("SELECT count(*) FROM accounts") == 1
+        assert await connection.fetchval("SELECT count(*) FROM sessions") == 50
+    finally:
+        await connection.close()
+
+
+async def test_one_token_sent_to_both_processes_is_exchanged_once(
+    pg_database: str, keys_dir: Path, tmp_path: Path, google: FakeGoogle
+) -> None:
+    database_url = await clean(pg_database)
+    now = int(time.time())
+    token = google.mint(iat=now, exp=now + 3600)
+    with serve_jwks(google) as jwks_url:
+        env = base_env(
+            IDENTITY_DATABASE_URL=database_url,
+            IDENTITY_KEYS_DIR=str(keys_dir),
+            IDENTITY_GOOGLE_JWKS_URL=jwks_url,
+            IDENTITY_GOOGLE_CLIENT_IDS=WEB_CLIENT,
+        )
+        with serve(env, tmp_path) as first, serve(env, tmp_path) as second:
+            async with httpx.AsyncClient(timeout=30) as client:
+                responses = await asyncio.gather(
+                    *(
+                        client.post(
+                            server.url + "/token", data={**EXCHANGE, "subject_token": token}
+                        )
+                        for server in [first, second] * 10
+                    )
+                )
+    assert Counter(r.status_code for r in responses) == {200: 1, 400: 19}
