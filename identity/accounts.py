@@ -21,8 +21,8 @@ from sqlmodel import col, select
 
 from .database import Database
 from .errors import AccountConflict, InvalidRequest
-from .models import Account, Session, UsedIdToken, User, new_id, utc
-from .tokens import new_refresh_token
+from .models import Account, UsedIdToken, User, iso, new_id, utc
+from .sessions import Mint, Sessions
 from .upstream import VerifiedIdentity
 
 logger = logging.getLogger("identity.accounts")
@@ -53,15 +53,11 @@ class SignIn:
     created_user: bool
 
 
-# Called inside the transaction with (user, session_id); returns (access token, expires_in).
-Mint = Callable[[User, str], tuple[str, int]]
-
-
 class Accounts:
-    def __init__(self, database: Database, *, clock: Clock, refresh_ttl: int) -> None:
+    def __init__(self, database: Database, sessions: Sessions, *, clock: Clock) -> None:
         self._db = database
+        self._sessions = sessions
         self._clock = clock
-        self._refresh_ttl = refresh_ttl
 
     async def sign_in(
         self,
@@ -69,6 +65,7 @@ class Accounts:
         *,
         client_id: str,
         user_agent: str | None,
+        scope: str,
         mint: Mint,
         provider_tokens: ProviderTokens | None = None,
     ) -> SignIn:
@@ -76,7 +73,7 @@ class Accounts:
             try:
                 async with self._db.transaction() as tx:
                     return await self._sign_in(
-                        tx, identity, client_id, user_agent, mint, provider_tokens
+                        tx, identity, client_id, user_agent, scope, mint, provider_tokens
                     )
             except IntegrityError:
                 # A concurrent sign-in of the same person committed first; start over and
@@ -92,6 +89,7 @@ class Accounts:
         identity: VerifiedIdentity,
         client_id: str,
         user_agent: str | None,
+        scope: str,
         mint: Mint,
         provider_tokens: ProviderTokens | None,
     ) -> SignIn:
@@ -101,20 +99,11 @@ class Accounts:
         user, account, created = await self._upsert(tx, identity, now)
         if provider_tokens is not None:
             _store_provider_tokens(account, provider_tokens)
-        refresh_token, refresh_hash = new_refresh_token()
-        session = Session(
-            id=new_id(),
-            session_token=refresh_hash,
-            user_id=user.id,
-            expires=utc(now + self._refresh_ttl),
-            client_id=client_id,
-            user_agent=user_agent[:512] if user_agent else None,
-            created_at=utc(now),
-            last_used_at=utc(now),
+        session, refresh_token = self._sessions.start(
+            tx, user_id=user.id, client_id=client_id, user_agent=user_agent, scope=scope
         )
-        tx.add(session)
         await tx.flush()
-        access_token, expires_in = mint(user, session.id)
+        access_token, expires_in = mint(user, session.id, scope)
         accounts = await self._accounts_of(tx, user.id)
         return SignIn(
             user=public_user(user, accounts),
@@ -219,19 +208,13 @@ class Accounts:
         )
         return list(result.scalars())
 
-    async def user_with_accounts(self, user_id: str, session_id: str) -> dict[str, Any] | None:
-        """The public form of a user, or None when the user or the session is gone."""
+    async def user(self, user_id: str) -> dict[str, Any] | None:
+        """The public form of a user, or None when the user is gone."""
         async with self._db.reader() as tx:
-            row = (
-                await tx.execute(
-                    select(User)
-                    .join(Session, col(Session.user_id) == col(User.id))
-                    .where(col(User.id) == user_id, col(Session.id) == session_id)
-                )
-            ).scalar_one_or_none()
-            if row is None:
+            user = await tx.get(User, user_id)
+            if user is None:
                 return None
-            return public_user(row, await self._accounts_of(tx, user_id))
+            return public_user(user, await self._accounts_of(tx, user_id))
 
     async def prune_used_id_tokens(self) -> int:
         async with self._db.transaction() as tx:
@@ -262,15 +245,11 @@ def public_user(user: User, accounts: list[Account]) -> dict[str, Any]:
         "id": user.id,
         "name": user.name,
         "email": user.email,
-        "email_verified": _iso(user.email_verified),
+        "email_verified": iso(user.email_verified),
         "image": user.image,
-        "created_at": _iso(user.created_at),
-        "updated_at": _iso(user.updated_at),
+        "created_at": iso(user.created_at),
+        "updated_at": iso(user.updated_at),
         "accounts": [
             {"provider": a.provider, "provider_account_id": a.provider_account_id} for a in accounts
         ],
     }
-
-
-def _iso(value: Any) -> str | None:
-    return None if value is None else value.isoformat().replace("+00:00", "Z")

@@ -21,12 +21,14 @@ from starlette.types import ASGIApp
 from .accounts import Accounts
 from .clients import ClientAuthenticator
 from .database import Database, create_engine
+from .discovery import document as discovery_document
 from .errors import IdentityError
-from .exchange import Exchanger
+from .grants import Grants
 from .keys import KeyManager, KeyStore
 from .keyset import KeySetCache
 from .middleware import RequestContext
-from .routes import discovery_document, routes
+from .routes import routes
+from .sessions import Sessions
 from .settings import Settings
 from .tokens import TokenMinter
 from .upstream import IdTokenVerifier, Provider
@@ -44,7 +46,8 @@ class Services:
     database: Database
     keys: KeyManager
     accounts: Accounts
-    exchanger: Exchanger
+    sessions: Sessions
+    grants: Grants
     clients: ClientAuthenticator
     discovery: bytes
 
@@ -68,7 +71,13 @@ def create_app(
         clock=clock,
     )
     keys.load()
-    accounts = Accounts(database, clock=clock, refresh_ttl=settings.refresh_token_ttl)
+    sessions = Sessions(
+        database,
+        clock=clock,
+        absolute_ttl=settings.refresh_token_ttl,
+        idle_ttl=settings.refresh_idle_ttl,
+    )
+    accounts = Accounts(database, sessions, clock=clock)
     provider = Provider.google(settings)
     verifier = IdTokenVerifier(
         provider,
@@ -86,8 +95,14 @@ def create_app(
         database=database,
         keys=keys,
         accounts=accounts,
-        exchanger=Exchanger(
-            verifier=verifier, accounts=accounts, keys=keys, minter=minter, clock=clock
+        sessions=sessions,
+        grants=Grants(
+            verifier=verifier,
+            accounts=accounts,
+            sessions=sessions,
+            keys=keys,
+            minter=minter,
+            clock=clock,
         ),
         clients=ClientAuthenticator(settings.clients),
         discovery=discovery_document(settings.issuer, bool(settings.clients)),
@@ -143,7 +158,7 @@ class _Identity(Starlette):
 
 
 async def _housekeeping(services: Services) -> None:
-    """Notice key changes on disk; forget used id_tokens past their expiry."""
+    """Notice key changes on disk; delete used id_tokens and sessions past their expiry."""
     last_janitor = 0.0
     while True:
         await asyncio.sleep(KEY_RELOAD_INTERVAL)

@@ -12,7 +12,6 @@
     ├── AccountConflict               409 account_conflict
     ├── Conflict                      409 conflict
     ├── PayloadTooLarge               413 request_too_large
-    ├── UnsupportedMediaType          415 invalid_request
     └── TemporarilyUnavailable        503 temporarily_unavailable
 
 The description is written for the client and never holds a token or a library's message;
@@ -91,10 +90,6 @@ class Conflict(IdentityError):
 class PayloadTooLarge(IdentityError):
     status = 413
     error = "request_too_large"
-
-
-class UnsupportedMediaType(IdentityError):
-    status = 415
 
 
 class TemporarilyUnavailable(IdentityError):

@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
-from .errors import InvalidRequest, InvalidToken, UnsupportedMediaType
+from .errors import InvalidRequest, InvalidToken
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -21,9 +21,11 @@ def _media_type(request: Request) -> str:
 
 async def form(request: Request) -> dict[str, str]:
     """An urlencoded body as a dict; a repeated parameter is refused (RFC 6749 §3.2)."""
-    if _media_type(request) != FORM:
-        raise UnsupportedMediaType(f"the body must be {FORM}")
     body = await request.body()
+    # RFC 6749 §5.2: a malformed request, a wrong content type included, is invalid_request.
+    # A bodiless request is simply missing its parameters.
+    if _media_type(request) != FORM and body:
+        raise InvalidRequest(f"the body must be {FORM}")
     try:
         text = body.decode("utf-8")
         pairs = parse_qsl(
@@ -41,7 +43,7 @@ async def form(request: Request) -> dict[str, str]:
 
 async def json_object(request: Request) -> dict[str, Any]:
     if _media_type(request) != JSON:
-        raise UnsupportedMediaType(f"the body must be {JSON}")
+        raise InvalidRequest(f"the body must be {JSON}")
     body = await request.body()
     try:
         value = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)

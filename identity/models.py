@@ -33,6 +33,9 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.astimezone(UTC)  # type: ignore[no-any-return]
 
 
+DEFAULT_SCOPE = "openid email profile"
+
+
 def new_id() -> str:
     # 128 bits from the OS generator: opaque and unguessable, never a counter.
     return secrets.token_urlsafe(16)
@@ -99,9 +102,27 @@ class Session(SQLModel, table=True):
     )
     expires: datetime = _time()  # absolute end (IDENTITY_REFRESH_TOKEN_TTL)
     client_id: str = Field(max_length=128)
+    scope: str = Field(default=DEFAULT_SCOPE, max_length=256)
     user_agent: str | None = Field(default=None, max_length=512)
     created_at: datetime = _time()
     last_used_at: datetime = _time()
+
+
+class RotatedRefreshToken(SQLModel, table=True):
+    """Hashes of a session's earlier refresh tokens: presenting one is reuse (RFC 9700 4.14.2)."""
+
+    __tablename__ = "rotated_refresh_tokens"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    session_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(32),
+            sa.ForeignKey("sessions.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        )
+    )
+    rotated_at: datetime = _time()
 
 
 class VerificationToken(SQLModel, table=True):
@@ -123,3 +144,8 @@ class UsedIdToken(SQLModel, table=True):
 
 def utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a Z, as the API renders every time."""
+    return None if value is None else value.isoformat().replace("+00:00", "Z")

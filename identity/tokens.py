@@ -60,6 +60,7 @@ class TokenMinter:
         subject: str,
         session_id: str,
         client_id: str,
+        scope: str,
         profile: dict[str, Any],
         audience: str | None = None,
     ) -> tuple[str, int]:
@@ -77,6 +78,7 @@ class TokenMinter:
             "jti": secrets.token_urlsafe(16),
             "sid": session_id,
             "client_id": client_id,
+            "scope": scope,
             **profile,
         }
         header = {"alg": "RS256", "typ": ACCESS_TOKEN_TYPE, "kid": key.kid}

@@ -30,7 +30,14 @@ from .fakes import IOS_CLIENT, WEB_CLIENT, FakeClock, FakeGoogle
 
 PG_URL = os.environ.get("IDENTITY_TEST_DATABASE_URL", "")
 ISSUER = "http://127.0.0.1:8001"
-TABLES = ("users", "accounts", "sessions", "verification_tokens", "used_id_tokens")
+TABLES = (
+    "users",
+    "accounts",
+    "sessions",
+    "rotated_refresh_tokens",
+    "verification_tokens",
+    "used_id_tokens",
+)
 BACKENDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
 
 

@@ -52,6 +52,9 @@ async def test_discovery_document(client: httpx.AsyncClient) -> None:
     assert doc["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
     assert doc["token_endpoint"] == f"{ISSUER}/token"
     assert doc["userinfo_endpoint"] == f"{ISSUER}/userinfo"
+    assert doc["revocation_endpoint"] == f"{ISSUER}/revoke"
+    assert doc["introspection_endpoint"] == f"{ISSUER}/introspect"
+    assert "refresh_token" in doc["grant_types_supported"]
     assert doc["id_token_signing_alg_values_supported"] == ["RS256"]
     assert "urn:ietf:params:oauth:grant-type:token-exchange" in doc["grant_types_supported"]
     assert "authorization_endpoint" not in doc

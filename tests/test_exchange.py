@@ -95,6 +95,7 @@ async def test_exchange_returns_tokens_and_creates_user(
         "users": 1,
         "accounts": 1,
         "sessions": 1,
+        "rotated_refresh_tokens": 0,
         "verification_tokens": 0,
         "used_id_tokens": 1,
     }

@@ -87,3 +87,46 @@ async def test_one_token_sent_to_both_processes_is_exchanged_once(
                     )
                 )
     assert Counter(r.status_code for r in responses) == {200: 1, 400: 19}
+
+
+async def test_twenty_concurrent_refreshes_over_two_processes_one_winner(
+    pg_database: str, keys_dir: Path, tmp_path: Path, google: FakeGoogle
+) -> None:
+    database_url = await clean(pg_database)
+    now = int(time.time())
+    with serve_jwks(google) as jwks_url:
+        env = base_env(
+            IDENTITY_DATABASE_URL=database_url,
+            IDENTITY_KEYS_DIR=str(keys_dir),
+            IDENTITY_GOOGLE_JWKS_URL=jwks_url,
+            IDENTITY_GOOGLE_CLIENT_IDS=WEB_CLIENT,
+        )
+        with serve(env, tmp_path) as first, serve(env, tmp_path) as second:
+            async with httpx.AsyncClient(timeout=30) as client:
+                signed_in = await client.post(
+                    first.url + "/token",
+                    data={**EXCHANGE, "subject_token": google.mint(iat=now, exp=now + 3600)},
+                )
+                token = signed_in.json()["refresh_token"]
+                responses = await asyncio.gather(
+                    *(
+                        client.post(
+                            server.url + "/token",
+                            data={"grant_type": "refresh_token", "refresh_token": token},
+                        )
+                        for server in [first, second] * 10
+                    )
+                )
+                winners = [r.json()["refresh_token"] for r in responses if r.status_code == 200]
+                assert Counter(r.status_code for r in responses) == {200: 1, 400: 19}
+                # No second live successor exists: at most the winner's token still refreshes.
+                live = [
+                    (
+                        await client.post(
+                            first.url + "/token",
+                            data={"grant_type": "refresh_token", "refresh_token": t},
+                        )
+                    ).status_code
+                    for t in winners
+                ]
+                assert live in ([200], [400])

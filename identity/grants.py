@@ -1,10 +1,10 @@
-"""The token exchange: a verified upstream id_token becomes our session and tokens."""
+"""The grants of POST /token: an upstream id_token exchanged, a refresh token rotated."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -20,28 +20,49 @@ from .errors import (
 )
 from .keys import KeyManager
 from .models import User
+from .sessions import Sessions, granted_scope
 from .tokens import TokenMinter
-from .upstream import IdTokenVerifier
+from .upstream import IdTokenVerifier, VerifiedIdentity
 
 Clock = Callable[[], float]
-ACCESS_TOKEN_TYPE_URN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105 - a type name, not a secret
+ACCESS_TOKEN_TYPE_URN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105
+T = TypeVar("T")
 
 
-class Exchanger:
+class Grants:
     def __init__(
         self,
         *,
         verifier: IdTokenVerifier,
         accounts: Accounts,
+        sessions: Sessions,
         keys: KeyManager,
         minter: TokenMinter,
         clock: Clock = time.time,
     ) -> None:
         self._verifier = verifier
         self._accounts = accounts
+        self._sessions = sessions
         self._keys = keys
         self._minter = minter
         self._clock = clock
+
+    def _mint(
+        self, client_id: str, audience: str | None
+    ) -> Callable[[User, str, str], tuple[str, int]]:
+        def mint(user: User, session_id: str, scope: str) -> tuple[str, int]:
+            return self._minter.mint(
+                self._keys.view(),
+                self._clock(),
+                subject=user.id,
+                session_id=session_id,
+                client_id=client_id,
+                scope=scope,
+                profile=_profile(user),
+                audience=audience,
+            )
+
+        return mint
 
     async def exchange(
         self,
@@ -52,6 +73,7 @@ class Exchanger:
         request_id: str,
         nonce: str | None = None,
         audience: str | None = None,
+        scope: str | None = None,
         user_agent: str | None = None,
         provider_tokens: ProviderTokens | None = None,
     ) -> dict[str, Any]:
@@ -63,43 +85,27 @@ class Exchanger:
             "token_fingerprint": compact.fingerprint(id_token),
             "provider": self._verifier.provider.name,
         }
-        try:
+
+        async def run() -> Any:
             if audience is not None and audience not in self._minter.audience:
                 raise InvalidTarget("audience is not served here", reason="bad_target")
+            granted = granted_scope(scope)
             if not self._verifier.provider.audiences:
                 raise InvalidRequest(
                     "token exchange is disabled: IDENTITY_GOOGLE_CLIENT_IDS is not set",
                     reason="no_audience_configured",
                 )
             identity = await self._verify(id_token, nonce, bad_token)
-            event["subject_fingerprint"] = compact.fingerprint(identity.subject)
-
-            def mint(user: User, session_id: str) -> tuple[str, int]:
-                return self._minter.mint(
-                    self._keys.view(),
-                    self._clock(),
-                    subject=user.id,
-                    session_id=session_id,
-                    client_id=client_id,
-                    profile=_profile(user),
-                    audience=audience,
-                )
-
-            result = await self._accounts.sign_in(
+            return await self._accounts.sign_in(
                 identity,
                 client_id=client_id,
                 user_agent=user_agent,
-                mint=mint,
+                scope=granted,
+                mint=self._mint(client_id, audience),
                 provider_tokens=provider_tokens,
             )
-        except IdentityError as error:
-            logs.auth_event(**event, outcome="failure", reason=error.reason)
-            raise
-        except (OperationalError, DBAPIError):
-            logs.auth_event(**event, outcome="failure", reason="database_unavailable")
-            raise TemporarilyUnavailable(
-                "the service is temporarily unavailable", reason="database_unavailable"
-            ) from None
+
+        result = await _observed(event, run)
         logs.auth_event(
             **event,
             outcome="success",
@@ -116,9 +122,43 @@ class Exchanger:
             "user": result.user,
         }
 
+    async def refresh(
+        self, refresh_token: str, *, client_id: str, request_id: str, scope: str | None
+    ) -> dict[str, Any]:
+        event: dict[str, Any] = {
+            "event": "refresh",
+            "client": client_id,
+            "request_id": request_id,
+            "token_fingerprint": compact.fingerprint(refresh_token),
+        }
+
+        async def run() -> Any:
+            return await self._sessions.rotate(
+                refresh_token,
+                client_id=client_id,
+                scope=scope,
+                mint=self._mint(client_id, None),
+                request_id=request_id,
+            )
+
+        rotation = await _observed(event, run)
+        logs.auth_event(
+            **event,
+            outcome="success",
+            reason="rotated",
+            user_id=rotation.user_id,
+            sid=rotation.session_id,
+        )
+        return {
+            "access_token": rotation.access_token,
+            "token_type": "Bearer",
+            "expires_in": rotation.expires_in,
+            "refresh_token": rotation.refresh_token,
+        }
+
     async def _verify(
         self, id_token: str, nonce: str | None, bad_token: type[IdentityError]
-    ) -> Any:
+    ) -> VerifiedIdentity:
         try:
             return await self._verifier.verify(id_token, nonce=nonce)
         except UpstreamTokenError as error:
@@ -130,6 +170,20 @@ class Exchanger:
                 reason="upstream_keys_unavailable",
                 retry_after=30,
             ) from None
+
+
+async def _observed(event: dict[str, Any], run: Callable[[], Awaitable[T]]) -> T:
+    """Run a grant; log its failure as an auth event; a database outage becomes a 503."""
+    try:
+        return await run()
+    except IdentityError as error:
+        logs.auth_event(**event, outcome="failure", reason=error.reason)
+        raise
+    except (OperationalError, DBAPIError):
+        logs.auth_event(**event, outcome="failure", reason="database_unavailable")
+        raise TemporarilyUnavailable(
+            "the service is temporarily unavailable", reason="database_unavailable"
+        ) from None
 
 
 def _profile(user: User) -> dict[str, Any]:
