@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ def create_app(
     *,
     http_client: httpx.AsyncClient | None = None,
     clock: Clock | None = None,
+    key_reload_interval: float = KEY_RELOAD_INTERVAL,
 ) -> Starlette:
     """Build the service from `settings`; collaborators may be injected (tests do)."""
     clock = clock or time.time
@@ -114,7 +116,8 @@ def create_app(
             logger.warning("IDENTITY_CLIENTS is not set: /token accepts unauthenticated clients")
         if not settings.google_client_ids:
             logger.warning("IDENTITY_GOOGLE_CLIENT_IDS is not set: every exchange is refused")
-        tasks = [asyncio.create_task(_housekeeping(services))]
+        tasks = [asyncio.create_task(_housekeeping(services, key_reload_interval))]
+        hup = _on_sighup(keys.reload)
         logger.info(
             "identity ready",
             extra={
@@ -129,6 +132,7 @@ def create_app(
         try:
             yield
         finally:
+            hup()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -157,11 +161,25 @@ class _Identity(Starlette):
         return RequestContext(super().build_middleware_stack())
 
 
-async def _housekeeping(services: Services) -> None:
+def _on_sighup(reload: Callable[[], bool]) -> Callable[[], None]:
+    """Reload keys on SIGHUP; returns the undo. Only possible in a process's main thread."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, reload)
+    except (RuntimeError, ValueError, NotImplementedError):
+        return lambda: None
+
+    def undo() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return undo
+
+
+async def _housekeeping(services: Services, key_reload_interval: float) -> None:
     """Notice key changes on disk; delete used id_tokens and sessions past their expiry."""
     last_janitor = 0.0
     while True:
-        await asyncio.sleep(KEY_RELOAD_INTERVAL)
+        await asyncio.sleep(key_reload_interval)
         services.keys.reload_if_changed()
         if time.monotonic() - last_janitor >= JANITOR_INTERVAL:
             last_janitor = time.monotonic()

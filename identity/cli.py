@@ -7,12 +7,15 @@ import asyncio
 import logging.config
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import httpx
+import uvicorn
+from uvicorn.supervisors import Multiprocess
 
 from . import logs
 from .database import alembic_config, create_engine, migrate
@@ -79,7 +82,6 @@ def _ring(settings: Settings) -> KeyRing:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
 
     log_config = logs.config(settings.log_format)
     logging.config.dictConfig(log_config)
@@ -98,7 +100,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         _migrate_database(settings)
     if args.workers < 1:
         raise CommandError("--workers must be at least 1")
-    uvicorn.run(
+    config = uvicorn.Config(
         "identity.app:app_from_environment",
         factory=True,
         host=args.host or settings.host,
@@ -111,7 +113,22 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=30,
         server_header=False,
     )
-    return 0
+    if args.workers > 1:
+        _Supervisor(config, sockets=[config.bind_socket()]).run()
+        return 0
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 3
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's worker supervisor, except that SIGHUP re-reads keys instead of restarting."""
+
+    def handle_hup(self) -> None:
+        # Each worker reloads its keys on SIGHUP (see identity.app); nobody restarts.
+        for process in self.processes:
+            if process.pid is not None:
+                os.kill(process.pid, signal.SIGHUP)
 
 
 def _migrate_database(settings: Settings) -> None:

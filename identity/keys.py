@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import stat
@@ -167,7 +168,9 @@ class KeyStore:
     def generate(self, *, bits: int = MIN_BITS, now: float | None = None) -> SigningKey:
         if bits < MIN_BITS:
             raise KeyFileError(f"RSA keys must have at least {MIN_BITS} bits")
-        created = time.time() if now is None else now
+        # File names have whole seconds; round up, so the stamp is never earlier than the real
+        # creation and the publish lead is never shortened.
+        created = math.ceil(time.time() if now is None else now)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
         encryption: serialization.KeySerializationEncryption = (
@@ -254,9 +257,13 @@ class KeyManager:
         self._install(keys)
 
     def reload_if_changed(self) -> bool:
-        signature = self.store.signature()
-        if signature == self._signature:
+        if self.store.signature() == self._signature:
             return False
+        return self.reload()
+
+    def reload(self) -> bool:
+        """Re-read the directory (SIGHUP does this); on any bad file keep the loaded keys."""
+        signature = self.store.signature()
         try:
             keys = self.store.load()
             if not keys:

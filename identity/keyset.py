@@ -53,6 +53,7 @@ class KeySetCache:
         self._last_attempt = float("-inf")
         self._lock = asyncio.Lock()
         self._generation = 0  # counts finished fetches
+        self._failed = False  # whether the last fetch failed
 
     @property
     def kids(self) -> frozenset[str]:
@@ -61,11 +62,14 @@ class KeySetCache:
     async def get(self, kid: str) -> RSAKey:
         """The key named `kid`; UpstreamTokenError('unknown_kid') or KeysUnavailable if none."""
         now = self._clock()
-        wanted = now >= self._expires_at or kid not in self._keys
-        # The cooldown bounds every refetch, so an outage or a flood of forged kids costs the
-        # provider at most one request per cooldown.
+        cooled = now - self._last_attempt >= self._cooldown
+        # Expired keys are refetched (after a failed fetch, only once the cooldown has passed);
+        # an unknown kid refetches at most once per cooldown. So an outage or a flood of forged
+        # kids costs the provider at most one request per cooldown.
+        stale = now >= self._expires_at and (cooled or not self._failed)
+        unknown = kid not in self._keys and cooled
         # A caller arriving while a fetch is in flight waits for that fetch instead.
-        if wanted and (self._lock.locked() or now - self._last_attempt >= self._cooldown):
+        if stale or unknown or (self._lock.locked() and kid not in self._keys):
             await self._refresh()
         if not self._keys:
             raise KeysUnavailable(self.url)
@@ -85,6 +89,7 @@ class KeySetCache:
                 keys, max_age = await self._fetch()
             except (httpx.HTTPError, ValueError, JoseError) as exc:
                 self._generation += 1
+                self._failed = True
                 self._report("failure")
                 # Keep whatever we had: cached keys keep working while the provider is down.
                 logger.warning(
@@ -93,6 +98,7 @@ class KeySetCache:
                 )
                 return
             self._generation += 1
+            self._failed = False
             self._report("success")
             self._keys = keys
             self._expires_at = self._clock() + max_age

@@ -77,7 +77,7 @@ class Settings:
             ),
             google_hosted_domains=r.items("IDENTITY_GOOGLE_HOSTED_DOMAINS"),
             audience=r.items("IDENTITY_AUDIENCE"),
-            access_token_ttl=r.integer("IDENTITY_ACCESS_TOKEN_TTL", 900, 30, 86_400),
+            access_token_ttl=r.integer("IDENTITY_ACCESS_TOKEN_TTL", 900, 5, 86_400),
             refresh_token_ttl=r.integer("IDENTITY_REFRESH_TOKEN_TTL", 2_592_000, 60, 31_622_400),
             refresh_idle_ttl=r.integer("IDENTITY_REFRESH_IDLE_TTL", 1_209_600, 60, 31_622_400),
             clock_skew=r.integer("IDENTITY_CLOCK_SKEW", 60, 0, 300),

@@ -9,7 +9,9 @@ import asyncio
 import os
 import secrets
 import shutil
+import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,8 @@ from identity.database import migrate
 from identity.keys import KeyStore
 from identity.settings import Settings
 
-from .fakes import IOS_CLIENT, WEB_CLIENT, FakeClock, FakeGoogle
+from .fakes import IOS_CLIENT, WEB_CLIENT, FakeClock, FakeGoogle, serve_jwks
+from .servers import base_env, free_port, serve
 
 PG_URL = os.environ.get("IDENTITY_TEST_DATABASE_URL", "")
 ISSUER = "http://127.0.0.1:8001"
@@ -176,3 +179,35 @@ EXCHANGE = {
 
 async def exchange(client: httpx.AsyncClient, token: str, **extra: Any) -> httpx.Response:
     return await client.post("/token", data={**EXCHANGE, "subject_token": token, **extra})
+
+
+@dataclass
+class Live:
+    """A real `identity serve` process with its fake Google, for black-box tests."""
+
+    url: str
+    google: FakeGoogle
+
+    def access_token(self, **claims: Any) -> str:
+        now = int(time.time())
+        token = self.google.mint(**{"iat": now, "exp": now + 3600, **claims})
+        response = httpx.post(self.url + "/token", data={**EXCHANGE, "subject_token": token})
+        assert response.status_code == 200, response.text
+        access: str = response.json()["access_token"]
+        return access
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory: pytest.TempPathFactory, google_key: RSAKey) -> Iterator[Live]:
+    google = FakeGoogle(key=google_key, clock=time.time)
+    directory = tmp_path_factory.mktemp("live")
+    with serve_jwks(google) as jwks_url:
+        port = free_port()
+        env = base_env(
+            IDENTITY_GOOGLE_JWKS_URL=jwks_url,
+            IDENTITY_GOOGLE_CLIENT_IDS=WEB_CLIENT,
+            IDENTITY_PORT=str(port),
+            IDENTITY_ISSUER=f"http://127.0.0.1:{port}",
+        )
+        with serve(env, directory) as server:
+            yield Live(server.url, google)

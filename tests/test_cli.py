@@ -107,3 +107,44 @@ def test_curl_sees_the_documents(tmp_path: Path) -> None:
             ["curl", "-sf", server.url + "/.well-known/jwks.json"], capture_output=True, check=True
         )
         assert json.loads(out.stdout)["keys"]
+
+
+def test_rotate_if_older_than_bits_and_passphrase(tmp_path: Path) -> None:
+    env = base_env(IDENTITY_KEYS_PASSPHRASE="correct horse battery")
+    assert run_cli("keys", "generate", env=env, cwd=tmp_path).returncode == 0
+    skipped = run_cli("keys", "rotate", "--if-older-than", "30d", env=env, cwd=tmp_path)
+    assert skipped.returncode == 0
+    assert "nothing done" in skipped.stdout
+    assert len(list((tmp_path / "keys").glob("rsa-*.pem"))) == 1
+    rotated = run_cli("keys", "rotate", "--bits", "3072", env=env, cwd=tmp_path)
+    assert rotated.returncode == 0, rotated.stderr
+    assert "signs from" in rotated.stdout
+    files = sorted((tmp_path / "keys").glob("rsa-*.pem"))
+    assert len(files) == 2
+    assert all(f.read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") for f in files)
+    states = [
+        line.split()[1]
+        for line in run_cli("keys", "list", env=env, cwd=tmp_path).stdout.splitlines()[1:]
+    ]
+    assert states == ["active", "next"]
+    bad = run_cli("keys", "rotate", "--if-older-than", "soon", env=env, cwd=tmp_path)
+    assert bad.returncode == 1
+    assert "--if-older-than" in bad.stderr
+    wrong = run_cli("keys", "list", env={**env, "IDENTITY_KEYS_PASSPHRASE": "wrong"}, cwd=tmp_path)
+    assert wrong.returncode == 1
+    assert "wrong passphrase" in wrong.stderr
+    small = run_cli("keys", "rotate", "--bits", "1024", env=env, cwd=tmp_path)
+    assert small.returncode == 1
+    assert "2048" in small.stderr
+
+
+def test_open_key_file_is_refused_with_its_name(tmp_path: Path) -> None:
+    env = base_env()
+    run_cli("keys", "generate", env=env, cwd=tmp_path)
+    key_file = next((tmp_path / "keys").glob("rsa-*.pem"))
+    key_file.chmod(0o644)
+    result = run_cli("serve", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert key_file.name in result.stderr
+    assert "chmod 600" in result.stderr
+    assert "Traceback" not in result.stderr

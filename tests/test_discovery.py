@@ -8,8 +8,9 @@ import json
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
-from .conftest import ISSUER
+from .conftest import ISSUER, services
 
 pytestmark = pytest.mark.anyio
 
@@ -67,3 +68,17 @@ async def test_discovery_document(client: httpx.AsyncClient) -> None:
     # The document's URLs resolve on this very service.
     jwks = await client.get(doc["jwks_uri"].removeprefix(ISSUER))
     assert jwks.status_code == 200
+
+
+async def test_jwks_bytes_are_computed_once(app: Starlette, client: httpx.AsyncClient) -> None:
+    keys = services(app).keys
+    first = keys.view()
+    await client.get("/.well-known/jwks.json")
+    assert keys.view() is first  # the same precomputed view (bytes, ETag) serves every request
+    assert (await client.get("/.well-known/jwks.json")).content == first.jwks
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH"])
+async def test_jwks_other_methods_are_405(client: httpx.AsyncClient, method: str) -> None:
+    response = await client.request(method, "/.well-known/jwks.json")
+    assert response.status_code == 405

@@ -1,0 +1,14 @@
+"""The code examples of README.md, so tests run exactly what the README shows."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+_EXAMPLE = re.compile(r"<!-- example: (\w+) -->\n```\w+\n(.*?)```", re.DOTALL)
+
+
+def example(name: str) -> str:
+    examples: dict[str, str] = dict(_EXAMPLE.findall(README.read_text()))
+    return examples[name]
