@@ -104,7 +104,7 @@ class Accounts:
         )
         await tx.flush()
         access_token, expires_in = mint(user, session.id, scope)
-        accounts = await self._accounts_of(tx, user.id)
+        accounts = await self.accounts_of(tx, user.id)
         return SignIn(
             user=public_user(user, accounts),
             session_id=session.id,
@@ -202,7 +202,7 @@ class Accounts:
             user.updated_at = stamp
             await tx.flush()
 
-    async def _accounts_of(self, tx: AsyncSession, user_id: str) -> list[Account]:
+    async def accounts_of(self, tx: AsyncSession, user_id: str) -> list[Account]:
         result = await tx.execute(
             select(Account).where(col(Account.user_id) == user_id).order_by(col(Account.created_at))
         )
@@ -214,7 +214,7 @@ class Accounts:
             user = await tx.get(User, user_id)
             if user is None:
                 return None
-            return public_user(user, await self._accounts_of(tx, user_id))
+            return public_user(user, await self.accounts_of(tx, user_id))
 
     async def prune_used_id_tokens(self) -> int:
         async with self._db.transaction() as tx:

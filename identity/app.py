@@ -27,12 +27,17 @@ from .errors import IdentityError
 from .grants import Grants
 from .keys import KeyManager, KeyStore
 from .keyset import KeySetCache
+from .limits import RateLimiter
+from .mail import LogMailer, Mailer, SmtpMailer
 from .middleware import RequestContext
+from .profiles import Profiles
 from .routes import routes
+from .sealing import Sealer
 from .sessions import Sessions
 from .settings import Settings
 from .tokens import TokenMinter
 from .upstream import IdTokenVerifier, Provider
+from .verification import EmailVerification
 
 logger = logging.getLogger("identity.app")
 Clock = Callable[[], float]
@@ -49,6 +54,10 @@ class Services:
     accounts: Accounts
     sessions: Sessions
     grants: Grants
+    verification: EmailVerification
+    profiles: Profiles
+    sealer: Sealer
+    limiter: RateLimiter
     clients: ClientAuthenticator
     discovery: bytes
 
@@ -58,6 +67,7 @@ def create_app(
     *,
     http_client: httpx.AsyncClient | None = None,
     clock: Clock | None = None,
+    mailer: Mailer | None = None,
     key_reload_interval: float = KEY_RELOAD_INTERVAL,
 ) -> Starlette:
     """Build the service from `settings`; collaborators may be injected (tests do)."""
@@ -80,6 +90,19 @@ def create_app(
         idle_ttl=settings.refresh_idle_ttl,
     )
     accounts = Accounts(database, sessions, clock=clock)
+    limiter = RateLimiter(clock=clock)
+    if mailer is None:
+        mailer = SmtpMailer(settings.smtp_url) if settings.smtp_url else LogMailer()
+    verification = EmailVerification(
+        database,
+        accounts,
+        mailer=mailer,
+        limiter=limiter,
+        rate=settings.rate_limit_mail,
+        sender=settings.mail_from,
+        link_base=settings.verification_link_base,
+        clock=clock,
+    )
     provider = Provider.google(settings)
     verifier = IdTokenVerifier(
         provider,
@@ -106,6 +129,10 @@ def create_app(
             minter=minter,
             clock=clock,
         ),
+        verification=verification,
+        profiles=Profiles(database, accounts, verification, clock=clock),
+        sealer=Sealer(settings.token_encryption_keys),
+        limiter=limiter,
         clients=ClientAuthenticator(settings.clients),
         discovery=discovery_document(settings.issuer, bool(settings.clients)),
     )
@@ -116,6 +143,8 @@ def create_app(
             logger.warning("IDENTITY_CLIENTS is not set: /token accepts unauthenticated clients")
         if not settings.google_client_ids:
             logger.warning("IDENTITY_GOOGLE_CLIENT_IDS is not set: every exchange is refused")
+        if not settings.smtp_url:
+            logger.warning("IDENTITY_SMTP_URL is not set: verification mails go to this log")
         tasks = [asyncio.create_task(_housekeeping(services, key_reload_interval))]
         hup = _on_sighup(keys.reload)
         logger.info(
@@ -185,8 +214,11 @@ async def _housekeeping(services: Services, key_reload_interval: float) -> None:
             last_janitor = time.monotonic()
             try:
                 await services.accounts.prune_used_id_tokens()
-            except Exception:
-                logger.warning("pruning used id_tokens failed", exc_info=True)
+                await services.sessions.prune()
+                async with services.database.transaction() as tx:
+                    await services.limiter.prune(tx)
+            except Exception:  # the database may be down; the next round tries again
+                logger.warning("pruning expired rows failed", exc_info=True)
 
 
 def _error_response(error: IdentityError) -> Response:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import httpx
 import uvicorn
+from sqlalchemy.exc import DBAPIError
 from uvicorn.supervisors import Multiprocess
 
 from . import logs
@@ -138,16 +139,10 @@ def _migrate_database(settings: Settings) -> None:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
         migrate(settings.database_url)
-    except (OSError, ConnectionError) as error:
+    except (OSError, DBAPIError) as error:
         raise CommandError(
-            f"IDENTITY_DATABASE_URL: cannot migrate ({type(error).__name__})"
+            f"IDENTITY_DATABASE_URL: cannot migrate, database unreachable ({type(error).__name__})"
         ) from None
-    except Exception as error:
-        if "OperationalError" in type(error).__name__ or "Connect" in type(error).__name__:
-            raise CommandError(
-                f"IDENTITY_DATABASE_URL: database unreachable ({type(error).__name__})"
-            ) from None
-        raise
 
 
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
@@ -247,7 +242,7 @@ async def _problems(settings: Settings) -> list[str]:
                 f"IDENTITY_DATABASE_URL: at migration {current}, latest is {head}; "
                 "run `identity migrate`"
             )
-    except Exception as error:
+    except Exception as error:  # any failure to reach the database is the problem reported
         problems.append(f"IDENTITY_DATABASE_URL: database unreachable ({type(error).__name__})")
     finally:
         await engine.dispose()
@@ -257,7 +252,7 @@ async def _problems(settings: Settings) -> list[str]:
         cache = KeySetCache(settings.google_jwks_url, http)
         try:
             await cache.get("")
-        except Exception:
+        except Exception:  # an unknown kid is expected here; only an empty cache is a problem
             if not cache.kids:
                 problems.append(
                     f"IDENTITY_GOOGLE_JWKS_URL: no usable keys at {settings.google_jwks_url}"

@@ -71,7 +71,7 @@ class Database:
         try:
             async with asyncio.timeout(within), self.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
-        except Exception:
+        except Exception:  # readiness reports any failure as "not ready"
             return False
         return True
 

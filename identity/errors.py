@@ -11,7 +11,9 @@
     ├── NotFound                      404 not_found
     ├── AccountConflict               409 account_conflict
     ├── Conflict                      409 conflict
+    ├── InvalidVerificationToken      400 invalid_token   (a mail token, not a credential)
     ├── PayloadTooLarge               413 request_too_large
+    ├── RateLimited                   429 rate_limited    (Retry-After)
     └── TemporarilyUnavailable        503 temporarily_unavailable
 
 The description is written for the client and never holds a token or a library's message;
@@ -90,6 +92,22 @@ class Conflict(IdentityError):
 class PayloadTooLarge(IdentityError):
     status = 413
     error = "request_too_large"
+
+
+class InvalidVerificationToken(IdentityError):
+    error = "invalid_token"
+
+
+class RateLimited(IdentityError):
+    status = 429
+    error = "rate_limited"
+
+    def __init__(self, description: str, *, retry_after: int, reason: str = "rate_limited"):
+        super().__init__(description, reason=reason)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class TemporarilyUnavailable(IdentityError):

@@ -142,6 +142,19 @@ class UsedIdToken(SQLModel, table=True):
     expires_at: datetime = _time(index=True)
 
 
+class RateLimitWindow(SQLModel, table=True):
+    """One fixed window of a rate limit: how many events `key` had since `window_start`."""
+
+    __tablename__ = "rate_limits"
+
+    key: str = Field(primary_key=True, max_length=200)
+    window_start: int = Field(
+        primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    count: int = Field(default=0)
+    expires_at: datetime = _time(index=True)
+
+
 def utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, UTC)
 

@@ -56,17 +56,23 @@ async def oauth_callback(request: Request) -> Response:
     expires_at = body.get("expires_at")
     if expires_at is not None and (type(expires_at) is not int or expires_at < 0):
         raise InvalidRequest("expires_at must be a non-negative integer")
-    for name in ("access_token", "refresh_token", "nonce"):
-        inputs.optional(body, name)  # type-checked even when not stored
+    id_token = inputs.required(body, "id_token")
+    # Provider tokens are stored only encrypted, or not at all (no key configured).
     tokens = ProviderTokens(
-        # Provider tokens themselves are not stored: see README, "Provider tokens".
+        access_token=s.sealer.seal(
+            _short(inputs.optional(body, "access_token"), 8192, "access_token")
+        ),
+        refresh_token=s.sealer.seal(
+            _short(inputs.optional(body, "refresh_token"), 8192, "refresh_token")
+        ),
+        id_token=s.sealer.seal(id_token),
         expires_at=expires_at,
         token_type=_short(inputs.optional(body, "token_type"), 64, "token_type"),
         scope=_short(inputs.optional(body, "scope"), 2048, "scope"),
         session_state=_short(inputs.optional(body, "session_state"), 2048, "session_state"),
     )
     result = await s.grants.exchange(
-        inputs.required(body, "id_token"),
+        id_token,
         bad_token=InvalidToken,
         client_id=PUBLIC_CLIENT,  # SPEC §7.1 puts no client authentication on this endpoint
         request_id=request_id(request),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,6 +46,11 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8001
     forwarded_allow_ips: str = "127.0.0.1"
+    smtp_url: str | None = None
+    mail_from: str = "identity@localhost"
+    verify_email_url: str | None = None  # None: {issuer}/auth/verify-email
+    token_encryption_keys: tuple[str, ...] = ()
+    rate_limit_mail: RateLimit | None = field(default_factory=lambda: RateLimit(5, 3600))
 
     @property
     def production(self) -> bool:
@@ -52,6 +59,10 @@ class Settings:
     @property
     def access_audience(self) -> tuple[str, ...]:
         return self.audience or (self.issuer,)
+
+    @property
+    def verification_link_base(self) -> str:
+        return self.verify_email_url or f"{self.issuer}/auth/verify-email"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -90,6 +101,11 @@ class Settings:
             host=r.text("IDENTITY_HOST", "127.0.0.1"),
             port=r.integer("IDENTITY_PORT", 8001, 1, 65_535),
             forwarded_allow_ips=r.text("IDENTITY_FORWARDED_ALLOW_IPS", "127.0.0.1"),
+            smtp_url=r.smtp_url("IDENTITY_SMTP_URL"),
+            mail_from=r.address("IDENTITY_MAIL_FROM", "identity@localhost"),
+            verify_email_url=r.optional_url("IDENTITY_VERIFY_EMAIL_URL"),
+            token_encryption_keys=r.fernet_keys("IDENTITY_TOKEN_ENCRYPTION_KEY"),
+            rate_limit_mail=r.rate("IDENTITY_RATE_LIMIT_MAIL", "5/hour"),
         )
         settings.check()
         return settings
@@ -117,6 +133,17 @@ class Settings:
             raise ConfigError(
                 "IDENTITY_CLIENTS: must be set in production (open endpoints are refused)"
             )
+
+
+_PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86_400}
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most `count` events per `period` seconds."""
+
+    count: int
+    period: int
 
 
 class _Reader:
@@ -170,6 +197,55 @@ class _Reader:
         if parts.query or parts.fragment:
             raise ConfigError(f"{name}: must not have a query or fragment")
         return value
+
+    def optional_url(self, name: str) -> str | None:
+        return self.url(name, "") if self.optional(name) else None
+
+    def smtp_url(self, name: str) -> str | None:
+        value = self.optional(name)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname or port == -1:
+            raise ConfigError(f"{name}: must be smtp://[user:pass@]host[:port] or smtps://…")
+        return value
+
+    def address(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        if not re.fullmatch(r"[^@\s<>]+@[^@\s<>]+", value):
+            raise ConfigError(f"{name}: must be a plain address like identity@example.com")
+        return value
+
+    def fernet_keys(self, name: str) -> tuple[str, ...]:
+        keys = self.items(name)
+        for key in keys:
+            try:
+                raw = base64.urlsafe_b64decode(key.encode())
+            except (binascii.Error, ValueError):
+                raw = b""
+            if len(raw) != 32:
+                # Refuse anything but a real Fernet key: a typo must not disable encryption.
+                raise ConfigError(
+                    f"{name}: each key must be a Fernet key "
+                    "(python -c 'from cryptography.fernet import Fernet; "
+                    "print(Fernet.generate_key().decode())')"
+                )
+        return keys
+
+    def rate(self, name: str, default: str) -> RateLimit | None:
+        raw = self.text(name, default)
+        if raw == "0":
+            return None
+        match = re.fullmatch(r"(\d+)\s*/\s*(second|minute|hour|day)", raw)
+        if match is None or int(match.group(1)) == 0:
+            raise ConfigError(
+                f"{name}: must be N/second, N/minute, N/hour, N/day or 0 (got {raw!r})"
+            )
+        return RateLimit(int(match.group(1)), _PERIODS[match.group(2)])
 
     def database_url(self, name: str, default: str) -> str:
         value = self.text(name, default)

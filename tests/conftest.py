@@ -30,6 +30,7 @@ from identity.settings import Settings
 
 from .fakes import IOS_CLIENT, WEB_CLIENT, FakeClock, FakeGoogle, serve_jwks
 from .servers import base_env, free_port, serve
+from .smtp import Inbox, smtp_server
 
 PG_URL = os.environ.get("IDENTITY_TEST_DATABASE_URL", "")
 ISSUER = "http://127.0.0.1:8001"
@@ -40,6 +41,7 @@ TABLES = (
     "rotated_refresh_tokens",
     "verification_tokens",
     "used_id_tokens",
+    "rate_limits",
 )
 BACKENDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
 
@@ -211,3 +213,28 @@ def live(tmp_path_factory: pytest.TempPathFactory, google_key: RSAKey) -> Iterat
         )
         with serve(env, directory) as server:
             yield Live(server.url, google)
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, str]]:
+    with smtp_server() as server:
+        yield server
+
+
+@pytest.fixture
+async def mail_app(
+    settings: Settings, google: FakeGoogle, clock: FakeClock, smtp: tuple[Inbox, str]
+) -> AsyncIterator[Starlette]:
+    configured = Settings(
+        **{**settings.__dict__, "smtp_url": smtp[1], "mail_from": "id@example.com"}
+    )
+    async with google.client() as http:
+        application = create_app(configured, http_client=http, clock=clock)
+        async with application.router.lifespan_context(application):
+            yield application
+
+
+@pytest.fixture
+async def mail_client(mail_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=mail_app), base_url=ISSUER) as c:
+        yield c

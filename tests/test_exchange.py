@@ -98,6 +98,7 @@ async def test_exchange_returns_tokens_and_creates_user(
         "rotated_refresh_tokens": 0,
         "verification_tokens": 0,
         "used_id_tokens": 1,
+        "rate_limits": 0,
     }
 
 
