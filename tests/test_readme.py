@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from .conftest import Live
-from .readme import example
+from .readme import README, example, file_block
 from .test_interop import node_jose
 
 pytestmark = pytest.mark.anyio
@@ -75,3 +75,8 @@ def test_node_example(live: Live) -> None:
         env=env,
     )
     assert bad.returncode != 0
+
+
+@pytest.mark.parametrize("path", ["tests/e2e/lib/auth.ts", "tests/e2e/lib/api/backend.ts"])
+def test_nextauth_code_in_readme_is_the_tested_code(path: str) -> None:
+    assert file_block(path) == (README.parent / path).read_text()

@@ -1,0 +1,102 @@
+import type { NextAuthOptions } from "next-auth";
+import GoogleProvider from "next-auth/providers/google";
+
+const IDENTITY_URL = process.env.IDENTITY_URL!;
+const clientAuth =
+  "Basic " +
+  Buffer.from(`${process.env.IDENTITY_CLIENT_ID}:${process.env.IDENTITY_CLIENT_SECRET}`).toString(
+    "base64",
+  );
+
+type TokenResponse = { access_token: string; refresh_token: string; expires_in: number };
+
+async function identityPost(path: string, params: Record<string, string>) {
+  return fetch(`${IDENTITY_URL}${path}`, {
+    method: "POST",
+    headers: { "Content-Type": "application/x-www-form-urlencoded", Authorization: clientAuth },
+    body: new URLSearchParams(params),
+    cache: "no-store",
+  });
+}
+
+async function tokenRequest(params: Record<string, string>): Promise<TokenResponse> {
+  const response = await identityPost("/token", params);
+  const body = await response.json();
+  if (!response.ok) throw new Error(body.error ?? "token_request_failed");
+  return body as TokenResponse;
+}
+
+// One refresh in flight per refresh token: parallel requests share it instead of racing
+// (a second use of a rotated refresh token would revoke the whole session).
+const inFlight = new Map<string, Promise<TokenResponse>>();
+function refreshOnce(refreshToken: string): Promise<TokenResponse> {
+  let pending = inFlight.get(refreshToken);
+  if (!pending) {
+    pending = tokenRequest({ grant_type: "refresh_token", refresh_token: refreshToken });
+    inFlight.set(refreshToken, pending);
+    pending.finally(() => setTimeout(() => inFlight.delete(refreshToken), 10_000)).catch(() => {});
+  }
+  return pending;
+}
+
+export const authOptions: NextAuthOptions = {
+  providers: [
+    GoogleProvider({
+      clientId: process.env.GOOGLE_CLIENT_ID!,
+      clientSecret: process.env.GOOGLE_CLIENT_SECRET!,
+      // Only for the emulator of the tests; in production leave Google's own discovery.
+      ...(process.env.GOOGLE_WELL_KNOWN ? { wellKnown: process.env.GOOGLE_WELL_KNOWN } : {}),
+    }),
+  ],
+  session: { strategy: "jwt" },
+  pages: { signIn: "/signin" },
+  callbacks: {
+    async jwt({ token, account }) {
+      if (account?.id_token) {
+        // Right after sign-in: Google's id_token for our tokens.
+        const t = await tokenRequest({
+          grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
+          subject_token: account.id_token,
+          subject_token_type: "urn:ietf:params:oauth:token-type:id_token",
+        });
+        return {
+          ...token,
+          backendToken: t.access_token,
+          backendRefreshToken: t.refresh_token,
+          backendExpiresAt: Date.now() + t.expires_in * 1000,
+          error: undefined,
+        };
+      }
+      const margin = Number(process.env.IDENTITY_REFRESH_MARGIN_MS ?? 30_000);
+      if (Date.now() < (token.backendExpiresAt as number) - margin) return token;
+      try {
+        const t = await refreshOnce(token.backendRefreshToken as string);
+        return {
+          ...token,
+          backendToken: t.access_token,
+          backendRefreshToken: t.refresh_token,
+          backendExpiresAt: Date.now() + t.expires_in * 1000,
+        };
+      } catch {
+        // invalid_grant: the session was revoked or expired; the app must sign in again.
+        return { ...token, backendToken: undefined, error: "RefreshAccessTokenError" };
+      }
+    },
+    async session({ session, token }) {
+      return {
+        ...session,
+        backendToken: token.backendToken as string | undefined,
+        backendExpiresAt: token.backendExpiresAt as number | undefined,
+        error: token.error as string | undefined,
+      };
+    },
+  },
+  events: {
+    async signOut({ token }) {
+      // End our session too: the refresh token works even when the access token has expired.
+      if (token?.backendRefreshToken) {
+        await identityPost("/revoke", { token: token.backendRefreshToken as string });
+      }
+    },
+  },
+};

@@ -1,0 +1,9 @@
+import "next-auth";
+
+declare module "next-auth" {
+  interface Session {
+    backendToken?: string;
+    backendExpiresAt?: number;
+    error?: string;
+  }
+}
