@@ -21,8 +21,10 @@ from sqlmodel import col, select
 
 from .database import Database
 from .errors import AccountConflict, InvalidRequest
+from .limits import RateLimiter
 from .models import Account, UsedIdToken, User, iso, new_id, utc
 from .sessions import Mint, Sessions
+from .settings import RateLimit
 from .upstream import VerifiedIdentity
 
 logger = logging.getLogger("identity.accounts")
@@ -54,9 +56,19 @@ class SignIn:
 
 
 class Accounts:
-    def __init__(self, database: Database, sessions: Sessions, *, clock: Clock) -> None:
+    def __init__(
+        self,
+        database: Database,
+        sessions: Sessions,
+        *,
+        limiter: RateLimiter,
+        subject_limit: RateLimit | None,
+        clock: Clock,
+    ) -> None:
         self._db = database
         self._sessions = sessions
+        self._limiter = limiter
+        self._subject_limit = subject_limit
         self._clock = clock
 
     async def sign_in(
@@ -97,6 +109,8 @@ class Accounts:
         if not await self._remember_id_token(tx, identity):
             raise InvalidRequest("the subject token was already used", reason="replayed")
         user, account, created = await self._upsert(tx, identity, now)
+        # Per user, successful sign-ins and refreshes share one budget; a 429 rolls all back.
+        await self._limiter.hit(tx, f"user:{user.id}", self._subject_limit)
         if provider_tokens is not None:
             _store_provider_tokens(account, provider_tokens)
         session, refresh_token = self._sessions.start(

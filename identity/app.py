@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import cast
 
 import httpx
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -23,12 +25,13 @@ from .accounts import Accounts
 from .clients import ClientAuthenticator
 from .database import Database, create_engine
 from .discovery import document as discovery_document
-from .errors import IdentityError
+from .errors import IdentityError, TemporarilyUnavailable
 from .grants import Grants
 from .keys import KeyManager, KeyStore
 from .keyset import KeySetCache
-from .limits import RateLimiter
+from .limits import FailureGuard, RateLimiter
 from .mail import LogMailer, Mailer, SmtpMailer
+from .metrics import Metrics
 from .middleware import RequestContext
 from .profiles import Profiles
 from .routes import routes
@@ -57,6 +60,7 @@ class Services:
     verification: EmailVerification
     profiles: Profiles
     sealer: Sealer
+    metrics: Metrics
     limiter: RateLimiter
     clients: ClientAuthenticator
     discovery: bytes
@@ -83,14 +87,22 @@ def create_app(
         clock=clock,
     )
     keys.load()
+    metrics = Metrics(
+        key_age=lambda: clock() - keys.view().active.created,
+        multiprocess_dir=settings.metrics_dir,
+    )
+    limiter = RateLimiter(clock=clock)
     sessions = Sessions(
         database,
+        limiter=limiter,
+        subject_limit=settings.rate_limit_subject,
         clock=clock,
         absolute_ttl=settings.refresh_token_ttl,
         idle_ttl=settings.refresh_idle_ttl,
     )
-    accounts = Accounts(database, sessions, clock=clock)
-    limiter = RateLimiter(clock=clock)
+    accounts = Accounts(
+        database, sessions, limiter=limiter, subject_limit=settings.rate_limit_subject, clock=clock
+    )
     if mailer is None:
         mailer = SmtpMailer(settings.smtp_url) if settings.smtp_url else LogMailer()
     verification = EmailVerification(
@@ -106,7 +118,12 @@ def create_app(
     provider = Provider.google(settings)
     verifier = IdTokenVerifier(
         provider,
-        KeySetCache(provider.jwks_url, http, clock=clock),
+        KeySetCache(
+            provider.jwks_url,
+            http,
+            clock=clock,
+            on_fetch=lambda outcome: metrics.key_fetches.labels(outcome).inc(),
+        ),
         clock=clock,
         leeway=settings.clock_skew,
         max_age=settings.id_token_max_age,
@@ -127,11 +144,13 @@ def create_app(
             sessions=sessions,
             keys=keys,
             minter=minter,
+            metrics=metrics,
             clock=clock,
         ),
         verification=verification,
         profiles=Profiles(database, accounts, verification, clock=clock),
         sealer=Sealer(settings.token_encryption_keys),
+        metrics=metrics,
         limiter=limiter,
         clients=ClientAuthenticator(settings.clients),
         discovery=discovery_document(settings.issuer, bool(settings.clients)),
@@ -176,6 +195,11 @@ def create_app(
         exception_handlers={
             IdentityError: _identity_error,
             HTTPException: _http_error,
+            # A database that is down, restarting or unreachable: the client should retry.
+            DBAPIError: _unavailable,
+            PoolTimeout: _unavailable,
+            ConnectionError: _unavailable,
+            TimeoutError: _unavailable,
             Exception: _unexpected_error,
         },
     )
@@ -187,7 +211,14 @@ class _Identity(Starlette):
     def build_middleware_stack(self) -> ASGIApp:
         # Outside even Starlette's error middleware, so a 500 carries X-Request-ID and is
         # logged like every other request.
-        return RequestContext(super().build_middleware_stack())
+        s: Services = self.state.services
+        guarded = FailureGuard(
+            super().build_middleware_stack(),
+            database=s.database,
+            limiter=s.limiter,
+            limit=s.settings.rate_limit_failures,
+        )
+        return RequestContext(guarded, metrics=s.metrics)
 
 
 def _on_sighup(reload: Callable[[], bool]) -> Callable[[], None]:
@@ -236,6 +267,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     codes = {404: "not_found", 405: "method_not_allowed"}
     body = {"error": codes.get(exc.status_code, "invalid_request"), "error_description": exc.detail}
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    logger.error("database unavailable", extra={"event": {"error": type(exc).__name__}})
+    return _error_response(
+        TemporarilyUnavailable("the service is temporarily unavailable", reason="database")
+    )
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:

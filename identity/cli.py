@@ -9,9 +9,11 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -115,6 +117,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         server_header=False,
     )
     if args.workers > 1:
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # Workers add up their metrics through this directory (read by Settings in each).
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="identity-metrics-")
+        for stale in Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).glob("*.db"):
+            stale.unlink()  # counters of a previous run would be added to this one's
         _Supervisor(config, sockets=[config.bind_socket()]).run()
         return 0
     server = uvicorn.Server(config)

@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from .metrics import CONTENT_TYPE
 from .web import services
 
 
@@ -40,6 +41,11 @@ async def readyz(request: Request) -> Response:
     if reasons:
         return JSONResponse({"status": "unavailable", "reasons": reasons}, status_code=503)
     return JSONResponse({"status": "ready"})
+
+
+async def metrics(request: Request) -> Response:
+    body = services(request).metrics.render()
+    return Response(body, media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})
 
 
 def _etags(header: str) -> set[str]:

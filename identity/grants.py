@@ -6,6 +6,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from prometheus_client import Counter
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from . import compact, logs
@@ -19,6 +20,7 @@ from .errors import (
     UpstreamTokenError,
 )
 from .keys import KeyManager
+from .metrics import Metrics
 from .models import User
 from .sessions import Sessions, granted_scope
 from .tokens import TokenMinter
@@ -38,8 +40,10 @@ class Grants:
         sessions: Sessions,
         keys: KeyManager,
         minter: TokenMinter,
+        metrics: Metrics,
         clock: Clock = time.time,
     ) -> None:
+        self._metrics = metrics
         self._verifier = verifier
         self._accounts = accounts
         self._sessions = sessions
@@ -105,7 +109,10 @@ class Grants:
                 provider_tokens=provider_tokens,
             )
 
-        result = await _observed(event, run)
+        result = await _observed(event, run, self._metrics.exchanges)
+        self._metrics.exchanges.labels(
+            "success", "created" if result.created_user else "returning"
+        ).inc()
         logs.auth_event(
             **event,
             outcome="success",
@@ -141,7 +148,8 @@ class Grants:
                 request_id=request_id,
             )
 
-        rotation = await _observed(event, run)
+        rotation = await _observed(event, run, self._metrics.refreshes)
+        self._metrics.refreshes.labels("success", "rotated").inc()
         logs.auth_event(
             **event,
             outcome="success",
@@ -172,14 +180,16 @@ class Grants:
             ) from None
 
 
-async def _observed(event: dict[str, Any], run: Callable[[], Awaitable[T]]) -> T:
-    """Run a grant; log its failure as an auth event; a database outage becomes a 503."""
+async def _observed(event: dict[str, Any], run: Callable[[], Awaitable[T]], counter: Counter) -> T:
+    """Run a grant; count and log its failure; a database outage becomes a 503."""
     try:
         return await run()
     except IdentityError as error:
+        counter.labels("failure", error.reason).inc()
         logs.auth_event(**event, outcome="failure", reason=error.reason)
         raise
     except (OperationalError, DBAPIError):
+        counter.labels("failure", "database_unavailable").inc()
         logs.auth_event(**event, outcome="failure", reason="database_unavailable")
         raise TemporarilyUnavailable(
             "the service is temporarily unavailable", reason="database_unavailable"

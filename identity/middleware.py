@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import IdentityError, InvalidRequest, PayloadTooLarge
 from .logs import ACCESS
+from .metrics import Metrics
 
 MAX_BODY = 64 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -26,8 +27,9 @@ def error_body(error: IdentityError) -> bytes:
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics | None = None) -> None:
         self.app = app
+        self._metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,19 +57,23 @@ class RequestContext:
         try:
             refusal = _refuse_early(scope, headers)
             if refusal is not None:
-                await _send_error(send_with_id, refusal)
+                await send_error(send_with_id, refusal)
                 return
             await self.app(scope, _limited(receive), send_with_id)
         finally:
-            route = scope.get("route")
+            # The route's template, never the raw path: bounded label values, no ids in logs.
+            route = getattr(scope.get("route"), "path", None) or "(unmatched)"
+            seconds = time.perf_counter() - started
+            if self._metrics is not None:
+                self._metrics.request(route, scope["method"], status, seconds)
             ACCESS.info(
                 "request",
                 extra={
                     "event": {
                         "method": scope["method"],
-                        "route": getattr(route, "path", None) or "(unmatched)",
+                        "route": route,
                         "status": status,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "duration_ms": round(seconds * 1000, 2),
                         "request_id": request_id,
                         "client_ip": (scope.get("client") or ("", 0))[0],
                     }
@@ -106,7 +112,7 @@ def _limited(receive: Receive) -> Receive:
     return receive_limited
 
 
-async def _send_error(send: Any, error: IdentityError) -> None:
+async def send_error(send: Any, error: IdentityError) -> None:
     body = error_body(error)
     headers = [
         (b"content-type", b"application/json"),

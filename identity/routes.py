@@ -25,4 +25,5 @@ routes = [
     Route("/auth/verify-email", me.verify_email_page, methods=["GET"]),
     Route("/healthz", discovery.healthz, methods=["GET"]),
     Route("/readyz", discovery.readyz, methods=["GET"]),
+    Route("/metrics", discovery.metrics, methods=["GET"]),
 ]

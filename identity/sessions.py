@@ -25,7 +25,9 @@ from sqlmodel import col, select
 from . import logs
 from .database import Database
 from .errors import InvalidGrant, InvalidScope
+from .limits import RateLimiter
 from .models import DEFAULT_SCOPE, RotatedRefreshToken, Session, User, iso, new_id, utc
+from .settings import RateLimit
 from .tokens import new_refresh_token, refresh_token_hash
 
 Clock = Callable[[], float]
@@ -56,9 +58,18 @@ def granted_scope(requested: str | None, allowed: str = DEFAULT_SCOPE) -> str:
 
 class Sessions:
     def __init__(
-        self, database: Database, *, clock: Clock = time.time, absolute_ttl: int, idle_ttl: int
+        self,
+        database: Database,
+        *,
+        limiter: RateLimiter,
+        subject_limit: RateLimit | None,
+        clock: Clock = time.time,
+        absolute_ttl: int,
+        idle_ttl: int,
     ) -> None:
         self._db = database
+        self._limiter = limiter
+        self._subject_limit = subject_limit
         self._clock = clock
         self._absolute = absolute_ttl
         self._idle = idle_ttl
@@ -116,8 +127,9 @@ class Sessions:
             ).first()
             if swapped is not None:
                 session_id, user_id, session_scope = swapped
-                # Raising here rolls the swap back: a wider scope changes nothing.
+                # Raising here rolls the swap back: a wider scope or a 429 changes nothing.
                 granted = granted_scope(scope, session_scope)
+                await self._limiter.hit(tx, f"user:{user_id}", self._subject_limit)
                 tx.add(
                     RotatedRefreshToken(
                         token_hash=old_hash, session_id=session_id, rotated_at=utc(now)

@@ -51,6 +51,11 @@ class Settings:
     verify_email_url: str | None = None  # None: {issuer}/auth/verify-email
     token_encryption_keys: tuple[str, ...] = ()
     rate_limit_mail: RateLimit | None = field(default_factory=lambda: RateLimit(5, 3600))
+    # Off when Settings is built directly (tests); from the environment they default to on.
+    rate_limit_failures: RateLimit | None = None
+    rate_limit_subject: RateLimit | None = None
+    # Set by `identity serve --workers N` (or the operator): workers share metrics through it.
+    metrics_dir: str | None = None
 
     @property
     def production(self) -> bool:
@@ -106,6 +111,9 @@ class Settings:
             verify_email_url=r.optional_url("IDENTITY_VERIFY_EMAIL_URL"),
             token_encryption_keys=r.fernet_keys("IDENTITY_TOKEN_ENCRYPTION_KEY"),
             rate_limit_mail=r.rate("IDENTITY_RATE_LIMIT_MAIL", "5/hour"),
+            rate_limit_failures=r.rate("IDENTITY_RATE_LIMIT_FAILURES", "60/minute"),
+            rate_limit_subject=r.rate("IDENTITY_RATE_LIMIT_SUBJECT", "30/minute"),
+            metrics_dir=r.optional("PROMETHEUS_MULTIPROC_DIR"),
         )
         settings.check()
         return settings

@@ -34,8 +34,13 @@ class Server:
 
 
 def base_env(**overrides: str) -> dict[str, str]:
-    """The parent environment without any IDENTITY_ variable, plus `overrides`."""
+    """The parent environment without any IDENTITY_ variable, plus `overrides`.
+
+    Rate limits are off unless a test turns them on: load tests sign the same person in
+    dozens of times a minute on purpose.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDENTITY_")}
+    env.update(IDENTITY_RATE_LIMIT_FAILURES="0", IDENTITY_RATE_LIMIT_SUBJECT="0")
     env.update(overrides)
     return env
 
