@@ -21,23 +21,25 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
 
+from . import __version__
 from .accounts import Accounts
 from .clients import ClientAuthenticator
 from .database import Database, create_engine
 from .discovery import document as discovery_document
 from .errors import IdentityError, TemporarilyUnavailable
 from .grants import Grants
-from .keys import KeyManager, KeyStore
+from .keys import KeyFileError, KeyManager, KeyStore
 from .keyset import KeySetCache
 from .limits import FailureGuard, RateLimiter
 from .mail import LogMailer, Mailer, SmtpMailer
 from .metrics import Metrics
 from .middleware import RequestContext
+from .openapi import document as openapi_document
 from .profiles import Profiles
 from .routes import routes
 from .sealing import Sealer
 from .sessions import Sessions
-from .settings import Settings
+from .settings import ConfigError, Settings
 from .tokens import TokenMinter
 from .upstream import IdTokenVerifier, Provider
 from .verification import EmailVerification
@@ -64,6 +66,7 @@ class Services:
     limiter: RateLimiter
     clients: ClientAuthenticator
     discovery: bytes
+    openapi: bytes
 
 
 def create_app(
@@ -154,6 +157,7 @@ def create_app(
         limiter=limiter,
         clients=ClientAuthenticator(settings.clients),
         discovery=discovery_document(settings.issuer, bool(settings.clients)),
+        openapi=openapi_document(settings.issuer, __version__),
     )
 
     @contextlib.asynccontextmanager
@@ -286,4 +290,9 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 
 def app_from_environment() -> Starlette:
     """uvicorn's factory for `identity serve` (each worker builds its own app)."""
-    return create_app(Settings.from_env(os.environ))
+    try:
+        return create_app(Settings.from_env(os.environ))
+    except (ConfigError, KeyFileError) as error:
+        # One JSON line, not a traceback; uvicorn's supervisor reads 3 as "cannot start".
+        logger.critical("cannot start: %s", error)
+        raise SystemExit(3) from None

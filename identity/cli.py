@@ -125,6 +125,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         _Supervisor(config, sockets=[config.bind_socket()]).run()
         return 0
     server = uvicorn.Server(config)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler that
+    # was there before it. That handler is this no-op, so the process exits 0 (SPEC §10).
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server.run()
     return 0 if server.started else 3
 
@@ -133,9 +136,11 @@ class _Supervisor(Multiprocess):
     """uvicorn's worker supervisor, except that SIGHUP re-reads keys instead of restarting."""
 
     def handle_hup(self) -> None:
-        # Each worker reloads its keys on SIGHUP (see identity.app); nobody restarts.
+        # Each worker reloads its keys on SIGHUP (see identity.app); nobody restarts. Only ready
+        # workers are signalled: one still starting has no handler yet (SIGHUP would kill it),
+        # and it reads the key directory itself when it builds its app.
         for process in self.processes:
-            if process.pid is not None:
+            if process.pid is not None and process.is_ready(timeout=2):
                 os.kill(process.pid, signal.SIGHUP)
 
 

@@ -43,6 +43,10 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready"})
 
 
+async def openapi(request: Request) -> Response:
+    return Response(services(request).openapi, media_type="application/json")
+
+
 async def metrics(request: Request) -> Response:
     body = services(request).metrics.render()
     return Response(body, media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})

@@ -155,15 +155,27 @@ class KeyStore:
 
     def load(self) -> list[SigningKey]:
         """Every key file of the directory; KeyFileError naming the first unusable one."""
+        keys, problems = self.load_usable()
+        if problems:
+            raise problems[0]
+        return keys
+
+    def load_usable(self) -> tuple[list[SigningKey], list[KeyFileError]]:
+        """The usable keys, and what is wrong with each unusable file."""
         if not self.directory.is_dir():
-            return []
-        keys = []
+            return [], []
+        keys, problems = [], []
         for path in sorted(self.directory.iterdir()):
             match = _NAME.match(path.name)
             if match is None:
                 continue
-            keys.append(self._load_file(path, match.group(1)))
-        return keys
+            try:
+                keys.append(self._load_file(path, match.group(1)))
+            except KeyFileError as problem:
+                problems.append(problem)
+            except OSError as error:  # vanished or unreadable between listing and reading
+                problems.append(KeyFileError(f"{path}: {type(error).__name__}"))
+        return keys, problems
 
     def generate(self, *, bits: int = MIN_BITS, now: float | None = None) -> SigningKey:
         if bits < MIN_BITS:
@@ -248,8 +260,14 @@ class KeyManager:
         return self._ring
 
     def load(self) -> None:
-        """Initial load: raise KeyFileError when a file is bad or there is no key at all."""
-        keys = self.store.load()
+        """Initial load of a process: the usable keys; unusable files are logged by name.
+
+        `identity serve` refuses to start on any bad file before a worker exists; a worker that
+        starts later (a restart) keeps serving with the good keys instead of crashing.
+        """
+        keys, problems = self.store.load_usable()
+        for problem in problems:
+            _logger.error("unusable key file skipped: %s", problem)
         if not keys:
             raise KeyFileError(
                 f"{self.store.directory}: no signing key (run: identity keys generate)"

@@ -26,4 +26,5 @@ routes = [
     Route("/healthz", discovery.healthz, methods=["GET"]),
     Route("/readyz", discovery.readyz, methods=["GET"]),
     Route("/metrics", discovery.metrics, methods=["GET"]),
+    Route("/openapi.json", discovery.openapi, methods=["GET"]),
 ]

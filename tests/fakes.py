@@ -120,7 +120,7 @@ DROP: Any = _DROP  # pass as a claim value to remove the claim
 
 
 @contextmanager
-def serve_jwks(google: FakeGoogle, port: int = 0) -> Iterator[str]:
+def serve_jwks(google: FakeGoogle, port: int = 0, delay: float = 0.0) -> Iterator[str]:
     """Serve the fake Google's key set over real HTTP on loopback (for service processes)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -134,6 +134,7 @@ def serve_jwks(google: FakeGoogle, port: int = 0) -> Iterator[str]:
                 body = google.mint(**overrides).encode()
                 content_type = "text/plain"
             else:
+                time.sleep(delay)  # a slow provider, for in-flight request tests
                 body = json.dumps(google.jwks()).encode()
                 content_type = "application/json"
             self.send_response(200)

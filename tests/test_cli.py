@@ -148,3 +148,62 @@ def test_open_key_file_is_refused_with_its_name(tmp_path: Path) -> None:
     assert key_file.name in result.stderr
     assert "chmod 600" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_finishes_in_flight_requests(tmp_path: Path, google: FakeGoogle) -> None:
+    import signal
+    import threading
+    import time
+
+    google.clock = time.time
+    now = int(time.time())
+    token = google.mint(iat=now, exp=now + 600)
+    with serve_jwks(google, delay=2.0) as jwks_url:
+        env = base_env(IDENTITY_GOOGLE_JWKS_URL=jwks_url, IDENTITY_GOOGLE_CLIENT_IDS=WEB_CLIENT)
+        with serve(env, tmp_path) as server:
+            answers: list[httpx.Response] = []
+            worker = threading.Thread(
+                target=lambda: answers.append(
+                    httpx.post(
+                        server.url + "/token", data={**EXCHANGE, "subject_token": token}, timeout=30
+                    )
+                )
+            )
+            worker.start()
+            time.sleep(0.7)  # the exchange is now waiting for Google's keys
+            server.process.send_signal(signal.SIGTERM)
+            worker.join(timeout=30)
+            assert server.process.wait(timeout=30) == 0
+    assert answers[0].status_code == 200
+
+
+def test_check_reports_problems(tmp_path: Path) -> None:
+    env = base_env(
+        IDENTITY_DATABASE_URL="postgresql+asyncpg://nobody@127.0.0.1:1/none",
+        IDENTITY_GOOGLE_JWKS_URL="http://127.0.0.1:1/certs",
+    )
+    result = run_cli("check", env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    problems = result.stderr
+    assert "IDENTITY_KEYS_DIR: no signing key" in problems
+    assert "IDENTITY_DATABASE_URL: database unreachable" in problems
+    assert "IDENTITY_GOOGLE_CLIENT_IDS: not set" in problems
+    assert "IDENTITY_GOOGLE_JWKS_URL: no usable keys" in problems
+    assert "Traceback" not in problems
+
+
+def test_check_passes_on_a_good_setup(tmp_path: Path, google: FakeGoogle) -> None:
+    with serve_jwks(google) as jwks_url:
+        env = base_env(
+            IDENTITY_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/ok.db",
+            IDENTITY_GOOGLE_JWKS_URL=jwks_url,
+            IDENTITY_GOOGLE_CLIENT_IDS=WEB_CLIENT,
+        )
+        run_cli("keys", "generate", env=env, cwd=tmp_path)
+        stale = run_cli("check", env=env, cwd=tmp_path)
+        assert stale.returncode == 1
+        assert "run `identity migrate`" in stale.stderr
+        assert run_cli("migrate", env=env, cwd=tmp_path).returncode == 0
+        result = run_cli("check", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "fine" in result.stdout

@@ -120,3 +120,19 @@ def test_manager_refuses_an_empty_directory(tmp_path: Path) -> None:
     manager = KeyManager(KeyStore(tmp_path), lead=LEAD, token_lifetime=LIFETIME)
     with pytest.raises(KeyFileError, match="no signing key"):
         manager.load()
+
+
+def test_a_worker_starting_next_to_a_bad_file_uses_the_good_keys(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    good = KeyStore(tmp_path).generate(now=T0)
+    bad = tmp_path / "rsa-20300101T000000Z.pem"
+    bad.write_text("truncated")
+    bad.chmod(0o600)
+    manager = KeyManager(KeyStore(tmp_path), lead=LEAD, token_lifetime=LIFETIME, clock=lambda: T0)
+    manager.load()
+    assert list(manager.view().published) == [good.kid]
+    assert bad.name in caplog.text
+    # The strict check (what `identity serve` runs before starting) still refuses.
+    with pytest.raises(KeyFileError, match=bad.name):
+        KeyStore(tmp_path).load()

@@ -1,0 +1,35 @@
+# identity: multi-stage image. The base is a build argument so sites with their own Python image
+# (or this project's CI, which has no registry) can substitute it.
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY identity ./identity
+COPY migrations ./migrations
+# The package and its dependencies in a virtual environment, copied whole into the final stage.
+RUN python -m venv /opt/identity \
+    && /opt/identity/bin/pip install --no-cache-dir --upgrade pip \
+    && /opt/identity/bin/pip install --no-cache-dir .
+
+FROM ${PYTHON_IMAGE}
+ENV PATH=/opt/identity/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    IDENTITY_HOST=0.0.0.0 \
+    IDENTITY_PORT=8001 \
+    IDENTITY_KEYS_DIR=/var/lib/identity/keys
+COPY --from=build /opt/identity /opt/identity
+# A fixed numeric, unprivileged user: Kubernetes' runAsNonRoot can check it without a passwd.
+RUN groupadd --gid 10001 identity \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /var/lib/identity --shell /usr/sbin/nologin identity \
+    && mkdir -p /var/lib/identity/keys \
+    && chown -R 10001:10001 /var/lib/identity \
+    && chmod 700 /var/lib/identity/keys
+USER 10001:10001
+WORKDIR /var/lib/identity
+VOLUME ["/var/lib/identity/keys"]
+EXPOSE 8001
+HEALTHCHECK --interval=30s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('IDENTITY_PORT', '8001'), timeout=2)"]
+CMD ["identity", "serve"]
