@@ -9,22 +9,26 @@ retried, and the retry finds the winner's rows (rule 1).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import bindparam, delete
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlmodel import col, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlmodel import col
 
-from .database import Database
+from .database import Database, dialect_name
 from .errors import AccountConflict, InvalidRequest
 from .limits import RateLimiter
 from .models import Account, UsedIdToken, User, iso, new_id, utc
 from .sessions import Mint, Sessions
 from .settings import RateLimit
+from .tokens import profile_claims
 from .upstream import VerifiedIdentity
 
 logger = logging.getLogger("identity.accounts")
@@ -55,6 +59,37 @@ class SignIn:
     created_user: bool
 
 
+_USERS = User.__table__  # type: ignore[attr-defined]
+_ACCOUNTS = Account.__table__  # type: ignore[attr-defined]
+_USER_COLUMNS = (
+    _USERS.c.id,
+    _USERS.c.name,
+    _USERS.c.email,
+    _USERS.c.email_verified,
+    _USERS.c.image,
+    _USERS.c.name_edited,
+    _USERS.c.image_edited,
+    _USERS.c.email_edited,
+    _USERS.c.created_at,
+    _USERS.c.updated_at,
+)
+# Statements built once; executed with bound parameters on the sign-in path.
+_BY_ACCOUNT = (
+    sa_select(*_USER_COLUMNS, _ACCOUNTS.c.id.label("account_id"))
+    .select_from(_ACCOUNTS.join(_USERS, _USERS.c.id == _ACCOUNTS.c.user_id))
+    .where(
+        _ACCOUNTS.c.provider == bindparam("provider"),
+        _ACCOUNTS.c.provider_account_id == bindparam("sub"),
+    )
+)
+_BY_EMAIL = sa_select(*_USER_COLUMNS).where(_USERS.c.email == bindparam("email"))
+_ACCOUNTS_OF = (
+    sa_select(_ACCOUNTS.c.provider, _ACCOUNTS.c.provider_account_id)
+    .where(_ACCOUNTS.c.user_id == bindparam("uid"))
+    .order_by(_ACCOUNTS.c.created_at)
+)
+
+
 class Accounts:
     def __init__(
         self,
@@ -83,7 +118,7 @@ class Accounts:
     ) -> SignIn:
         for attempt in range(_ATTEMPTS):
             try:
-                async with self._db.transaction() as tx:
+                async with self._db.core() as tx:
                     return await self._sign_in(
                         tx, identity, client_id, user_agent, scope, mint, provider_tokens
                     )
@@ -97,7 +132,7 @@ class Accounts:
 
     async def _sign_in(
         self,
-        tx: AsyncSession,
+        tx: AsyncConnection,
         identity: VerifiedIdentity,
         client_id: str,
         user_agent: str | None,
@@ -105,62 +140,56 @@ class Accounts:
         mint: Mint,
         provider_tokens: ProviderTokens | None,
     ) -> SignIn:
-        now = self._clock()
+        stamp = utc(self._clock())
         if not await self._remember_id_token(tx, identity):
             raise InvalidRequest("the subject token was already used", reason="replayed")
-        user, account, created = await self._upsert(tx, identity, now)
+        user, account_id, created = await self._upsert(tx, identity, stamp)
         # Per user, successful sign-ins and refreshes share one budget; a 429 rolls all back.
         await self._limiter.hit(tx, f"user:{user.id}", self._subject_limit)
         if provider_tokens is not None:
-            _store_provider_tokens(account, provider_tokens)
-        session, refresh_token = self._sessions.start(
+            await tx.execute(
+                _ACCOUNTS.update()
+                .where(_ACCOUNTS.c.id == account_id)
+                .values(**asdict(provider_tokens), updated_at=stamp)
+            )
+        session_id, refresh_token = await self._sessions.start(
             tx, user_id=user.id, client_id=client_id, user_agent=user_agent, scope=scope
         )
-        await tx.flush()
-        access_token, expires_in = mint(user, session.id, scope)
-        accounts = await self.accounts_of(tx, user.id)
+        access_token, expires_in = mint(user.id, session_id, scope, profile_claims(user))
+        accounts = (await tx.execute(_ACCOUNTS_OF, {"uid": user.id})).all()
         return SignIn(
             user=public_user(user, accounts),
-            session_id=session.id,
+            session_id=session_id,
             refresh_token=refresh_token,
             access_token=access_token,
             expires_in=expires_in,
             created_user=created,
         )
 
-    async def _remember_id_token(self, tx: AsyncSession, identity: VerifiedIdentity) -> bool:
+    async def _remember_id_token(self, tx: AsyncConnection, identity: VerifiedIdentity) -> bool:
         """Insert the token's hash; False when it was there already (a replay)."""
         values = {"token_hash": identity.token_hash, "expires_at": utc(identity.expires_at)}
-        insert = postgresql.insert if tx.get_bind().dialect.name == "postgresql" else sqlite.insert
+        insert = postgresql.insert if dialect_name(tx) == "postgresql" else sqlite.insert
         # ON CONFLICT DO NOTHING: a concurrent replay waits for the first transaction, then
         # sees its row, instead of failing with an error.
         statement = insert(UsedIdToken).values(**values).on_conflict_do_nothing()
         result = await tx.execute(statement)
-        return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+        return bool(result.rowcount == 1)
 
     async def _upsert(
-        self, tx: AsyncSession, identity: VerifiedIdentity, now: float
-    ) -> tuple[User, Account, bool]:
-        stamp = utc(now)
+        self, tx: AsyncConnection, identity: VerifiedIdentity, stamp: datetime
+    ) -> tuple[SimpleNamespace, str, bool]:
+        """The user (as a plain record), the account id, and whether the user is new."""
         found = (
-            await tx.execute(
-                select(Account, User)
-                .join(User, col(User.id) == col(Account.user_id))
-                .where(
-                    col(Account.provider) == identity.provider,
-                    col(Account.provider_account_id) == identity.subject,
-                )
-            )
+            await tx.execute(_BY_ACCOUNT, {"provider": identity.provider, "sub": identity.subject})
         ).first()
         if found is not None:  # rule 1: a returning user
-            account, user = found
+            user = SimpleNamespace(**found._mapping)
             await self._refresh_profile(tx, user, identity, stamp)
-            return user, account, False
+            return user, user.account_id, False
 
         if identity.email is not None:
-            holder = (
-                await tx.execute(select(User).where(col(User.email) == identity.email))
-            ).scalar_one_or_none()
+            holder = (await tx.execute(_BY_EMAIL, {"email": identity.email})).first()
             if holder is not None:
                 # Rule 2: link only when both sides have proven ownership of the address.
                 if not (
@@ -172,63 +201,52 @@ class Accounts:
                         "an account with this email exists; sign in with it first",
                         reason="account_conflict",
                     )
-                account = _new_account(holder.id, identity, stamp)
-                tx.add(account)
-                await tx.flush()
-                return holder, account, False
+                user = SimpleNamespace(**holder._mapping)
+                return user, await _insert_account(tx, user.id, identity, stamp), False
 
-        user = User(  # rule 4: a new person
+        user = SimpleNamespace(  # rule 4: a new person
             id=new_id(),
             name=identity.name,
             email=identity.email,
             email_verified=stamp if identity.email_verified else None,
             image=identity.picture,
+            name_edited=False,
+            image_edited=False,
+            email_edited=False,
             created_at=stamp,
             updated_at=stamp,
         )
-        tx.add(user)
-        await tx.flush()
-        account = _new_account(user.id, identity, stamp)
-        tx.add(account)
-        await tx.flush()
-        return user, account, True
+        await tx.execute(_USERS.insert().values(**vars(user)))
+        return user, await _insert_account(tx, user.id, identity, stamp), True
 
     async def _refresh_profile(
-        self, tx: AsyncSession, user: User, identity: VerifiedIdentity, stamp: Any
+        self,
+        tx: AsyncConnection,
+        user: SimpleNamespace,
+        identity: VerifiedIdentity,
+        stamp: datetime,
     ) -> None:
-        changed = False
+        changes: dict[str, Any] = {}
         if not user.name_edited and identity.name and identity.name != user.name:
-            user.name, changed = identity.name, True
+            changes["name"] = identity.name
         if not user.image_edited and identity.picture and identity.picture != user.image:
-            user.image, changed = identity.picture, True
+            changes["image"] = identity.picture
         if (
             not user.email_edited
             and identity.email_verified
             and identity.email is not None
             and identity.email != user.email
         ):
-            other = (
-                await tx.execute(select(col(User.id)).where(col(User.email) == identity.email))
-            ).scalar_one_or_none()
+            other = (await tx.execute(_BY_EMAIL, {"email": identity.email})).first()
             if other is None:  # never take an address another user holds
-                user.email, user.email_verified, changed = identity.email, stamp, True
-        if changed:
-            user.updated_at = stamp
-            await tx.flush()
+                changes.update(email=identity.email, email_verified=stamp)
+        if changes:
+            changes["updated_at"] = stamp
+            await tx.execute(_USERS.update().where(_USERS.c.id == user.id).values(**changes))
+            vars(user).update(changes)
 
-    async def accounts_of(self, tx: AsyncSession, user_id: str) -> list[Account]:
-        result = await tx.execute(
-            select(Account).where(col(Account.user_id) == user_id).order_by(col(Account.created_at))
-        )
-        return list(result.scalars())
-
-    async def user(self, user_id: str) -> dict[str, Any] | None:
-        """The public form of a user, or None when the user is gone."""
-        async with self._db.reader() as tx:
-            user = await tx.get(User, user_id)
-            if user is None:
-                return None
-            return public_user(user, await self.accounts_of(tx, user_id))
+    async def accounts_of(self, tx: AsyncSession, user_id: str) -> list[Any]:
+        return list((await tx.execute(_ACCOUNTS_OF, {"uid": user_id})).all())
 
     async def prune_used_id_tokens(self) -> int:
         async with self._db.transaction() as tx:
@@ -238,23 +256,26 @@ class Accounts:
             return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-def _new_account(user_id: str, identity: VerifiedIdentity, stamp: Any) -> Account:
-    return Account(
-        user_id=user_id,
-        type="oidc",
-        provider=identity.provider,
-        provider_account_id=identity.subject,
-        created_at=stamp,
-        updated_at=stamp,
+async def _insert_account(
+    tx: AsyncConnection, user_id: str, identity: VerifiedIdentity, stamp: datetime
+) -> str:
+    account_id = new_id()
+    await tx.execute(
+        _ACCOUNTS.insert().values(
+            id=account_id,
+            user_id=user_id,
+            type="oidc",
+            provider=identity.provider,
+            provider_account_id=identity.subject,
+            created_at=stamp,
+            updated_at=stamp,
+        )
     )
+    return account_id
 
 
-def _store_provider_tokens(account: Account, tokens: ProviderTokens) -> None:
-    for name in ProviderTokens.__dataclass_fields__:
-        setattr(account, name, getattr(tokens, name))
-
-
-def public_user(user: User, accounts: list[Account]) -> dict[str, Any]:
+def public_user(user: Any, accounts: Sequence[Any]) -> dict[str, Any]:
+    """The API form of a user (an ORM object or a row) and their accounts."""
     return {
         "id": user.id,
         "name": user.name,

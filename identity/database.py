@@ -12,6 +12,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -51,6 +52,14 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+# Either kind of transaction handle: ORM session (rare paths) or Core connection (hot paths).
+Executor = AsyncSession | AsyncConnection
+
+
+def dialect_name(tx: Executor) -> str:
+    return tx.dialect.name if isinstance(tx, AsyncConnection) else tx.get_bind().dialect.name
+
+
 class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -61,6 +70,12 @@ class Database:
         """One transaction: committed when the block ends, rolled back on any exception."""
         async with self._sessions() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def core(self) -> AsyncIterator[AsyncConnection]:
+        """A Core transaction on a plain connection: no ORM unit of work on the hot paths."""
+        async with self.engine.begin() as connection:
+            yield connection
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[AsyncSession]:

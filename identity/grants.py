@@ -21,8 +21,7 @@ from .errors import (
 )
 from .keys import KeyManager
 from .metrics import Metrics
-from .models import User
-from .sessions import Sessions, granted_scope
+from .sessions import Mint, Sessions, granted_scope
 from .tokens import TokenMinter
 from .upstream import IdTokenVerifier, VerifiedIdentity
 
@@ -51,18 +50,18 @@ class Grants:
         self._minter = minter
         self._clock = clock
 
-    def _mint(
-        self, client_id: str, audience: str | None
-    ) -> Callable[[User, str, str], tuple[str, int]]:
-        def mint(user: User, session_id: str, scope: str) -> tuple[str, int]:
+    def _mint(self, client_id: str, audience: str | None) -> Mint:
+        def mint(
+            subject: str, session_id: str, scope: str, profile: dict[str, Any]
+        ) -> tuple[str, int]:
             return self._minter.mint(
                 self._keys.view(),
                 self._clock(),
-                subject=user.id,
+                subject=subject,
                 session_id=session_id,
                 client_id=client_id,
                 scope=scope,
-                profile=_profile(user),
+                profile=profile,
                 audience=audience,
             )
 
@@ -194,12 +193,3 @@ async def _observed(event: dict[str, Any], run: Callable[[], Awaitable[T]], coun
         raise TemporarilyUnavailable(
             "the service is temporarily unavailable", reason="database_unavailable"
         ) from None
-
-
-def _profile(user: User) -> dict[str, Any]:
-    return {
-        "email": user.email,
-        "email_verified": user.email_verified is not None,
-        "name": user.name,
-        "picture": user.image,
-    }

@@ -14,11 +14,10 @@ from sqlalchemy import delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .database import Database
+from .database import Database, Executor, dialect_name
 from .errors import RateLimited
 from .middleware import send_error
 from .models import RateLimitWindow, utc
@@ -31,7 +30,7 @@ class RateLimiter:
     def __init__(self, *, clock: Clock = time.time) -> None:
         self._clock = clock
 
-    async def hit(self, tx: AsyncSession, key: str, limit: RateLimit | None) -> None:
+    async def hit(self, tx: Executor, key: str, limit: RateLimit | None) -> None:
         """Count one event for `key` in `tx`; RateLimited (429) once the window is full."""
         if limit is None:
             return
@@ -42,10 +41,10 @@ class RateLimiter:
                 retry_after=max(1, math.ceil(start + limit.period - self._clock())),
             )
 
-    async def increment(self, tx: AsyncSession, key: str, period: int) -> tuple[int, int]:
+    async def increment(self, tx: Executor, key: str, period: int) -> tuple[int, int]:
         """Count one event; return the window's count and start."""
         start = int(self._clock() // period * period)
-        insert = postgresql.insert if tx.get_bind().dialect.name == "postgresql" else sqlite.insert
+        insert = postgresql.insert if dialect_name(tx) == "postgresql" else sqlite.insert
         table = RateLimitWindow.__table__  # type: ignore[attr-defined]
         statement = (
             insert(table)
@@ -57,7 +56,7 @@ class RateLimiter:
         )
         return int((await tx.execute(statement)).scalar_one()), start
 
-    async def exceeded(self, tx: AsyncSession, key: str, limit: RateLimit) -> int | None:
+    async def exceeded(self, tx: Executor, key: str, limit: RateLimit) -> int | None:
         """Seconds until the window ends if `key` is over `limit`, else None (a read only)."""
         now = self._clock()
         start = int(now // limit.period * limit.period)
@@ -73,7 +72,7 @@ class RateLimiter:
             return None
         return max(1, math.ceil(start + limit.period - now))
 
-    async def prune(self, tx: AsyncSession) -> None:
+    async def prune(self, tx: Executor) -> None:
         await tx.execute(
             delete(RateLimitWindow).where(col(RateLimitWindow.expires_at) < utc(self._clock()))
         )

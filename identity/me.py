@@ -10,14 +10,15 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from . import inputs, pages
 from .errors import InvalidToken, InvalidVerificationToken, NotFound
 from .profiles import validate_changes
-from .web import NO_STORE, authenticate, services
+from .web import NO_STORE, authenticate, services, verify_access_token
 
 
 async def _me(request: Request) -> tuple[dict[str, Any], str]:
-    claims = await authenticate(request)
-    user = await services(request).accounts.user(claims.subject)
-    if user is None:  # deleted: the token no longer speaks for anyone
-        raise InvalidToken("the access token is no longer valid", reason="user_deleted")
+    claims = verify_access_token(request, inputs.bearer(request))
+    # One round trip: the session is alive (the sid check) and the user with their accounts.
+    user = await services(request).sessions.profile(claims.session_id, claims.subject)
+    if user is None:  # session ended or user deleted: the token no longer speaks for anyone
+        raise InvalidToken("the access token is no longer valid", reason="session_ended")
     return user, claims.session_id
 
 

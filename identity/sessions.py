@@ -18,22 +18,32 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import and_, bindparam, delete, or_, update
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
 from . import logs
-from .database import Database
+from .database import Database, Executor
 from .errors import InvalidGrant, InvalidScope
 from .limits import RateLimiter
-from .models import DEFAULT_SCOPE, RotatedRefreshToken, Session, User, iso, new_id, utc
+from .models import (
+    DEFAULT_SCOPE,
+    Account,
+    RotatedRefreshToken,
+    Session,
+    User,
+    iso,
+    new_id,
+    utc,
+)
 from .settings import RateLimit
-from .tokens import new_refresh_token, refresh_token_hash
+from .tokens import new_refresh_token, profile_claims, refresh_token_hash
 
 Clock = Callable[[], float]
 SUPPORTED_SCOPES = frozenset(DEFAULT_SCOPE.split())
-# Called inside the transaction with (user, session_id, scope); returns (access token, expires_in).
-Mint = Callable[[User, str, str], tuple[str, int]]
+# Called inside the transaction with (user id, session id, scope, profile claims); returns the
+# access token and its lifetime.
+Mint = Callable[[str, str, str, dict[str, Any]], tuple[str, int]]
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,42 @@ def granted_scope(requested: str | None, allowed: str = DEFAULT_SCOPE) -> str:
     return " ".join(dict.fromkeys(wanted))
 
 
+_users = User.__table__  # type: ignore[attr-defined]
+_sessions = Session.__table__  # type: ignore[attr-defined]
+_accounts = Account.__table__  # type: ignore[attr-defined]
+_rotated = RotatedRefreshToken.__table__  # type: ignore[attr-defined]
+_CLAIMS = sa_select(_users.c.email, _users.c.email_verified, _users.c.name, _users.c.image).where(
+    _users.c.id == bindparam("uid")
+)
+# The profile of a user whose session is alive, with their accounts: one round trip, built once
+# (the hot path of GET /users/me and /userinfo).
+_PROFILE = (
+    sa_select(
+        _users.c.id,
+        _users.c.name,
+        _users.c.email,
+        _users.c.email_verified,
+        _users.c.image,
+        _users.c.created_at,
+        _users.c.updated_at,
+        _accounts.c.provider,
+        _accounts.c.provider_account_id,
+    )
+    .select_from(
+        _sessions.join(_users, _users.c.id == _sessions.c.user_id).outerjoin(
+            _accounts, _accounts.c.user_id == _users.c.id
+        )
+    )
+    .where(
+        _sessions.c.id == bindparam("sid"),
+        _sessions.c.user_id == bindparam("uid"),
+        _sessions.c.expires > bindparam("now"),
+        _sessions.c.last_used_at > bindparam("idle_since"),
+    )
+    .order_by(_accounts.c.created_at)
+)
+
+
 class Sessions:
     def __init__(
         self,
@@ -74,31 +120,33 @@ class Sessions:
         self._absolute = absolute_ttl
         self._idle = idle_ttl
 
-    def start(
+    async def start(
         self,
-        tx: AsyncSession,
+        tx: Executor,
         *,
         user_id: str,
         client_id: str,
         user_agent: str | None,
         scope: str,
-    ) -> tuple[Session, str]:
-        """Add a session to `tx`; return it with its first refresh token."""
+    ) -> tuple[str, str]:
+        """Insert a session in `tx`; return its id and its first refresh token."""
         now = self._clock()
         refresh_token, refresh_hash = new_refresh_token()
-        session = Session(
-            id=new_id(),
-            session_token=refresh_hash,
-            user_id=user_id,
-            expires=utc(now + self._absolute),
-            client_id=client_id,
-            scope=scope,
-            user_agent=user_agent[:512] if user_agent else None,
-            created_at=utc(now),
-            last_used_at=utc(now),
+        session_id = new_id()
+        await tx.execute(
+            _sessions.insert().values(
+                id=session_id,
+                session_token=refresh_hash,
+                user_id=user_id,
+                expires=utc(now + self._absolute),
+                client_id=client_id,
+                scope=scope,
+                user_agent=user_agent[:512] if user_agent else None,
+                created_at=utc(now),
+                last_used_at=utc(now),
+            )
         )
-        tx.add(session)
-        return session, refresh_token
+        return session_id, refresh_token
 
     def _alive(self, now: float) -> Any:
         return and_(
@@ -112,7 +160,7 @@ class Sessions:
         old_hash = refresh_token_hash(presented)
         new_token, new_hash = new_refresh_token()
         now = self._clock()
-        async with self._db.transaction() as tx:
+        async with self._db.core() as tx:
             swapped = (
                 await tx.execute(
                     update(Session)
@@ -130,15 +178,15 @@ class Sessions:
                 # Raising here rolls the swap back: a wider scope or a 429 changes nothing.
                 granted = granted_scope(scope, session_scope)
                 await self._limiter.hit(tx, f"user:{user_id}", self._subject_limit)
-                tx.add(
-                    RotatedRefreshToken(
+                await tx.execute(
+                    _rotated.insert().values(
                         token_hash=old_hash, session_id=session_id, rotated_at=utc(now)
                     )
                 )
-                user = await tx.get(User, user_id)
+                user = (await tx.execute(_CLAIMS, {"uid": user_id})).first()
                 if user is None:  # deleted concurrently; the cascade removes the session
                     raise InvalidGrant("the refresh token is invalid", reason="user_deleted")
-                access_token, expires_in = mint(user, session_id, granted)
+                access_token, expires_in = mint(user_id, session_id, granted, profile_claims(user))
                 return Rotation(access_token, expires_in, new_token, granted, session_id, user_id)
         reason = await self._refused(old_hash, client_id, now, request_id)
         raise InvalidGrant("the refresh token is invalid, expired or revoked", reason=reason)
@@ -223,6 +271,35 @@ class Sessions:
                 )
             )
             return found.first() is not None
+
+    async def profile(self, session_id: str, user_id: str) -> dict[str, Any] | None:
+        """The user's public form if this session of theirs is alive, else None."""
+        now = self._clock()
+        params = {
+            "sid": session_id,
+            "uid": user_id,
+            "now": utc(now),
+            "idle_since": utc(now - self._idle),
+        }
+        async with self._db.engine.connect() as connection:
+            rows = (await connection.execute(_PROFILE, params)).all()
+        if not rows:
+            return None
+        first = rows[0]
+        return {
+            "id": first.id,
+            "name": first.name,
+            "email": first.email,
+            "email_verified": iso(first.email_verified),
+            "image": first.image,
+            "created_at": iso(first.created_at),
+            "updated_at": iso(first.updated_at),
+            "accounts": [
+                {"provider": r.provider, "provider_account_id": r.provider_account_id}
+                for r in rows
+                if r.provider is not None
+            ],
+        }
 
     async def list(self, user_id: str, current: str) -> list[dict[str, Any]]:
         now = self._clock()

@@ -36,6 +36,16 @@ class AccessClaims:
     raw: dict[str, Any]
 
 
+def profile_claims(user: Any) -> dict[str, Any]:
+    """The profile claims of an access token, from a user row or object."""
+    return {
+        "email": user.email,
+        "email_verified": user.email_verified is not None,
+        "name": user.name,
+        "picture": user.image,
+    }
+
+
 def new_refresh_token() -> tuple[str, str]:
     """A fresh refresh token (256 bits from `secrets`) and the hash that is stored instead."""
     token = secrets.token_urlsafe(32)
