@@ -74,13 +74,23 @@ _USER_COLUMNS = (
     _USERS.c.updated_at,
 )
 # Statements built once; executed with bound parameters on the sign-in path.
+_OWN = _ACCOUNTS.alias("own")
+# A returning user: the user, the account that signed in, and all of the user's accounts (one
+# row each), in one round trip.
 _BY_ACCOUNT = (
-    sa_select(*_USER_COLUMNS, _ACCOUNTS.c.id.label("account_id"))
-    .select_from(_ACCOUNTS.join(_USERS, _USERS.c.id == _ACCOUNTS.c.user_id))
-    .where(
-        _ACCOUNTS.c.provider == bindparam("provider"),
-        _ACCOUNTS.c.provider_account_id == bindparam("sub"),
+    sa_select(
+        *_USER_COLUMNS,
+        _OWN.c.id.label("account_id"),
+        _ACCOUNTS.c.provider,
+        _ACCOUNTS.c.provider_account_id,
     )
+    .select_from(
+        _OWN.join(_USERS, _USERS.c.id == _OWN.c.user_id).join(
+            _ACCOUNTS, _ACCOUNTS.c.user_id == _USERS.c.id
+        )
+    )
+    .where(_OWN.c.provider == bindparam("provider"), _OWN.c.provider_account_id == bindparam("sub"))
+    .order_by(_ACCOUNTS.c.created_at)
 )
 _BY_EMAIL = sa_select(*_USER_COLUMNS).where(_USERS.c.email == bindparam("email"))
 _ACCOUNTS_OF = (
@@ -143,7 +153,7 @@ class Accounts:
         stamp = utc(self._clock())
         if not await self._remember_id_token(tx, identity):
             raise InvalidRequest("the subject token was already used", reason="replayed")
-        user, account_id, created = await self._upsert(tx, identity, stamp)
+        user, account_id, created, accounts = await self._upsert(tx, identity, stamp)
         # Per user, successful sign-ins and refreshes share one budget; a 429 rolls all back.
         await self._limiter.hit(tx, f"user:{user.id}", self._subject_limit)
         if provider_tokens is not None:
@@ -156,7 +166,6 @@ class Accounts:
             tx, user_id=user.id, client_id=client_id, user_agent=user_agent, scope=scope
         )
         access_token, expires_in = mint(user.id, session_id, scope, profile_claims(user))
-        accounts = (await tx.execute(_ACCOUNTS_OF, {"uid": user.id})).all()
         return SignIn(
             user=public_user(user, accounts),
             session_id=session_id,
@@ -178,15 +187,15 @@ class Accounts:
 
     async def _upsert(
         self, tx: AsyncConnection, identity: VerifiedIdentity, stamp: datetime
-    ) -> tuple[SimpleNamespace, str, bool]:
-        """The user (as a plain record), the account id, and whether the user is new."""
-        found = (
+    ) -> tuple[SimpleNamespace, str, bool, list[Any]]:
+        """The user (a plain record), the account id, whether the user is new, their accounts."""
+        rows = (
             await tx.execute(_BY_ACCOUNT, {"provider": identity.provider, "sub": identity.subject})
-        ).first()
-        if found is not None:  # rule 1: a returning user
-            user = SimpleNamespace(**found._mapping)
+        ).all()
+        if rows:  # rule 1: a returning user
+            user = SimpleNamespace(**rows[0]._mapping)
             await self._refresh_profile(tx, user, identity, stamp)
-            return user, user.account_id, False
+            return user, user.account_id, False, list(rows)
 
         if identity.email is not None:
             holder = (await tx.execute(_BY_EMAIL, {"email": identity.email})).first()
@@ -202,7 +211,9 @@ class Accounts:
                         reason="account_conflict",
                     )
                 user = SimpleNamespace(**holder._mapping)
-                return user, await _insert_account(tx, user.id, identity, stamp), False
+                account_id = await _insert_account(tx, user.id, identity, stamp)
+                accounts = (await tx.execute(_ACCOUNTS_OF, {"uid": user.id})).all()
+                return user, account_id, False, list(accounts)
 
         user = SimpleNamespace(  # rule 4: a new person
             id=new_id(),
@@ -217,7 +228,9 @@ class Accounts:
             updated_at=stamp,
         )
         await tx.execute(_USERS.insert().values(**vars(user)))
-        return user, await _insert_account(tx, user.id, identity, stamp), True
+        account_id = await _insert_account(tx, user.id, identity, stamp)
+        only = SimpleNamespace(provider=identity.provider, provider_account_id=identity.subject)
+        return user, account_id, True, [only]
 
     async def _refresh_profile(
         self,

@@ -9,6 +9,7 @@ at scrape time by the worker that answers: every worker has the same keys.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -65,14 +66,23 @@ class Metrics:
             ["outcome", "reason"],
             registry=r,
         )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.key_fetches = Counter(
             "identity_upstream_key_fetches", "Fetches of upstream key sets", ["outcome"], registry=r
         )
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:
         method = method if method in _METHODS else "OTHER"  # bounded label values
-        self.requests.labels(route, method, str(status)).inc()
-        self.duration.labels(route).observe(seconds)
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:  # labels() is slow; its result is stable per label set
+            children = (
+                self.requests.labels(route, method, str(status)),
+                self.duration.labels(route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self._scrape)
