@@ -36,7 +36,7 @@ from identity.database import migrate
 from identity.keys import KeyStore
 from identity.verifier import TokenVerifier
 from tests.fakes import WEB_CLIENT, FakeGoogle, serve_jwks
-from tests.servers import base_env, free_port, serve
+from tests.servers import base_env, free_port, serve, wait_until_ok
 
 HERE = Path(__file__).resolve().parent
 EXCHANGE = {
@@ -114,7 +114,7 @@ class Bench:
             [sys.executable, "-m", "bench.bare", str(port), str(document)], cwd=HERE.parent
         )
         try:
-            wait_for(f"http://127.0.0.1:{port}/.well-known/jwks.json")
+            wait_until_ok(f"http://127.0.0.1:{port}/.well-known/jwks.json")
             return wrk_get(f"http://127.0.0.1:{port}/.well-known/jwks.json", self.seconds).rps
         finally:
             process.terminate()
@@ -167,12 +167,13 @@ class Bench:
         with serve(env, self.work) as server:
             pid = server.process.pid
             # Exactly n exchanges each time (wrk runs for a duration, not a count).
-            asyncio.run(exchange_all(server.url, tokens[:n]))
+            failed = asyncio.run(exchange_all(server.url, tokens[:n]))
             first = rss_mb(pid)
-            asyncio.run(exchange_all(server.url, tokens[n:]))
+            failed += asyncio.run(exchange_all(server.url, tokens[n:]))
             second = rss_mb(pid)
+        note = f", {failed} of {2 * n:,} failed" if failed else ""
         self.rows.append(
-            (f"RSS after {n:,} exchanges (1 worker)", f"{first:.1f} MB", "", "", "≤ 120 MB")
+            (f"RSS after {n:,} exchanges (1 worker{note})", f"{first:.1f} MB", "", "", "≤ 120 MB")
         )
         self.rows.append(
             (f"RSS growth over the next {n:,}", f"{second - first:+.1f} MB", "", "", "< 5 MB")
@@ -263,22 +264,24 @@ def wrk_post(base: str, path: str, bodies: list[str], seconds: float, work: Path
         file.unlink()
 
 
-async def exchange_all(url: str, tokens: list[str]) -> None:
-    """Exchange every token once, CONNECTIONS at a time; every answer must be 200."""
+async def exchange_all(url: str, tokens: list[str]) -> int:
+    """Exchange every token once, CONNECTIONS at a time; return how many did not get a 200."""
     queue = iter(tokens)
     failures = 0
 
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal failures
         for token in queue:
-            response = await client.post("/token", data={**EXCHANGE, "subject_token": token})
-            failures += response.status_code != 200
+            try:
+                response = await client.post("/token", data={**EXCHANGE, "subject_token": token})
+                failures += response.status_code != 200
+            except httpx.TransportError:  # reported in the table, not fatal to the run
+                failures += 1
 
     limits = httpx.Limits(max_connections=CONNECTIONS)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
         await asyncio.gather(*(worker(client) for _ in range(CONNECTIONS)))
-    if failures:
-        raise RuntimeError(f"{failures} exchanges failed in the memory phase")
+    return failures
 
 
 def _mint_chunk(pem: bytes, kid: str, subjects: list[tuple[str, str]]) -> list[str]:
@@ -422,18 +425,6 @@ def rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     match = re.search(r"VmRSS:\s+(\d+) kB", status)
     return int(match.group(1)) / 1024 if match else float("nan")
-
-
-def wait_for(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer")
 
 
 if __name__ == "__main__":

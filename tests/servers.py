@@ -85,16 +85,24 @@ def serve(env: Mapping[str, str], cwd: Path, *args: str, timeout: float = 30) ->
 
 
 def _wait_ready(server: Server, timeout: float) -> None:
+    try:
+        wait_until_ok(server.url + "/readyz", timeout=timeout, process=server.process)
+    except RuntimeError as error:
+        raise RuntimeError(f"{error}:\n{server.log_text()}") from None
+
+
+def wait_until_ok(
+    url: str, *, timeout: float = 30, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Poll `url` until it answers 200; fail early if `process` exits meanwhile."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(
-                f"server exited with {server.process.returncode}:\n{server.log_text()}"
-            )
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
         try:
-            if httpx.get(server.url + "/readyz", timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"server not ready after {timeout}s:\n{server.log_text()}")
+    raise RuntimeError(f"{url} did not answer within {timeout:g}s")

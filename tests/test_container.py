@@ -18,7 +18,7 @@ import pytest
 
 from .conftest import EXCHANGE, PG_URL
 from .fakes import WEB_CLIENT, FakeGoogle, serve_jwks
-from .servers import free_port
+from .servers import free_port, wait_until_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 STANDIN = "localhost/python-standin:3.11"
@@ -109,7 +109,7 @@ def test_image_exchanges_tokens(
         assert started.returncode == 0, started.stderr
         try:
             url = f"http://127.0.0.1:{port}"
-            _wait(url + "/healthz")
+            wait_until_ok(url + "/healthz", timeout=60)
             assert _podman("healthcheck", "run", name).returncode == 0
             assert _podman("exec", name, "id", "-u").stdout.strip() == "10001"
             now = int(time.time())
@@ -137,15 +137,3 @@ def test_image_exchanges_tokens(
             assert _podman("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip() == "0"
         finally:
             _podman("rm", "-f", name)
-
-
-def _wait(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"the container did not answer at {url}")

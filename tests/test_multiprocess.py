@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import asyncpg
@@ -14,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from .conftest import EXCHANGE, truncate
 from .fakes import WEB_CLIENT, FakeGoogle, serve_jwks
-from .servers import base_env, serve
+from .servers import Server, base_env, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -24,12 +26,11 @@ async def clean(url: str) -> str:
     return url
 
 
-async def test_fifty_concurrent_first_sign_ins_make_one_user(
-    pg_database: str, keys_dir: Path, tmp_path: Path, google: FakeGoogle
-) -> None:
-    database_url = await clean(pg_database)
-    now = int(time.time())
-    tokens = [google.mint(iat=now, exp=now + 3600) for _ in range(50)]  # one person, 50 tokens
+@contextmanager
+def two_servers(
+    google: FakeGoogle, database_url: str, keys_dir: Path, tmp_path: Path
+) -> Iterator[tuple[Server, Server]]:
+    """Two service processes on one PostgreSQL database and one key directory."""
     with serve_jwks(google) as jwks_url:
         env = base_env(
             IDENTITY_DATABASE_URL=database_url,
@@ -38,16 +39,26 @@ async def test_fifty_concurrent_first_sign_ins_make_one_user(
             IDENTITY_GOOGLE_CLIENT_IDS=WEB_CLIENT,
         )
         with serve(env, tmp_path) as first, serve(env, tmp_path) as second:
-            async with httpx.AsyncClient(timeout=30) as client:
-                responses = await asyncio.gather(
-                    *(
-                        client.post(
-                            (first if i % 2 else second).url + "/token",
-                            data={**EXCHANGE, "subject_token": token},
-                        )
-                        for i, token in enumerate(tokens)
+            yield first, second
+
+
+async def test_fifty_concurrent_first_sign_ins_make_one_user(
+    pg_database: str, keys_dir: Path, tmp_path: Path, google: FakeGoogle
+) -> None:
+    database_url = await clean(pg_database)
+    now = int(time.time())
+    tokens = [google.mint(iat=now, exp=now + 3600) for _ in range(50)]  # one person, 50 tokens
+    with two_servers(google, database_url, keys_dir, tmp_path) as (first, second):
+        async with httpx.AsyncClient(timeout=30) as client:
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        (first if i % 2 else second).url + "/token",
+                        data={**EXCHANGE, "subject_token": token},
                     )
+                    for i, token in enumerate(tokens)
                 )
+            )
     statuses = Counter(r.status_code for r in responses)
     assert statuses == {200: 50}, statuses
     assert len({r.json()["user"]["id"] for r in responses}) == 1
@@ -69,23 +80,14 @@ async def test_one_token_sent_to_both_processes_is_exchanged_once(
     database_url = await clean(pg_database)
     now = int(time.time())
     token = google.mint(iat=now, exp=now + 3600)
-    with serve_jwks(google) as jwks_url:
-        env = base_env(
-            IDENTITY_DATABASE_URL=database_url,
-            IDENTITY_KEYS_DIR=str(keys_dir),
-            IDENTITY_GOOGLE_JWKS_URL=jwks_url,
-            IDENTITY_GOOGLE_CLIENT_IDS=WEB_CLIENT,
-        )
-        with serve(env, tmp_path) as first, serve(env, tmp_path) as second:
-            async with httpx.AsyncClient(timeout=30) as client:
-                responses = await asyncio.gather(
-                    *(
-                        client.post(
-                            server.url + "/token", data={**EXCHANGE, "subject_token": token}
-                        )
-                        for server in [first, second] * 10
-                    )
+    with two_servers(google, database_url, keys_dir, tmp_path) as (first, second):
+        async with httpx.AsyncClient(timeout=30) as client:
+            responses = await asyncio.gather(
+                *(
+                    client.post(server.url + "/token", data={**EXCHANGE, "subject_token": token})
+                    for server in [first, second] * 10
                 )
+            )
     assert Counter(r.status_code for r in responses) == {200: 1, 400: 19}
 
 
@@ -94,39 +96,32 @@ async def test_twenty_concurrent_refreshes_over_two_processes_one_winner(
 ) -> None:
     database_url = await clean(pg_database)
     now = int(time.time())
-    with serve_jwks(google) as jwks_url:
-        env = base_env(
-            IDENTITY_DATABASE_URL=database_url,
-            IDENTITY_KEYS_DIR=str(keys_dir),
-            IDENTITY_GOOGLE_JWKS_URL=jwks_url,
-            IDENTITY_GOOGLE_CLIENT_IDS=WEB_CLIENT,
-        )
-        with serve(env, tmp_path) as first, serve(env, tmp_path) as second:
-            async with httpx.AsyncClient(timeout=30) as client:
-                signed_in = await client.post(
-                    first.url + "/token",
-                    data={**EXCHANGE, "subject_token": google.mint(iat=now, exp=now + 3600)},
-                )
-                token = signed_in.json()["refresh_token"]
-                responses = await asyncio.gather(
-                    *(
-                        client.post(
-                            server.url + "/token",
-                            data={"grant_type": "refresh_token", "refresh_token": token},
-                        )
-                        for server in [first, second] * 10
+    with two_servers(google, database_url, keys_dir, tmp_path) as (first, second):
+        async with httpx.AsyncClient(timeout=30) as client:
+            signed_in = await client.post(
+                first.url + "/token",
+                data={**EXCHANGE, "subject_token": google.mint(iat=now, exp=now + 3600)},
+            )
+            token = signed_in.json()["refresh_token"]
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        server.url + "/token",
+                        data={"grant_type": "refresh_token", "refresh_token": token},
                     )
+                    for server in [first, second] * 10
                 )
-                winners = [r.json()["refresh_token"] for r in responses if r.status_code == 200]
-                assert Counter(r.status_code for r in responses) == {200: 1, 400: 19}
-                # No second live successor exists: at most the winner's token still refreshes.
-                live = [
-                    (
-                        await client.post(
-                            first.url + "/token",
-                            data={"grant_type": "refresh_token", "refresh_token": t},
-                        )
-                    ).status_code
-                    for t in winners
-                ]
-                assert live in ([200], [400])
+            )
+            winners = [r.json()["refresh_token"] for r in responses if r.status_code == 200]
+            assert Counter(r.status_code for r in responses) == {200: 1, 400: 19}
+            # No second live successor exists: at most the winner's token still refreshes.
+            live = [
+                (
+                    await client.post(
+                        first.url + "/token",
+                        data={"grant_type": "refresh_token", "refresh_token": t},
+                    )
+                ).status_code
+                for t in winners
+            ]
+            assert live in ([200], [400])

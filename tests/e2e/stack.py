@@ -12,9 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from ..servers import Server, base_env, free_port, serve
+from ..servers import Server, base_env, free_port, serve, wait_until_ok
 from .google_emulator import Emulator, running
 
 APP_DIR = Path(__file__).resolve().parent
@@ -99,26 +97,12 @@ def stack(workdir: Path, *, access_token_ttl: int = 900, app_port: int = 0) -> I
                 stderr=subprocess.STDOUT,
             )
             try:
-                _wait(app_url + "/signin", app)
+                wait_until_ok(app_url + "/signin", timeout=60, process=app)
                 yield Stack(app_url, identity, google, database)
             finally:
                 app.terminate()
                 app.wait(timeout=20)
                 log.close()
-
-
-def _wait(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the Next.js app exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the Next.js app did not answer at {url}")
 
 
 def main() -> None:
