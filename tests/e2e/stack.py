@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -114,6 +115,8 @@ def main() -> None:
     build()
     workdir = Path(os.environ.get("DEMO_DIR", APP_DIR / ".demo"))
     workdir.mkdir(exist_ok=True)
+    # SIGTERM ends the demo like Ctrl+C does, so the services it started are stopped too.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with stack(workdir, app_port=3000) as running_stack:
         print(f"demo app:  {running_stack.app_url}  (sign in with the emulated Google account)")
         print(f"identity:  {running_stack.identity.url}")
