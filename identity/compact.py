@@ -36,6 +36,8 @@ class Compact:
     raw: str
     header: dict[str, Any]
     payload_segment: str
+    signing_input: bytes  # "header.payload", what the signature covers
+    signature_segment: str
 
     @property
     def kid(self) -> str:
@@ -75,20 +77,24 @@ def parse(token: object, *, typ: str | None = None) -> Compact:
         raise UpstreamTokenError("missing_kid")
     if typ is not None and header.get("typ") != typ:
         raise UpstreamTokenError("bad_typ")
-    return Compact(raw=token, header=header, payload_segment=segments[1])
+    return Compact(
+        raw=token,
+        header=header,
+        payload_segment=segments[1],
+        signing_input=f"{segments[0]}.{segments[1]}".encode("ascii"),
+        signature_segment=segments[2],
+    )
 
 
 def verify(compact: Compact, key: RSAKey) -> dict[str, Any]:
     """Verify the RS256 signature with `key` and return the decoded claims object."""
-    header, payload, signature = compact.raw.split(".")
+    signature = compact.signature_segment
     try:
         raw_signature = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
         # RS256 is RSASSA-PKCS1-v1_5 with SHA-256 over "header.payload" (RFC 7518 §3.3). The
         # header was already held to exactly this algorithm by parse(); verifying with the
         # cryptography primitive directly avoids joserfc parsing the token a second time.
-        key.public_key.verify(
-            raw_signature, f"{header}.{payload}".encode("ascii"), PKCS1v15(), SHA256()
-        )
+        key.public_key.verify(raw_signature, compact.signing_input, PKCS1v15(), SHA256())
     except (InvalidSignature, binascii.Error, ValueError):
         raise UpstreamTokenError("bad_signature") from None
     claims = _decode_json(compact.payload_segment)
