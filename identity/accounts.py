@@ -9,7 +9,7 @@ retried, and the retry finds the winner's rows (rule 1).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from types import SimpleNamespace
@@ -25,7 +25,7 @@ from sqlmodel import col
 from .database import Database, dialect_name
 from .errors import AccountConflict, InvalidRequest
 from .limits import RateLimiter
-from .models import Account, UsedIdToken, User, iso, new_id, utc
+from .models import Account, UsedIdToken, User, new_id, public_user, utc
 from .sessions import Mint, Sessions
 from .settings import RateLimit
 from .tokens import profile_claims
@@ -285,19 +285,3 @@ async def _insert_account(
         )
     )
     return account_id
-
-
-def public_user(user: Any, accounts: Sequence[Any]) -> dict[str, Any]:
-    """The API form of a user (an ORM object or a row) and their accounts."""
-    return {
-        "id": user.id,
-        "name": user.name,
-        "email": user.email,
-        "email_verified": iso(user.email_verified),
-        "image": user.image,
-        "created_at": iso(user.created_at),
-        "updated_at": iso(user.updated_at),
-        "accounts": [
-            {"provider": a.provider, "provider_account_id": a.provider_account_id} for a in accounts
-        ],
-    }

@@ -6,6 +6,7 @@ Times are stored timezone-aware and always come back in UTC, on SQLite as on Pos
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -162,3 +163,19 @@ def utc(timestamp: float) -> datetime:
 def iso(value: datetime | None) -> str | None:
     """ISO 8601 in UTC with a Z, as the API renders every time."""
     return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def public_user(user: Any, accounts: Sequence[Any]) -> dict[str, Any]:
+    """The API form of a user (an ORM object or a row) and their accounts."""
+    return {
+        "id": user.id,
+        "name": user.name,
+        "email": user.email,
+        "email_verified": iso(user.email_verified),
+        "image": user.image,
+        "created_at": iso(user.created_at),
+        "updated_at": iso(user.updated_at),
+        "accounts": [
+            {"provider": a.provider, "provider_account_id": a.provider_account_id} for a in accounts
+        ],
+    }

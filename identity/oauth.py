@@ -11,7 +11,7 @@ from . import inputs, logs
 from .accounts import ProviderTokens
 from .clients import PUBLIC_CLIENT
 from .errors import InvalidRequest, InvalidToken, UnsupportedGrantType
-from .web import NO_STORE, authenticate, request_id, services, verify_access_token
+from .web import NO_STORE, access_claims_or_none, authenticate, request_id, services
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105
 REFRESH = "refresh_token"
@@ -92,10 +92,7 @@ async def revoke(request: Request) -> Response:
     owner = client_id if s.clients.required else None
     ended: str | None = None
     if token.count(".") == 2:  # an access token: end its session
-        try:
-            claims = verify_access_token(request, token)
-        except InvalidToken:
-            claims = None
+        claims = access_claims_or_none(request, token)
         if claims is not None and (owner is None or claims.client_id == owner):
             ended = (
                 claims.session_id
@@ -123,10 +120,7 @@ async def introspect(request: Request) -> Response:
     token = inputs.required(form, "token")
     answer: dict[str, Any] | None = None
     if token.count(".") == 2:
-        try:
-            claims = verify_access_token(request, token)
-        except InvalidToken:
-            claims = None
+        claims = access_claims_or_none(request, token)
         if claims is not None and await s.sessions.is_alive(claims.session_id, claims.subject):
             raw = claims.raw
             answer = {

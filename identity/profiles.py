@@ -13,10 +13,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from . import logs
-from .accounts import Accounts, public_user
+from .accounts import Accounts
 from .database import Database
 from .errors import Conflict, InvalidRequest, NotFound
-from .models import User, utc
+from .models import User, public_user, utc
 from .verification import EmailVerification
 
 Clock = Callable[[], float]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, or_, update
@@ -34,6 +34,7 @@ from .models import (
     User,
     iso,
     new_id,
+    public_user,
     utc,
 )
 from .settings import RateLimit
@@ -285,21 +286,8 @@ class Sessions:
             rows = (await connection.execute(_PROFILE, params)).all()
         if not rows:
             return None
-        first = rows[0]
-        return {
-            "id": first.id,
-            "name": first.name,
-            "email": first.email,
-            "email_verified": iso(first.email_verified),
-            "image": first.image,
-            "created_at": iso(first.created_at),
-            "updated_at": iso(first.updated_at),
-            "accounts": [
-                {"provider": r.provider, "provider_account_id": r.provider_account_id}
-                for r in rows
-                if r.provider is not None
-            ],
-        }
+        # One row per account (outer join): a user without accounts has one row of NULLs.
+        return public_user(rows[0], [r for r in rows if r.provider is not None])
 
     async def list(self, user_id: str, current: str) -> list[dict[str, Any]]:
         now = self._clock()
@@ -324,7 +312,6 @@ class Sessions:
             ).scalar_one_or_none()
         if session is None:
             return None
-        ends = min(session.expires, session.last_used_at + timedelta(seconds=self._idle))
         return {
             "active": True,
             "token_type": "refresh_token",
@@ -332,7 +319,7 @@ class Sessions:
             "sid": session.id,
             "client_id": session.client_id,
             "scope": session.scope,
-            "exp": int(ends.timestamp()),
+            "exp": int(self._ends(session).timestamp()),
             "iat": int(session.last_used_at.timestamp()),
         }
 
@@ -349,14 +336,16 @@ class Sessions:
             )
             return int(result.rowcount)  # type: ignore[attr-defined]
 
+    def _ends(self, session: Session) -> datetime:
+        """When the session dies unless used: absolute expiry or idle limit, whichever is first."""
+        return min(session.expires, session.last_used_at + timedelta(seconds=self._idle))
+
     def _public(self, session: Session, current: str) -> dict[str, Any]:
         return {
             "id": session.id,
             "created_at": iso(session.created_at),
             "last_used_at": iso(session.last_used_at),
-            "expires_at": iso(
-                min(session.expires, session.last_used_at + timedelta(seconds=self._idle))
-            ),
+            "expires_at": iso(self._ends(session)),
             "user_agent": session.user_agent,
             "client_id": session.client_id,
             "current": session.id == current,

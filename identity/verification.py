@@ -21,12 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from . import logs
-from .accounts import Accounts, public_user
+from .accounts import Accounts
 from .database import Database
 from .errors import InvalidRequest, InvalidVerificationToken, TemporarilyUnavailable
 from .limits import RateLimiter
 from .mail import Mailer, MailError, verification_message
-from .models import User, VerificationToken, utc
+from .models import User, VerificationToken, public_user, utc
 from .settings import RateLimit
 
 logger = logging.getLogger("identity.verification")

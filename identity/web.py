@@ -41,6 +41,17 @@ def verify_access_token(request: Request, token: str) -> AccessClaims:
         raise InvalidToken("the access token is not valid", reason=error.reason) from None
 
 
+def access_claims_or_none(request: Request, token: str) -> AccessClaims | None:
+    """The claims when `token` is a valid access token of ours, else None (for endpoints that
+    also accept refresh tokens: /revoke, /introspect)."""
+    if token.count(".") != 2:  # refresh tokens are opaque, never three segments
+        return None
+    try:
+        return verify_access_token(request, token)
+    except InvalidToken:
+        return None
+
+
 async def authenticate(request: Request) -> AccessClaims:
     """The caller's access token, verified, whose session is still alive."""
     claims = verify_access_token(request, inputs.bearer(request))
