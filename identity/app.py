@@ -1,8 +1,14 @@
-"""The application factory: `create_app(settings)` builds the whole service."""
+"""The application factory: `create_app(settings)` builds the whole service (docs/architecture.md).
+
+Every collaborator is built here, once, and handed to the few objects that use it; nothing runs
+at import time. Collaborators a test wants to replace (HTTP client, clock, mailer, tracer) are
+keyword arguments.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import os
@@ -10,63 +16,54 @@ import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import cast
 
 import httpx
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from . import __version__
-from .accounts import Accounts
+from . import (
+    __version__,
+    discovery,
+    environment,
+    housekeeping,
+    id_tokens,
+    openapi,
+    providers,
+    tracing,
+)
+from .access_tokens import AccessTokens
+from .admin import Admin
+from .admin_endpoints import AdminEndpoints
+from .audit import AuditLog
+from .bearer import Bearer
 from .clients import ClientAuthenticator
-from .database import Database, create_engine
-from .discovery import document as discovery_document
-from .errors import IdentityError, TemporarilyUnavailable
-from .grants import Grants
-from .keys import KeyFileError, KeyManager, KeyStore
-from .keyset import KeySetCache
-from .limits import FailureGuard, RateLimiter
+from .clock import Clock
+from .database import Database
+from .email_verification import EmailVerification
+from .errors import IdentityError, MethodNotAllowed, NotFound, render
+from .grants import Grants, SessionPolicy
+from .limits import Counter, FailureGuard
 from .mail import LogMailer, Mailer, SmtpMailer
 from .metrics import Metrics
-from .middleware import RequestContext
-from .openapi import document as openapi_document
-from .profiles import Profiles
-from .routes import routes
-from .sealing import Sealer
+from .middleware import FailureLimit, RequestContext
+from .oauth_endpoints import OAuthEndpoints
+from .provider_tokens import Sealer
+from .public_endpoints import PublicEndpoints
+from .rotation import Rotations
 from .sessions import Sessions
 from .settings import ConfigError, Settings
-from .tokens import TokenMinter
-from .upstream import IdTokenVerifier, Provider
-from .verification import EmailVerification
+from .sign_in import SignIns
+from .signing_keys import KeyFileError, KeyManager, KeyStore
+from .tracing import NO_TRACING, Tracer
+from .user_endpoints import UserEndpoints
+from .users import Users
 
 logger = logging.getLogger("identity.app")
-Clock = Callable[[], float]
-KEY_RELOAD_INTERVAL = 30.0
-JANITOR_INTERVAL = 600.0
-
-
-@dataclass
-class Services:
-    settings: Settings
-    clock: Clock
-    database: Database
-    keys: KeyManager
-    accounts: Accounts
-    sessions: Sessions
-    grants: Grants
-    verification: EmailVerification
-    profiles: Profiles
-    sealer: Sealer
-    metrics: Metrics
-    limiter: RateLimiter
-    clients: ClientAuthenticator
-    discovery: bytes
-    openapi: bytes
 
 
 def create_app(
@@ -75,14 +72,14 @@ def create_app(
     http_client: httpx.AsyncClient | None = None,
     clock: Clock | None = None,
     mailer: Mailer | None = None,
-    key_reload_interval: float = KEY_RELOAD_INTERVAL,
+    tracer: Tracer = NO_TRACING,
+    key_reload_interval: float = housekeeping.KEY_RELOAD_INTERVAL,
 ) -> Starlette:
     """Build the service from `settings`; collaborators may be injected (tests do)."""
     clock = clock or time.time
     own_http = http_client is None
     http = http_client or httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
-    engine = create_engine(settings.database_url)
-    database = Database(engine)
+    database = Database(settings.database_url, pool_size=settings.database_pool_size, tracer=tracer)
     keys = KeyManager(
         KeyStore(settings.keys_dir, passphrase=settings.keys_passphrase),
         lead=settings.key_publish_lead,
@@ -91,85 +88,87 @@ def create_app(
     )
     keys.load()
     metrics = Metrics(
-        key_age=lambda: clock() - keys.view().active.created,
-        multiprocess_dir=settings.metrics_dir,
+        key_age=lambda: clock() - keys.view().active.created, multiprocess_dir=settings.metrics_dir
     )
-    limiter = RateLimiter(clock=clock)
-    sessions = Sessions(
-        database,
-        limiter=limiter,
-        subject_limit=settings.rate_limit_subject,
-        clock=clock,
-        absolute_ttl=settings.refresh_token_ttl,
-        idle_ttl=settings.refresh_idle_ttl,
-    )
-    accounts = Accounts(
-        database, sessions, limiter=limiter, subject_limit=settings.rate_limit_subject, clock=clock
-    )
-    if mailer is None:
-        mailer = SmtpMailer(settings.smtp_url) if settings.smtp_url else LogMailer()
-    verification = EmailVerification(
-        database,
-        accounts,
-        mailer=mailer,
-        limiter=limiter,
-        rate=settings.rate_limit_mail,
-        sender=settings.mail_from,
-        link_base=settings.verification_link_base,
-        clock=clock,
-    )
-    provider = Provider.google(settings)
-    verifier = IdTokenVerifier(
-        provider,
-        KeySetCache(
-            provider.jwks_url,
+    enabled = providers.configured(settings)
+    verifier = id_tokens.IdTokenVerifier(
+        enabled,
+        id_tokens.key_sets(
+            enabled,
             http,
             clock=clock,
+            production=settings.production,
             on_fetch=lambda outcome: metrics.key_fetches.labels(outcome).inc(),
+            tracer=tracer,
         ),
         clock=clock,
         leeway=settings.clock_skew,
         max_age=settings.id_token_max_age,
     )
-    minter = TokenMinter(
-        issuer=settings.issuer, audience=settings.access_audience, ttl=settings.access_token_ttl
-    )
-    services = Services(
-        settings=settings,
+    tokens = AccessTokens(
+        keys,
+        issuer=settings.issuer,
+        audience=settings.access_audience,
+        ttl=settings.access_token_ttl,
+        leeway=settings.clock_skew,
         clock=clock,
-        database=database,
-        keys=keys,
-        accounts=accounts,
-        sessions=sessions,
-        grants=Grants(
-            verifier=verifier,
-            accounts=accounts,
-            sessions=sessions,
-            keys=keys,
-            minter=minter,
-            metrics=metrics,
-            clock=clock,
-        ),
-        verification=verification,
-        profiles=Profiles(database, accounts, verification, clock=clock),
-        sealer=Sealer(settings.token_encryption_keys),
-        metrics=metrics,
-        limiter=limiter,
-        clients=ClientAuthenticator(settings.clients),
-        discovery=discovery_document(settings.issuer, bool(settings.clients)),
-        openapi=openapi_document(settings.issuer, __version__),
     )
+    guard = FailureGuard(database, settings.rate_limit_failures, clock=clock)
+    data = data_services(settings, database, mailer=mailer, clock=clock)
+    sessions, users, verification, audit_log = (
+        data.sessions,
+        data.users,
+        data.verification,
+        data.audit_log,
+    )
+    grants = Grants(
+        verifier=verifier,
+        sign_ins=SignIns(database),
+        rotations=Rotations(database),
+        tokens=tokens,
+        guard=guard,
+        budget=Counter(settings.rate_limit_subject, clock=clock),
+        policy=SessionPolicy(
+            absolute_ttl=settings.refresh_token_ttl,
+            idle_ttl=settings.refresh_idle_ttl,
+            reuse_interval=settings.refresh_reuse_interval,
+            clock_skew=settings.clock_skew,
+        ),
+        metrics=metrics,
+        clock=clock,
+    )
+    clients = ClientAuthenticator(settings.clients, settings.admin_clients)
+    bearer = Bearer(tokens, sessions)
+    routes = [
+        *OAuthEndpoints(
+            grants=grants,
+            clients=clients,
+            bearer=bearer,
+            sessions=sessions,
+            sealer=Sealer(settings.token_encryption_keys),
+            providers=frozenset(p.name for p in enabled),
+        ).routes(),
+        *UserEndpoints(
+            bearer=bearer, sessions=sessions, users=users, verification=verification, grants=grants
+        ).routes(),
+        *AdminEndpoints(admin=data.admin, audit_log=audit_log, clients=clients).routes(),
+        *PublicEndpoints(
+            keys=keys,
+            database=database,
+            metrics=metrics,
+            discovery=discovery.document(settings.issuer, client_auth=bool(settings.clients)),
+            openapi=openapi.document(settings.issuer, __version__),
+            max_age=settings.jwks_max_age,
+        ).routes(),
+    ]
+    janitor = data.janitor
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if not settings.clients:
-            logger.warning("IDENTITY_CLIENTS is not set: /token accepts unauthenticated clients")
-        if not settings.google_client_ids:
-            logger.warning("IDENTITY_GOOGLE_CLIENT_IDS is not set: every exchange is refused")
-        if not settings.smtp_url:
-            logger.warning("IDENTITY_SMTP_URL is not set: verification mails go to this log")
-        tasks = [asyncio.create_task(_housekeeping(services, key_reload_interval))]
-        hup = _on_sighup(keys.reload)
+        task = asyncio.create_task(
+            housekeeping.run(keys, janitor, sessions, key_interval=key_reload_interval)
+        )
+        undo_hup = _on_sighup(keys.reload)
         logger.info(
             "identity ready",
             extra={
@@ -177,52 +176,99 @@ def create_app(
                     "pid": os.getpid(),
                     "jwks_uri": f"{settings.issuer}/.well-known/jwks.json",
                     "discovery": f"{settings.issuer}/.well-known/openid-configuration",
-                    "kids": list(keys.view().published),
+                    "providers": [p.name for p in enabled],
                 }
             },
         )
         try:
             yield
         finally:
-            hup()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            undo_hup()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
             # Close only what this factory opened.
             if own_http:
                 await http.aclose()
-            await engine.dispose()
+            await database.close()
 
-    app = _Identity(
+    def outer(app: ASGIApp) -> ASGIApp:
+        limited = FailureLimit(app, guard=guard, clients_required=clients.required)
+        return RequestContext(limited, metrics=metrics, tracer=tracer)
+
+    return _Service(
+        outer,
         routes=routes,
         lifespan=lifespan,
         exception_handlers={
             IdentityError: _identity_error,
             HTTPException: _http_error,
-            # A database that is down, restarting or unreachable: the client should retry.
-            DBAPIError: _unavailable,
-            PoolTimeout: _unavailable,
-            ConnectionError: _unavailable,
-            TimeoutError: _unavailable,
             Exception: _unexpected_error,
         },
     )
-    app.state.services = services
-    return app
 
 
-class _Identity(Starlette):
+@dataclass(frozen=True)
+class DataServices:
+    """What works on the data without HTTP: shared by the service and the CLI."""
+
+    sessions: Sessions
+    verification: EmailVerification
+    users: Users
+    audit_log: AuditLog
+    admin: Admin
+    janitor: housekeeping.Janitor
+
+
+def data_services(
+    settings: Settings,
+    database: Database,
+    *,
+    mailer: Mailer | None = None,
+    clock: Clock = time.time,
+) -> DataServices:
+    sessions = Sessions(
+        database,
+        absolute_ttl=settings.refresh_token_ttl,
+        idle_ttl=settings.refresh_idle_ttl,
+        reuse_interval=settings.refresh_reuse_interval,
+        clock=clock,
+    )
+    if mailer is None:
+        mailer = (
+            SmtpMailer(settings.smtp_url)
+            if settings.smtp_url and settings.mail_enabled
+            else LogMailer()
+        )
+    verification = EmailVerification(
+        database,
+        mailer=mailer,
+        budget=Counter(settings.rate_limit_mail, clock=clock),
+        sender=settings.mail_from,
+        link_base=settings.verification_link_base,
+        enabled=settings.mail_enabled,
+        clock=clock,
+    )
+    users = Users(database, verification, clock=clock)
+    audit_log = AuditLog(database, retention=settings.audit_retention, clock=clock)
+    return DataServices(
+        sessions=sessions,
+        verification=verification,
+        users=users,
+        audit_log=audit_log,
+        admin=Admin(database, users, sessions, clock=clock),
+        janitor=housekeeping.Janitor(database, sessions, audit_log, clock=clock),
+    )
+
+
+class _Service(Starlette):
+    def __init__(self, outer: Callable[[ASGIApp], ASGIApp], **kwargs: object) -> None:
+        self._outer = outer
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
     def build_middleware_stack(self) -> ASGIApp:
         # Outside even Starlette's error middleware, so a 500 carries X-Request-ID and is
         # logged like every other request.
-        s: Services = self.state.services
-        guarded = FailureGuard(
-            super().build_middleware_stack(),
-            database=s.database,
-            limiter=s.limiter,
-            limit=s.settings.rate_limit_failures,
-        )
-        return RequestContext(guarded, metrics=s.metrics)
+        return self._outer(super().build_middleware_stack())
 
 
 def _on_sighup(reload: Callable[[], bool]) -> Callable[[], None]:
@@ -230,7 +276,7 @@ def _on_sighup(reload: Callable[[], bool]) -> Callable[[], None]:
     loop = asyncio.get_running_loop()
     try:
         loop.add_signal_handler(signal.SIGHUP, reload)
-    except (RuntimeError, ValueError, NotImplementedError):
+    except (RuntimeError, ValueError, NotImplementedError):  # not the main thread, or Windows
         return lambda: None
 
     def undo() -> None:
@@ -239,60 +285,40 @@ def _on_sighup(reload: Callable[[], bool]) -> Callable[[], None]:
     return undo
 
 
-async def _housekeeping(services: Services, key_reload_interval: float) -> None:
-    """Notice key changes on disk; delete used id_tokens and sessions past their expiry."""
-    last_janitor = 0.0
-    while True:
-        await asyncio.sleep(key_reload_interval)
-        services.keys.reload_if_changed()
-        if time.monotonic() - last_janitor >= JANITOR_INTERVAL:
-            last_janitor = time.monotonic()
-            try:
-                await services.accounts.prune_used_id_tokens()
-                await services.sessions.prune()
-                async with services.database.transaction() as tx:
-                    await services.limiter.prune(tx)
-            except Exception:  # the database may be down; the next round tries again
-                logger.warning("pruning expired rows failed", exc_info=True)
-
-
-def _error_response(error: IdentityError) -> Response:
-    headers = {"Cache-Control": "no-store", **error.headers()}
-    body = {"error": error.error, "error_description": error.description}
-    return JSONResponse(body, status_code=error.status, headers=headers)
+def _respond(error: IdentityError) -> Response:
+    status, headers, body = render(error)
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
 async def _identity_error(request: Request, exc: Exception) -> Response:
-    return _error_response(cast(IdentityError, exc))
+    return _respond(cast(IdentityError, exc))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    exc = cast(HTTPException, exc)
-    codes = {404: "not_found", 405: "method_not_allowed"}
-    body = {"error": codes.get(exc.status_code, "invalid_request"), "error_description": exc.detail}
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-
-async def _unavailable(request: Request, exc: Exception) -> Response:
-    logger.error("database unavailable", extra={"event": {"error": type(exc).__name__}})
-    return _error_response(
-        TemporarilyUnavailable("the service is temporarily unavailable", reason="database")
-    )
+    status = cast(HTTPException, exc).status_code
+    if status == 405:
+        return _respond(MethodNotAllowed("this method is not allowed here"))
+    return _respond(NotFound("no such endpoint"))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     # The type goes to the log (without the message, which may echo input); the client
     # learns only that it failed.
     logger.error("unhandled error", extra={"event": {"error": type(exc).__name__}})
-    body = {"error": "server_error", "error_description": "internal error"}
-    return JSONResponse(body, status_code=500)
+    body = b'{"error":"server_error","error_description":"internal error"}'
+    return Response(body, status_code=500, media_type="application/json")
 
 
 def app_from_environment() -> Starlette:
-    """uvicorn's factory for `identity serve` (each worker builds its own app)."""
+    """uvicorn's factory for `identity serve`: each worker reads the environment (and, in
+    development, `.env`) and builds its own app."""
     try:
-        return create_app(Settings.from_env(os.environ))
+        settings = Settings.from_env(environment.load(os.environ, Path.cwd()))
+        tracer, provider = tracing.from_settings(settings.otlp_endpoint)
+        if provider is not None:
+            atexit.register(provider.shutdown)  # flush the last spans when the worker exits
+        return create_app(settings, tracer=tracer)
     except (ConfigError, KeyFileError) as error:
-        # One JSON line, not a traceback; uvicorn's supervisor reads 3 as "cannot start".
+        # One line, not a traceback; uvicorn's supervisor reads 3 as "cannot start".
         logger.critical("cannot start: %s", error)
         raise SystemExit(3) from None

@@ -1,12 +1,19 @@
-"""The `identity` command. This is the CLI's one read of the environment."""
+"""The `identity` command. This is the CLI's one read of the environment (docs/operations.md).
+
+    identity serve | migrate | check | prune | keys generate|rotate|list|prune
+    identity users list|show|disable|enable|revoke-sessions|delete | identity events
+
+A bad configuration value or argument is one line on stderr and a non-zero exit, never a
+traceback: 2 for configuration, 1 for everything else.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging.config
 import os
-import re
 import signal
 import sys
 import tempfile
@@ -16,18 +23,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import orjson
 import uvicorn
-from sqlalchemy.exc import DBAPIError
 from uvicorn.supervisors import Multiprocess
 
-from . import logs
-from .database import alembic_config, create_engine, migrate
-from .keys import KeyFileError, KeyRing, KeyStore
-from .keyset import KeySetCache
+from . import admin_commands, environment, id_tokens, logs, providers
+from .app import data_services
+from .clock import parse_duration
+from .database import Database, alembic_config, create_engine, migrate
+from .errors import IdentityError, KeysUnavailable, TokenRejected
 from .settings import ConfigError, Settings
-
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+from .signing_keys import KeyFileError, KeyRing, KeyStore
 
 
 class CommandError(Exception):
@@ -35,18 +41,23 @@ class CommandError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     try:
-        settings = Settings.from_env(os.environ)
+        settings = Settings.from_env(environment.load(os.environ, Path.cwd()))
         return int(args.handler(settings, args))
-    except (ConfigError, CommandError, KeyFileError) as error:
+    except ConfigError as error:
         print(f"identity: {error}", file=sys.stderr)
-        return 2 if isinstance(error, ConfigError) else 1
+        return 2
+    except (CommandError, KeyFileError) as error:
+        print(f"identity: {error}", file=sys.stderr)
+        return 1
+    except IdentityError as error:  # from the services: a bad id, the database down…
+        print(f"identity: {error.description}", file=sys.stderr)
+        return 1
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="identity", description=__doc__)
+    parser = argparse.ArgumentParser(prog="identity", description="OpenID Connect token exchange")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the service with uvicorn")
@@ -57,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
 
     commands.add_parser("migrate", help="apply migrations").set_defaults(handler=_migrate)
     commands.add_parser("check", help="validate configuration").set_defaults(handler=_check)
+    prune = commands.add_parser("prune", help="delete expired rows once (the janitor's work)")
+    prune.add_argument("--json", action="store_true")
+    prune.set_defaults(handler=_prune)
 
     keys = commands.add_parser("keys", help="manage signing keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -69,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     rotate.set_defaults(handler=_keys_rotate)
     key_commands.add_parser("list", help="show keys and states").set_defaults(handler=_keys_list)
     key_commands.add_parser("prune", help="remove expired keys").set_defaults(handler=_keys_prune)
+
+    admin_commands.add_parsers(commands)
     return parser
 
 
@@ -85,10 +101,11 @@ def _ring(settings: Settings) -> KeyRing:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
-
-    log_config = logs.config(settings.log_format)
+    log_format = logs.resolve(settings.log_format, production=settings.production)
+    log_config = logs.config(log_format)
     logging.config.dictConfig(log_config)
     log = logging.getLogger("identity.cli")
+    _first_words(settings, log)
     store = _store(settings)
     if not store.load():
         if settings.production:
@@ -116,6 +133,9 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=30,
         server_header=False,
     )
+    # Workers read the environment again: hand them the format chosen here (a worker's stderr
+    # is this terminal or pipe too, but the choice must not differ between processes).
+    os.environ["IDENTITY_LOG_FORMAT"] = log_format
     if args.workers > 1:
         if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             # Workers add up their metrics through this directory (read by Settings in each).
@@ -126,10 +146,31 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     server = uvicorn.Server(config)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler that
-    # was there before it. That handler is this no-op, so the process exits 0 (SPEC §10).
+    # was there before it. That handler is this no-op, so the process exits 0 (docs/operations.md).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     server.run()
     return 0 if server.started else 3
+
+
+def _first_words(settings: Settings, log: logging.Logger) -> None:
+    """What a newcomer needs to hear before the first sign-in can work, in words."""
+    for name, close in settings.unknown_variables:
+        hint = f"; did you mean {close}?" if close else ""
+        log.warning(f"{name} is not a setting of identity and is ignored{hint}")
+    if not settings.any_provider:
+        log.warning(
+            "No sign-in provider is configured, so every token exchange is refused. To accept "
+            "Google sign-ins, set your OAuth client ID, for example "
+            "IDENTITY_GOOGLE_CLIENT_IDS=1234-abc.apps.googleusercontent.com "
+            "(docs/providers.md has Microsoft, Apple and any OIDC issuer)"
+        )
+    if not settings.clients:
+        log.warning(
+            "IDENTITY_CLIENTS is not set: /token answers any caller. Give your web app's server "
+            "a secret, for example IDENTITY_CLIENTS=nextjs:$(openssl rand -hex 24)"
+        )
+    if settings.smtp_url is None:
+        log.warning("IDENTITY_SMTP_URL is not set: verification mails are written to this log")
 
 
 class _Supervisor(Multiprocess):
@@ -151,9 +192,9 @@ def _migrate_database(settings: Settings) -> None:
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
         migrate(settings.database_url)
-    except (OSError, DBAPIError) as error:
+    except Exception as error:  # any failure to reach or migrate is this one line
         raise CommandError(
-            f"IDENTITY_DATABASE_URL: cannot migrate, database unreachable ({type(error).__name__})"
+            f"IDENTITY_DATABASE_URL: cannot migrate ({type(error).__name__})"
         ) from None
 
 
@@ -161,6 +202,23 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     _migrate_database(settings)
     print("identity: database is at the latest migration")
     return 0
+
+
+def _prune(settings: Settings, args: argparse.Namespace) -> int:
+    async def run() -> dict[str, int | None]:
+        database = Database(settings.database_url)
+        try:
+            return await data_services(settings, database).janitor.prune()
+        finally:
+            await database.close()
+
+    done = asyncio.run(run())
+    if args.json:
+        print(orjson.dumps(done).decode())
+    else:
+        for name, count in done.items():
+            print(f"{name:<20} {'failed (see the log)' if count is None else f'{count} deleted'}")
+    return 1 if None in done.values() else 0
 
 
 def _keys_generate(settings: Settings, args: argparse.Namespace) -> int:
@@ -178,11 +236,11 @@ def _keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
     store = _store(settings)
     keys = store.load()
     if args.if_older_than and keys:
-        match = _DURATION.match(args.if_older_than)
-        if match is None:
-            raise CommandError("--if-older-than: use a number and s, m, h or d (e.g. 30d)")
-        max_age = int(match.group(1)) * _UNITS[match.group(2)]
         newest = max(k.created for k in keys)
+        try:
+            max_age = parse_duration(args.if_older_than)
+        except ValueError as error:
+            raise CommandError(f"--if-older-than: {error}") from None
         if time.time() - newest < max_age:
             print(f"identity: newest key is younger than {args.if_older_than}; nothing done")
             return 0
@@ -195,23 +253,17 @@ def _keys_rotate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _keys_list(settings: Settings, args: argparse.Namespace) -> int:
-    ring = _ring(settings)
     rows = [("KID", "STATE", "CREATED", "ACTIVATES", "RETIRES")]
-    for s in ring.schedule(time.time()):
+    for s in _ring(settings).schedule(time.time()):
         retires = _when(s.retires) if s.retires is not None else "-"
         rows.append((s.key.kid, s.state, _when(s.key.created), _when(s.activates), retires))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    for row in rows:
-        print(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+    admin_commands.print_table(rows)
     return 0
 
 
 def _keys_prune(settings: Settings, args: argparse.Namespace) -> int:
-    ring = _ring(settings)
     removed = 0
-    for s in ring.schedule(time.time()):
+    for s in _ring(settings).schedule(time.time()):
         if s.state == "expired":
             s.key.path.unlink()
             print(f"identity: removed {s.key.path} (kid {s.key.kid})")
@@ -227,7 +279,7 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"  - {problem}", file=sys.stderr)
         return 1
-    print("identity: configuration, database, keys and Google keys are fine")
+    print("identity: configuration, database, keys and every provider's keys are fine")
     return 0
 
 
@@ -235,10 +287,12 @@ async def _problems(settings: Settings) -> list[str]:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    problems: list[str] = []
+    problems = [
+        f"{name}: not a setting of identity" + (f" (did you mean {close}?)" if close else "")
+        for name, close in settings.unknown_variables
+    ]
     try:
-        ring = _ring(settings)
-        if not ring.keys:
+        if not _ring(settings).keys:
             problems.append(f"IDENTITY_KEYS_DIR: no signing key in {settings.keys_dir}")
     except KeyFileError as error:
         problems.append(f"IDENTITY_KEYS_DIR: {error}")
@@ -258,17 +312,19 @@ async def _problems(settings: Settings) -> list[str]:
         problems.append(f"IDENTITY_DATABASE_URL: database unreachable ({type(error).__name__})")
     finally:
         await engine.dispose()
-    if not settings.google_client_ids:
-        problems.append("IDENTITY_GOOGLE_CLIENT_IDS: not set; every exchange will be refused")
-    async with httpx.AsyncClient(timeout=5.0) as http:
-        cache = KeySetCache(settings.google_jwks_url, http)
-        try:
-            await cache.get("")
-        except Exception:  # an unknown kid is expected here; only an empty cache is a problem
+    enabled = providers.configured(settings)
+    if not enabled:
+        problems.append(
+            "IDENTITY_GOOGLE_CLIENT_IDS: no provider is configured; every exchange will be refused"
+        )
+    async with httpx.AsyncClient(timeout=5.0, follow_redirects=False) as http:
+        caches = id_tokens.key_sets(enabled, http, clock=time.time, production=settings.production)
+        for provider in enabled:
+            cache = caches[provider.name]
+            with contextlib.suppress(KeysUnavailable, TokenRejected):
+                await cache.get("-", "RS256")  # fetches the set; the kid is not expected to exist
             if not cache.kids:
-                problems.append(
-                    f"IDENTITY_GOOGLE_JWKS_URL: no usable keys at {settings.google_jwks_url}"
-                )
+                problems.append(f"{provider.name}: no usable keys at {cache.name}")
     return problems
 
 

@@ -1,28 +1,36 @@
-"""The errors a client can see, each rendered as an RFC 6749 body by one handler.
+"""The errors of the service, and the one function that renders them.
 
-    IdentityError                     400 invalid_request (base)
+    IdentityError                     400 invalid_request   a client may see it (base)
     ├── InvalidRequest                400 invalid_request
     ├── InvalidGrant                  400 invalid_grant
     ├── InvalidScope                  400 invalid_scope
     ├── InvalidTarget                 400 invalid_target
     ├── UnsupportedGrantType          400 unsupported_grant_type
-    ├── InvalidClient                 401 invalid_client
-    ├── InvalidToken                  401 invalid_token   (WWW-Authenticate: Bearer)
+    ├── InvalidVerificationToken      400 invalid_token     a mail token, not a credential
+    ├── InvalidClient                 401 invalid_client    WWW-Authenticate: Basic
+    ├── InvalidToken                  401 invalid_token     WWW-Authenticate: Bearer
+    ├── AccessDenied                  403 access_denied
+    ├── MailDisabled                  403 mail_disabled
     ├── NotFound                      404 not_found
+    ├── MethodNotAllowed              405 method_not_allowed
     ├── AccountConflict               409 account_conflict
     ├── Conflict                      409 conflict
-    ├── InvalidVerificationToken      400 invalid_token   (a mail token, not a credential)
     ├── PayloadTooLarge               413 request_too_large
-    ├── RateLimited                   429 rate_limited    (Retry-After)
-    └── TemporarilyUnavailable        503 temporarily_unavailable
+    ├── RateLimited                   429 rate_limited      Retry-After
+    └── TemporarilyUnavailable        503 temporarily_unavailable  Retry-After
 
-The description is written for the client and never holds a token or a library's message;
-`reason` is a short machine code that goes to logs and metrics only.
+    TokenRejected                     a token broke a rule; `reason` names the rule
+    KeysUnavailable                   no usable verification keys: fail closed (503)
+
+A description is written for the client and never holds a token or a library's message;
+`reason` is a short machine code for logs and metrics only (docs/api.md lists them).
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
+
+import orjson
 
 
 class IdentityError(Exception):
@@ -58,6 +66,10 @@ class UnsupportedGrantType(IdentityError):
     error = "unsupported_grant_type"
 
 
+class InvalidVerificationToken(IdentityError):
+    error = "invalid_token"
+
+
 class InvalidClient(IdentityError):
     status = 401
     error = "invalid_client"
@@ -74,9 +86,24 @@ class InvalidToken(IdentityError):
         return {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 
+class AccessDenied(IdentityError):
+    status = 403
+    error = "access_denied"
+
+
+class MailDisabled(IdentityError):
+    status = 403
+    error = "mail_disabled"
+
+
 class NotFound(IdentityError):
     status = 404
     error = "not_found"
+
+
+class MethodNotAllowed(IdentityError):
+    status = 405
+    error = "method_not_allowed"
 
 
 class AccountConflict(IdentityError):
@@ -92,10 +119,6 @@ class Conflict(IdentityError):
 class PayloadTooLarge(IdentityError):
     status = 413
     error = "request_too_large"
-
-
-class InvalidVerificationToken(IdentityError):
-    error = "invalid_token"
 
 
 class RateLimited(IdentityError):
@@ -122,8 +145,8 @@ class TemporarilyUnavailable(IdentityError):
         return {"Retry-After": str(self.retry_after)}
 
 
-class UpstreamTokenError(Exception):
-    """An upstream id_token failed a rule of SPEC §5; `reason` names the rule (for logs only)."""
+class TokenRejected(Exception):
+    """A token (a provider's id_token or one of ours) broke a rule; `reason` names it."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -131,4 +154,11 @@ class UpstreamTokenError(Exception):
 
 
 class KeysUnavailable(Exception):
-    """No usable upstream keys: the caller must fail closed with 503."""
+    """No usable keys to verify with: the caller must fail closed."""
+
+
+def render(error: IdentityError) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and RFC 6749 body of an error: the only place an error body is built."""
+    body = orjson.dumps({"error": error.error, "error_description": error.description})
+    headers = {"Cache-Control": "no-store", **error.headers()}
+    return error.status, headers, body

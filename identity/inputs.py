@@ -1,4 +1,10 @@
-"""Parsing request bodies and credentials strictly, with one clear error per mistake."""
+"""Reading requests strictly: bodies, fields and credentials, one clear 400 per mistake.
+
+Hostile text stops here (docs/security.md, "Input"): a JSON body whose strings hold a lone
+surrogate or a NUL, a form value with a NUL, a repeated form field, a non-object JSON body — each
+is a 400 naming the field, so nothing a client sends can reach the database as something it
+cannot store (a 500 on SQLite, a false outage on PostgreSQL).
+"""
 
 from __future__ import annotations
 
@@ -13,9 +19,10 @@ from .errors import InvalidRequest, InvalidToken
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 MAX_FIELDS = 32
+MAX_NONCE = 512
 
 
-def _media_type(request: Request) -> str:
+def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
@@ -24,7 +31,7 @@ async def form(request: Request) -> dict[str, str]:
     body = await request.body()
     # RFC 6749 §5.2: a malformed request, a wrong content type included, is invalid_request.
     # A bodiless request is simply missing its parameters.
-    if _media_type(request) != FORM and body:
+    if body and media_type(request) != FORM:
         raise InvalidRequest(f"the body must be {FORM}")
     try:
         text = body.decode("utf-8")
@@ -36,13 +43,15 @@ async def form(request: Request) -> dict[str, str]:
     fields: dict[str, str] = {}
     for name, value in pairs:
         if name in fields:
-            raise InvalidRequest(f"parameter {_safe(name)} is repeated")
+            raise InvalidRequest(f"parameter {safe_name(name)} is repeated")
+        if "\x00" in name or "\x00" in value:
+            raise InvalidRequest(f"{safe_name(name)}: must not contain NUL")
         fields[name] = value
     return fields
 
 
 async def json_object(request: Request) -> dict[str, Any]:
-    if _media_type(request) != JSON:
+    if media_type(request) != JSON:
         raise InvalidRequest(f"the body must be {JSON}")
     body = await request.body()
     try:
@@ -51,24 +60,58 @@ async def json_object(request: Request) -> dict[str, Any]:
         raise InvalidRequest("the body is not valid UTF-8 JSON") from None
     if not isinstance(value, dict):
         raise InvalidRequest("the body must be a JSON object")
+    _check_text(value, "")
     return value
 
 
-def required(fields: dict[str, Any], name: str) -> str:
-    value = fields.get(name)
-    if value is None or value == "":
-        raise InvalidRequest(f"{name} is required")
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{name} must be a string")
-    return value
+def _check_text(value: Any, where: str) -> None:
+    """Every string in the document must be storable text: no lone surrogate, no NUL."""
+    if isinstance(value, str):
+        if "\x00" in value or not _encodable(value):
+            raise InvalidRequest(f"{where or 'body'}: not valid text")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = safe_name(key) if _encodable(key) else "(unprintable)"
+            if "\x00" in key or not _encodable(key):
+                raise InvalidRequest(f"{name}: not a valid field name")
+            _check_text(item, f"{where}.{key}" if where else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_text(item, f"{where}[{index}]")
 
 
-def optional(fields: dict[str, Any], name: str) -> str | None:
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def text(fields: dict[str, Any], name: str, *, limit: int = 8192) -> str | None:
+    """A string field: absent or "" is None; not a string, or too long, is a 400."""
     value = fields.get(name)
     if value is None or value == "":
         return None
     if not isinstance(value, str):
         raise InvalidRequest(f"{name} must be a string")
+    if len(value) > limit:
+        raise InvalidRequest(f"{name} is longer than {limit} characters")
+    return value
+
+
+def required(fields: dict[str, Any], name: str, *, limit: int = 8192) -> str:
+    value = text(fields, name, limit=limit)
+    if value is None:
+        raise InvalidRequest(f"{name} is required")
+    return value
+
+
+def nonce(fields: dict[str, Any]) -> str | None:
+    value = text(fields, "nonce", limit=MAX_NONCE)
+    # A nonce is plain printable text; anything else is the caller's mistake, not a bad token.
+    if value is not None and not value.isprintable():
+        raise InvalidRequest("nonce: must be printable text")
     return value
 
 
@@ -80,7 +123,7 @@ def bearer(request: Request) -> str:
     return token.strip()
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
     # Echo a parameter name only when it is short and printable.
     return repr(name) if len(name) <= 40 and name.isprintable() else "(unprintable)"
 

@@ -1,128 +1,177 @@
-"""Rate limits kept in the database, so every worker and replica counts together.
+"""Rate limits, counted in the database so every worker and replica counts together.
 
-A fixed-window counter per key: `INSERT … ON CONFLICT DO UPDATE SET count = count + 1
-RETURNING count`, one round trip, atomic on PostgreSQL and SQLite alike.
+A fixed-window counter per key: `INSERT … ON CONFLICT DO UPDATE SET count = count + 1 RETURNING
+count`, atomic on PostgreSQL and SQLite alike, and the decision is made on the count that
+increment returned, so a concurrent burst gets at most the limit through.
+
+The failure limit (IDENTITY_RATE_LIMIT_FAILURES, docs/security.md "Rate limits") is keyed so one
+user's broken session never locks out the others behind the same web server:
+- a request without client authentication, or whose client authentication failed: its IP
+  (an IPv6 address by its /64);
+- a request of an authenticated client: (client, subject), the subject being the provider
+  account or user the request is about, or the presented token's fingerprint.
+A key past the limit gets 429 until its window ends. The success path reads nothing for it: the
+subject check runs inside the grant's own statement, and IP checks are answered from a cache
+(keys known locked until their window ends, keys known under the limit for one second).
 """
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import math
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 
-from sqlalchemy import delete
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlmodel import col, select
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from .clock import Clock, utc
+from .database import Database, Sql
+from .environment import RateLimit
+from .errors import RateLimited, TemporarilyUnavailable
 
-from .database import Database, Executor, dialect_name
-from .errors import RateLimited
-from .middleware import send_error
-from .models import RateLimitWindow, utc
-from .settings import RateLimit
+INCREMENT = """
+INSERT INTO rate_limits (key, window_start, count, expires_at) VALUES ($1, $2, 1, $3)
+ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limits.count + 1
+RETURNING count
+"""
+_COUNT = "SELECT count FROM rate_limits WHERE key = $1 AND window_start = $2"
+UNDER_LIMIT_FOR = 1.0  # seconds an IP key known to be under the limit is not read again
+_CACHE_SIZE = 10_000
 
-Clock = Callable[[], float]
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    limit: RateLimit
+    start: int
+    now: float
+
+    @property
+    def ends(self) -> int:
+        return self.start + self.limit.period
+
+    @property
+    def retry_after(self) -> int:
+        return max(1, math.ceil(self.ends - self.now))
 
 
-class RateLimiter:
-    def __init__(self, *, clock: Clock = time.time) -> None:
+class Counter:
+    """One rate limit's windows (the subject and mail limits, and the failure limit)."""
+
+    def __init__(self, limit: RateLimit | None, *, clock: Clock = time.time) -> None:
+        self.limit = limit
         self._clock = clock
 
-    async def hit(self, tx: Executor, key: str, limit: RateLimit | None) -> None:
-        """Count one event for `key` in `tx`; RateLimited (429) once the window is full."""
-        if limit is None:
-            return
-        count, start = await self.increment(tx, key, limit.period)
-        if count > limit.count:
-            raise RateLimited(
-                "too many requests; try again later",
-                retry_after=max(1, math.ceil(start + limit.period - self._clock())),
-            )
-
-    async def increment(self, tx: Executor, key: str, period: int) -> tuple[int, int]:
-        """Count one event; return the window's count and start."""
-        start = int(self._clock() // period * period)
-        insert = postgresql.insert if dialect_name(tx) == "postgresql" else sqlite.insert
-        table = RateLimitWindow.__table__  # type: ignore[attr-defined]
-        statement = (
-            insert(table)
-            .values(key=key[:200], window_start=start, count=1, expires_at=utc(start + period))
-            .on_conflict_do_update(
-                index_elements=["key", "window_start"], set_={"count": table.c.count + 1}
-            )
-            .returning(table.c.count)
-        )
-        return int((await tx.execute(statement)).scalar_one()), start
-
-    async def exceeded(self, tx: Executor, key: str, limit: RateLimit) -> int | None:
-        """Seconds until the window ends if `key` is over `limit`, else None (a read only)."""
-        now = self._clock()
-        start = int(now // limit.period * limit.period)
-        count = (
-            await tx.execute(
-                select(col(RateLimitWindow.count)).where(
-                    col(RateLimitWindow.key) == key[:200],
-                    col(RateLimitWindow.window_start) == start,
-                )
-            )
-        ).scalar_one_or_none()
-        if count is None or count < limit.count:
+    def window(self) -> Window | None:
+        if self.limit is None:
             return None
-        return max(1, math.ceil(start + limit.period - now))
+        now = self._clock()
+        return Window(self.limit, int(now // self.limit.period * self.limit.period), now)
 
-    async def prune(self, tx: Executor) -> None:
-        await tx.execute(
-            delete(RateLimitWindow).where(col(RateLimitWindow.expires_at) < utc(self._clock()))
-        )
+    async def hit(self, sql: Sql, key: str) -> RateLimited | None:
+        """Count one event for `key` on `sql`; the 429 to answer when past the limit."""
+        window = self.window()
+        if window is None:
+            return None
+        row = await sql.fetchrow(INCREMENT, key[:200], window.start, utc(window.ends))
+        if row is not None and row["count"] > window.limit.count:
+            return RateLimited("too many requests; try again later", retry_after=window.retry_after)
+        return None
 
 
-GUARDED = ("/token", "/auth/", "/revoke", "/introspect")
+@dataclass
+class Attempt:
+    """What a guarded request is counted as, filled in as the request learns who it is."""
+
+    ip_key: str
+    client: str | None = None  # set once a client authenticated
+    subject: str | None = None  # "account:…", "user:…" or "token:…"
+
+    def key(self) -> str:
+        if self.client is None:
+            return self.ip_key
+        return subject_key(self.client, self.subject or "token:-")
+
+
+def ip_key(address: str | None) -> str:
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return "fail:ip:unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return f"fail:ip:{ip.ipv4_mapped}"
+        # One IPv6 host holds a whole /64: per-address keys would be free to rotate.
+        return f"fail:ip:{ipaddress.IPv6Network((ip, 64), strict=False)}"
+    return f"fail:ip:{ip}"
+
+
+def subject_key(client: str, subject: str) -> str:
+    kind, _, value = subject.partition(":")
+    if kind == "user":
+        # User ids are opaque random strings: short, not personal, and a statement can build
+        # this key itself from the row it finds (see `user_key_prefix`).
+        return f"{user_key_prefix(client)}{value}"
+    # Anything else hashed: bounded in length, and no account key or token sits in the table.
+    digest = hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"fail:{client}:{kind}:{digest}"
+
+
+def user_key_prefix(client: str) -> str:
+    return f"fail:{client}:user:"
 
 
 class FailureGuard:
-    """Per client IP: once its failed requests in a window reach the limit, every request from it
-    to the guarded endpoints gets 429 until the window passes (IDENTITY_RATE_LIMIT_FAILURES)."""
-
-    def __init__(
-        self, app: ASGIApp, *, database: Database, limiter: RateLimiter, limit: RateLimit | None
-    ) -> None:
-        self.app = app
+    def __init__(self, database: Database, limit: RateLimit | None, *, clock: Clock = time.time):
+        self.counter = Counter(limit, clock=clock)
         self._db = database
-        self._limiter = limiter
-        self._limit = limit
+        self._clock = clock
+        self._locked: dict[str, float] = {}  # key -> window end
+        self._under: dict[str, float] = {}  # key -> when it was seen under the limit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = self._limit
-        if limit is None or scope["type"] != "http" or not scope["path"].startswith(GUARDED):
-            await self.app(scope, receive, send)
+    @property
+    def enabled(self) -> bool:
+        return self.counter.limit is not None
+
+    async def check(self, key: str) -> None:
+        """RateLimited when `key` is past the limit (cached; at most one read a second)."""
+        window = self.counter.window()
+        if window is None:
             return
-        key = f"fail:{(scope.get('client') or ('unknown',))[0]}"
+        now = window.now
+        if self._locked.get(key, 0.0) > now:
+            raise self._refusal(window)
+        if now - self._under.get(key, float("-inf")) < UNDER_LIMIT_FOR:
+            return
+        row = await self._db.fetchrow(_COUNT, key[:200], window.start)
+        if row is not None and row["count"] >= window.limit.count:
+            self._remember(self._locked, key, window.ends)
+            raise self._refusal(window)
+        self._remember(self._under, key, now)
+
+    async def fail(self, key: str) -> RateLimited | None:
+        """Count one failure of `key`; the 429 to send instead when that passed the limit."""
+        window = self.counter.window()
+        if window is None:
+            return None
         try:
-            async with self._db.transaction() as tx:
-                retry_after = await self._limiter.exceeded(tx, key, limit)
-        except (DBAPIError, PoolTimeout, OSError):
-            retry_after = None  # the database is down: the endpoint itself will answer 503
-        if retry_after is not None:
-            error = RateLimited(
-                "too many failed requests; try again later", retry_after=retry_after
-            )
-            await send_error(send, error)
-            return
-        status = 0
+            async with self._db.hot() as sql:
+                refusal = await self.counter.hit(sql, key)
+        except TemporarilyUnavailable:
+            return None  # the database is down: counting is best effort, the answer stands
+        if refusal is not None:
+            self._remember(self._locked, key, window.ends)
+        return refusal
 
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
+    def locked(self, key: str, until: float) -> None:
+        """A statement found `key` past the limit: remember it for the rest of its window."""
+        self._remember(self._locked, key, until)
 
-        await self.app(scope, receive, watch)
-        # Client errors count; our own failures (5xx) and the 429s themselves do not.
-        if 400 <= status < 500 and status != 429:
-            try:
-                async with self._db.transaction() as tx:
-                    await self._limiter.increment(tx, key, limit.period)
-            except (DBAPIError, PoolTimeout, OSError):
-                pass  # counting is best effort; the answer was already sent
+    def _refusal(self, window: Window) -> RateLimited:
+        return RateLimited(
+            "too many failed requests; try again later", retry_after=window.retry_after
+        )
+
+    @staticmethod
+    def _remember(cache: dict[str, float], key: str, value: float) -> None:
+        if len(cache) >= _CACHE_SIZE:
+            cache.clear()  # bounded memory; the database stays the truth
+        cache[key] = value

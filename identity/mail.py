@@ -76,6 +76,7 @@ def verification_message(*, sender: str, to: str, link: str) -> EmailMessage:
     message.set_content(
         "Someone, hopefully you, asked to use this address for their account.\n\n"
         f"To confirm it, open this link within 24 hours:\n\n{link}\n\n"
-        "If this was not you, ignore this message; nothing changes.\n"
+        "Confirming gives the account that asked this address: whoever holds that account can\n"
+        "then sign in with it. If this was not you, ignore this message; nothing changes.\n"
     )
     return message

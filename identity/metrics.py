@@ -1,4 +1,4 @@
-"""Prometheus metrics (SPEC §7.5), correct with several uvicorn workers.
+"""Prometheus metrics (docs/operations.md), correct with several uvicorn workers.
 
 With `identity serve --workers N` the CLI points PROMETHEUS_MULTIPROC_DIR at a fresh directory
 before the workers start; each worker writes its counters there and /metrics, answered by any
@@ -64,6 +64,11 @@ class Metrics:
             "identity_refreshes",
             "Refresh grants by outcome and reason",
             ["outcome", "reason"],
+            registry=r,
+        )
+        self.reuse = Counter(
+            "identity_refresh_reuse_detected",
+            "Refresh tokens presented again after rotation: each revoked its session",
             registry=r,
         )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}

@@ -1,88 +1,157 @@
-"""The outermost ASGI layer: request id, body cap, tokens in query strings, one log line."""
+"""The ASGI layers around the routes (outermost first).
+
+`RequestContext`: the request id (echoed when short and plain), the 64 KiB body cap, tokens in
+query strings refused, one access-log line and the metrics per request, a trace span when
+tracing is on. It sits outside Starlette's own error handling, so even a 500 carries
+X-Request-ID and is logged like every other request.
+
+`FailureLimit`: IDENTITY_RATE_LIMIT_FAILURES on /token, /auth/*, /revoke and /introspect. It
+hands the route an `Attempt` to fill in (who the request is about), refuses IP-keyed callers
+that are past the limit before the route runs, and counts every 4xx answer (429s aside): when
+that count passes the limit, the client gets the 429 instead of the answer it would have had.
+"""
 
 from __future__ import annotations
 
-import json
+import logging
 import re
 import secrets
 import time
-from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import IdentityError, InvalidRequest, PayloadTooLarge
-from .logs import ACCESS
+from .errors import IdentityError, InvalidRequest, PayloadTooLarge, render
+from .limits import Attempt, FailureGuard, ip_key
 from .metrics import Metrics
+from .tracing import NO_TRACING, Tracer
 
+ACCESS = logging.getLogger("identity.access")
 MAX_BODY = 64 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _QUERY_TOKENS = frozenset({"access_token", "subject_token", "refresh_token", "token"})
-# The verification link carries a single-use mail token, not a credential (SPEC §7.4).
+# The verification link carries a single-use mail token, not a credential (docs/api.md).
 _QUERY_TOKEN_ALLOWED = frozenset({("GET", "/auth/verify-email")})
+GUARDED = ("/token", "/auth/", "/revoke", "/introspect")
+# Endpoints that authenticate clients: once a client authenticated, the key is (client, subject).
+CLIENT_AUTHENTICATED = frozenset({"/token", "/auth/oauth/callback", "/revoke", "/introspect"})
 
 
-def error_body(error: IdentityError) -> bytes:
-    return json.dumps({"error": error.error, "error_description": error.description}).encode()
+async def send_error(send: Send, error: IdentityError) -> None:
+    status, headers, body = render(error)
+    raw = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics | None = None) -> None:
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, tracer: Tracer = NO_TRACING) -> None:
         self.app = app
         self._metrics = metrics
+        self._tracer = tracer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers = dict(scope["headers"])
-        offered = headers.get(b"x-request-id", b"").decode("latin-1")
+        offered = _header(scope, b"x-request-id")
         # Echo a caller's id only when it is short and plain: it ends up in every log line.
-        request_id = offered if _REQUEST_ID.match(offered) else secrets.token_hex(16)
+        request_id = offered if offered and _REQUEST_ID.match(offered) else secrets.token_hex(16)
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
+        id_header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [
-                    *message["headers"],
-                    (b"x-request-id", request_id.encode()),
-                ]
+                message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
-        try:
-            refusal = _refuse_early(scope, headers)
-            if refusal is not None:
-                await send_error(send_with_id, refusal)
-                return
-            await self.app(scope, _limited(receive), send_with_id)
-        finally:
-            # The route's template, never the raw path: bounded label values, no ids in logs.
-            route = getattr(scope.get("route"), "path", None) or "(unmatched)"
-            seconds = time.perf_counter() - started
-            if self._metrics is not None:
+        with self._tracer.span("http.request", {"http.method": scope["method"]}) as span:
+            try:
+                refusal = _refuse_early(scope)
+                if refusal is not None:
+                    await send_error(send_with_id, refusal)
+                    return
+                await self.app(scope, _limited(receive), send_with_id)
+            finally:
+                # The route's template, never the raw path: bounded labels, no ids in logs.
+                route = getattr(scope.get("route"), "path", None) or "(unmatched)"
+                seconds = time.perf_counter() - started
                 self._metrics.request(route, scope["method"], status, seconds)
-            ACCESS.info(
-                "request",
-                extra={
-                    "event": {
-                        "method": scope["method"],
-                        "route": route,
-                        "status": status,
-                        "duration_ms": round(seconds * 1000, 2),
-                        "request_id": request_id,
-                        "client_ip": (scope.get("client") or ("", 0))[0],
-                    }
-                },
-            )
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.status_code", status)
+                span.set_attribute("identity.request_id", request_id)
+                ACCESS.info(
+                    "request",
+                    extra={
+                        "event": {
+                            "method": scope["method"],
+                            "route": route,
+                            "status": status,
+                            "duration_ms": round(seconds * 1000, 2),
+                            "request_id": request_id,
+                            "client_ip": (scope.get("client") or ("", 0))[0],
+                        }
+                    },
+                )
 
 
-def _refuse_early(scope: Scope, headers: dict[bytes, bytes]) -> IdentityError | None:
-    length = headers.get(b"content-length")
+class FailureLimit:
+    def __init__(self, app: ASGIApp, *, guard: FailureGuard, clients_required: bool) -> None:
+        self.app = app
+        self._guard = guard
+        self._clients_required = clients_required
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not self._guard.enabled or not path.startswith(GUARDED):
+            await self.app(scope, receive, send)
+            return
+        attempt = Attempt(ip_key((scope.get("client") or ("",))[0]))
+        scope.setdefault("state", {})["attempt"] = attempt
+        if not (self._clients_required and path in CLIENT_AUTHENTICATED):
+            # Keyed by IP whatever happens: refuse before any work when it is past the limit.
+            try:
+                await self._guard.check(attempt.ip_key)
+            except IdentityError as error:  # 429, or a 503 when the count cannot be read
+                await send_error(send, error)
+                return
+        replaced = False
+
+        async def counting(message: Message) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                # Client errors count; our own failures (5xx) and the 429s themselves do not.
+                if 400 <= status < 500 and status != 429:
+                    refusal = await self._guard.fail(attempt.key())
+                    if refusal is not None:
+                        replaced = True
+                        await send_error(send, refusal)
+                        return
+            elif replaced:
+                return  # the body of the answer the 429 replaced
+            await send(message)
+
+        await self.app(scope, receive, counting)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _refuse_early(scope: Scope) -> IdentityError | None:
+    length = _header(scope, b"content-length")
     if length is not None:
         if not length.isdigit():
             return InvalidRequest("malformed Content-Length")
@@ -110,15 +179,3 @@ def _limited(receive: Receive) -> Receive:
         return message
 
     return receive_limited
-
-
-async def send_error(send: Any, error: IdentityError) -> None:
-    body = error_body(error)
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"cache-control", b"no-store"),
-        *((k.lower().encode(), v.encode()) for k, v in error.headers().items()),
-    ]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -1,21 +1,22 @@
-"""The OpenAPI 3.1 description of the HTTP API, served at /openapi.json (SPEC §7.5).
+"""The OpenAPI 3.1 description of the HTTP API, served at /openapi.json.
 
-Written out by hand: every endpoint with its request and response schemas, every status it can
-answer. schemathesis checks the running service against it in CI (tests/test_openapi.py).
+Only the paths are written here; every schema is generated from the model family in
+`models.py` (`models_json_schema`), so the document and the responses cannot drift.
+schemathesis checks the running service against it (tests/test_openapi.py).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
+from pydantic.json_schema import models_json_schema
+
+from . import models
+
 Schema = dict[str, Any]
-
-_STR: Schema = {"type": "string"}
-_NULLABLE_STR: Schema = {"type": ["string", "null"]}
-_ERROR: Schema = {"$ref": "#/components/schemas/Error"}
 _FORM = "application/x-www-form-urlencoded"
-
+_STR: Schema = {"type": "string"}
 _MESSAGES = {
     200: "OK",
     202: "Accepted",
@@ -23,12 +24,34 @@ _MESSAGES = {
     304: "Not modified",
     400: "Invalid request",
     401: "Missing or invalid credentials",
+    403: "Not allowed",
     404: "Not found",
     409: "Conflict",
     413: "Body over 64 KiB",
     429: "Rate limited (see Retry-After)",
     503: "Temporarily unavailable (see Retry-After)",
 }
+_MODELS = (
+    models.ErrorBody,
+    models.UserPublic,
+    models.UserUpdate,
+    models.UserInfo,
+    models.SessionList,
+    models.TokenResponse,
+    models.Introspection,
+    models.AdminUser,
+    models.AdminUserList,
+    models.AdminUserUpdate,
+    models.AuditEventList,
+)
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+_CLIENT: list[dict[str, list[str]]] = [{"client_basic": []}, {}]  # when IDENTITY_CLIENTS is set
+_ADMIN: list[dict[str, list[str]]] = [{"client_basic": []}]
+GUARDED = (400, 401, 403, 413, 429, 503)
+
+
+def ref(model: type) -> Schema:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
 def _obj(required: list[str], **properties: Schema) -> Schema:
@@ -39,340 +62,384 @@ def _json(schema: Schema) -> dict[str, Any]:
     return {"content": {"application/json": {"schema": schema}}}
 
 
-def _responses(
-    ok: int, schema: Schema | None, *errors: int, media: str = "application/json"
+def _op(
+    summary: str,
+    ok: int,
+    schema: Schema | None,
+    *errors: int,
+    security: list[dict[str, list[str]]] | None = None,
+    body: dict[str, Any] | None = None,
+    parameters: list[Schema] | None = None,
+    media: str = "application/json",
 ) -> dict[str, Any]:
     responses: dict[str, Any] = {str(ok): {"description": _MESSAGES[ok]}}
     if schema is not None:
         responses[str(ok)]["content"] = {media: {"schema": schema}}
     for status in errors:
-        responses[str(status)] = {"description": _MESSAGES[status], **_json(_ERROR)}
-    return responses
+        responses[str(status)] = {"description": _MESSAGES[status], **_json(ref(models.ErrorBody))}
+    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    if security is not None:
+        operation["security"] = security
+    if body is not None:
+        operation["requestBody"] = {"required": True, **body}
+    if parameters:
+        operation["parameters"] = parameters
+    return operation
 
 
 def _form(required: list[str], **properties: Schema) -> dict[str, Any]:
-    return {"required": True, "content": {_FORM: {"schema": _obj(required, **properties)}}}
+    client = {"client_id": _STR, "client_secret": _STR}
+    return {"content": {_FORM: {"schema": _obj(required, **properties, **client)}}}
 
 
-_USER = _obj(
-    ["id", "name", "email", "email_verified", "image", "created_at", "updated_at", "accounts"],
-    id=_STR,
-    name=_NULLABLE_STR,
-    email=_NULLABLE_STR,
-    email_verified={"type": ["string", "null"], "format": "date-time"},
-    image=_NULLABLE_STR,
-    created_at={"type": "string", "format": "date-time"},
-    updated_at={"type": "string", "format": "date-time"},
-    accounts={
-        "type": "array",
-        "items": _obj(["provider", "provider_account_id"], provider=_STR, provider_account_id=_STR),
-    },
-)
-_TOKENS = _obj(
-    ["access_token", "token_type", "expires_in", "refresh_token"],
-    access_token=_STR,
-    issued_token_type=_STR,
-    token_type={"type": "string", "enum": ["Bearer"]},
-    expires_in={"type": "integer"},
-    refresh_token=_STR,
-    user={"$ref": "#/components/schemas/User"},
-)
-_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
-_CLIENT: list[dict[str, list[str]]] = [
-    {"client_basic": []},
-    {},
-]  # required only when IDENTITY_CLIENTS is set
+def _param(
+    name: str, where: str = "query", schema: Schema = _STR, required: bool = False
+) -> Schema:
+    return {"name": name, "in": where, "required": required or where == "path", "schema": schema}
 
 
 def _paths() -> dict[str, Any]:
-    guarded = (400, 401, 413, 429, 503)
+    tokens, user = ref(models.TokenResponse), ref(models.UserPublic)
+    admin_user = ref(models.AdminUser)
+    user_id = [_param("id", "path")]
+    grant = {
+        "type": "string",
+        "enum": ["urn:ietf:params:oauth:grant-type:token-exchange", "refresh_token"],
+    }
+    callback = _obj(
+        ["id_token"],
+        provider=_STR,
+        id_token=_STR,
+        access_token=_STR,
+        refresh_token=_STR,
+        expires_at={"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+        scope=_STR,
+        token_type=_STR,
+        session_state=_STR,
+        nonce=_STR,
+    )
+    verify_fields = _obj(["email", "token"], email=_STR, token=_STR)
+    html = {"content": {"text/html": {"schema": _STR}}}
     return {
         "/token": {
-            "post": {
-                "summary": "Token exchange (RFC 8693) or refresh",
-                "security": _CLIENT,
-                "requestBody": _form(
+            "post": _op(
+                "Token exchange (RFC 8693) or refresh",
+                200,
+                tokens,
+                *GUARDED,
+                409,
+                security=_CLIENT,
+                body=_form(
                     ["grant_type"],
-                    grant_type={
-                        "type": "string",
-                        "enum": [
-                            "urn:ietf:params:oauth:grant-type:token-exchange",
-                            "refresh_token",
-                        ],
-                    },
+                    grant_type=grant,
                     subject_token=_STR,
                     subject_token_type=_STR,
                     refresh_token=_STR,
                     audience=_STR,
                     scope=_STR,
                     nonce=_STR,
-                    client_id=_STR,
-                    client_secret=_STR,
                 ),
-                "responses": _responses(
-                    200, {"$ref": "#/components/schemas/Tokens"}, *guarded, 409
-                ),
-            }
+            )
         },
         "/auth/oauth/callback": {
-            "post": {
-                "summary": "Token exchange in the NextAuth callback's JSON shape",
-                "requestBody": {
-                    "required": True,
-                    **_json(
-                        _obj(
-                            ["provider", "id_token"],
-                            provider={"type": "string", "enum": ["google"]},
-                            id_token=_STR,
-                            access_token=_STR,
-                            refresh_token=_STR,
-                            expires_at={"type": "integer", "minimum": 0},
-                            scope=_STR,
-                            token_type=_STR,
-                            session_state=_STR,
-                            nonce=_STR,
-                        )
-                    ),
-                },
-                "responses": _responses(
-                    200, {"$ref": "#/components/schemas/Tokens"}, *guarded, 409
-                ),
-            }
+            "post": _op(
+                "Token exchange in the NextAuth callback's JSON shape",
+                200,
+                tokens,
+                *GUARDED,
+                409,
+                security=_CLIENT,
+                body=_json(callback),
+            )
         },
         "/revoke": {
-            "post": {
-                "summary": "Revoke a refresh (or access) token: RFC 7009",
-                "security": _CLIENT,
-                "requestBody": _form(
-                    ["token"], token=_STR, token_type_hint=_STR, client_id=_STR, client_secret=_STR
-                ),
-                "responses": _responses(200, {"type": "object"}, *guarded),
-            }
+            "post": _op(
+                "Revoke a refresh (or access) token (RFC 7009)",
+                200,
+                {"type": "object"},
+                *GUARDED,
+                security=_CLIENT,
+                body=_form(["token"], token=_STR, token_type_hint=_STR),
+            )
         },
         "/introspect": {
-            "post": {
-                "summary": "Introspect a token: RFC 7662",
-                "security": _CLIENT,
-                "requestBody": _form(
-                    ["token"], token=_STR, token_type_hint=_STR, client_id=_STR, client_secret=_STR
-                ),
-                "responses": _responses(
-                    200,
-                    _obj(
-                        ["active"],
-                        active={"type": "boolean"},
-                        sub=_STR,
-                        exp={"type": "integer"},
-                        iat={"type": "integer"},
-                        sid=_STR,
-                        client_id=_STR,
-                        scope=_STR,
-                        token_type=_STR,
-                    ),
-                    *guarded,
-                ),
-            }
+            "post": _op(
+                "Introspect a token (RFC 7662)",
+                200,
+                ref(models.Introspection),
+                *GUARDED,
+                security=_CLIENT,
+                body=_form(["token"], token=_STR, token_type_hint=_STR),
+            )
         },
         "/auth/logout": {
-            "post": {
-                "summary": "End the current session, or all with scope=global",
-                "security": _BEARER,
-                "parameters": [
-                    {
-                        "name": "scope",
-                        "in": "query",
-                        "schema": {"type": "string", "enum": ["local", "global"]},
-                    }
+            "post": _op(
+                "End the current session, or all of them with scope=global",
+                204,
+                None,
+                *GUARDED,
+                security=_BEARER,
+                parameters=[
+                    _param("scope", schema={"type": "string", "enum": ["local", "global"]})
                 ],
-                "responses": _responses(204, None, *guarded),
-            }
+            )
         },
         "/users/me": {
-            "get": {
-                "summary": "The signed-in user",
-                "security": _BEARER,
-                "responses": _responses(200, {"$ref": "#/components/schemas/User"}, 400, 401, 503),
-            },
-            "patch": {
-                "summary": "Change name, image or email",
-                "security": _BEARER,
-                "requestBody": {
-                    "required": True,
-                    **_json(
-                        {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": {
-                                "name": {"type": ["string", "null"], "maxLength": 200},
-                                "image": {"type": ["string", "null"], "format": "uri"},
-                                "email": {"type": "string", "format": "email"},
-                            },
-                        }
-                    ),
-                },
-                "responses": _responses(
-                    200, {"$ref": "#/components/schemas/User"}, 400, 401, 409, 413, 429, 503
-                ),
-            },
-            "delete": {
-                "summary": "Delete the account",
-                "security": _BEARER,
-                "responses": _responses(204, None, 400, 401, 503),
-            },
+            "get": _op("The signed-in user", 200, user, 400, 401, 503, security=_BEARER),
+            "patch": _op(
+                "Change name or picture; ask for a new email address",
+                200,
+                user,
+                400,
+                401,
+                403,
+                409,
+                413,
+                429,
+                503,
+                security=_BEARER,
+                body=_json(ref(models.UserUpdate)),
+            ),
+            "delete": _op("Delete the user", 204, None, 400, 401, 503, security=_BEARER),
         },
         "/users/me/sessions": {
-            "get": {
-                "summary": "The user's live sessions",
-                "security": _BEARER,
-                "responses": _responses(
-                    200,
-                    _obj(
-                        ["sessions"],
-                        sessions={
-                            "type": "array",
-                            "items": _obj(
-                                [
-                                    "id",
-                                    "created_at",
-                                    "last_used_at",
-                                    "expires_at",
-                                    "user_agent",
-                                    "client_id",
-                                    "current",
-                                ],
-                                id=_STR,
-                                created_at=_STR,
-                                last_used_at=_STR,
-                                expires_at=_STR,
-                                user_agent=_NULLABLE_STR,
-                                client_id=_STR,
-                                current={"type": "boolean"},
-                            ),
-                        },
-                    ),
-                    400,
-                    401,
-                    503,
-                ),
-            }
+            "get": _op(
+                "The user's live sessions",
+                200,
+                ref(models.SessionList),
+                400,
+                401,
+                503,
+                security=_BEARER,
+            )
         },
         "/users/me/sessions/{session_id}": {
-            "delete": {
-                "summary": "End one of the user's sessions",
-                "security": _BEARER,
-                "parameters": [
-                    {"name": "session_id", "in": "path", "required": True, "schema": _STR}
-                ],
-                "responses": _responses(204, None, 400, 401, 404, 503),
-            }
+            "delete": _op(
+                "End one of the user's sessions",
+                204,
+                None,
+                400,
+                401,
+                404,
+                503,
+                security=_BEARER,
+                parameters=[_param("session_id", "path")],
+            )
+        },
+        "/users/me/accounts": {
+            "post": _op(
+                "Link another provider's account (its id_token)",
+                200,
+                user,
+                400,
+                401,
+                409,
+                413,
+                503,
+                security=_BEARER,
+                body=_json(_obj(["id_token"], id_token=_STR, nonce=_STR)),
+            )
+        },
+        "/users/me/accounts/{provider}/{provider_account_id}": {
+            "delete": _op(
+                "Unlink an account (never the last one)",
+                204,
+                None,
+                400,
+                401,
+                404,
+                409,
+                503,
+                security=_BEARER,
+                parameters=[_param("provider", "path"), _param("provider_account_id", "path")],
+            )
         },
         "/userinfo": {
-            "get": {
-                "summary": "OIDC UserInfo",
-                "security": _BEARER,
-                "responses": _responses(
-                    200,
-                    _obj(
-                        ["sub", "name", "email", "email_verified", "picture"],
-                        sub=_STR,
-                        name=_NULLABLE_STR,
-                        email=_NULLABLE_STR,
-                        email_verified={"type": "boolean"},
-                        picture=_NULLABLE_STR,
-                    ),
-                    400,
-                    401,
-                    503,
-                ),
-            }
+            "get": _op(
+                "OpenID Connect UserInfo",
+                200,
+                ref(models.UserInfo),
+                400,
+                401,
+                503,
+                security=_BEARER,
+            )
         },
         "/auth/verify-email/request": {
-            "post": {
-                "summary": "Mail a verification link",
-                "security": _BEARER,
-                "responses": _responses(202, _obj(["status"], status=_STR), *guarded),
-            }
+            "post": _op(
+                "Mail a verification link",
+                202,
+                _obj(["status"], status=_STR),
+                *GUARDED,
+                security=_BEARER,
+            )
         },
         "/auth/verify-email": {
             "get": {
-                "summary": "The confirm page the mailed link opens",
-                "parameters": [
-                    {"name": "email", "in": "query", "required": True, "schema": _STR},
-                    {"name": "token", "in": "query", "required": True, "schema": _STR},
-                ],
+                "summary": "The confirm page the mailed link opens (a button that POSTs)",
+                "parameters": [_param("email", required=True), _param("token", required=True)],
                 "responses": {
-                    "200": {
-                        "description": "Confirm page",
-                        "content": {"text/html": {"schema": _STR}},
+                    "200": {"description": "Confirm page", **html},
+                    "400": {"description": "Bad link", **html},
+                    **{
+                        str(s): {"description": _MESSAGES[s], **_json(ref(models.ErrorBody))}
+                        for s in (429, 503)
                     },
-                    "400": {"description": "Bad link", "content": {"text/html": {"schema": _STR}}},
-                    "429": {"description": _MESSAGES[429], **_json(_ERROR)},
                 },
             },
             "post": {
-                "summary": "Redeem a verification token",
+                "summary": "Redeem a verification token (JSON, or the confirm page's form)",
                 "requestBody": {
                     "required": True,
                     "content": {
-                        "application/json": {
-                            "schema": _obj(["email", "token"], email=_STR, token=_STR)
-                        },
-                        _FORM: {"schema": _obj(["email", "token"], email=_STR, token=_STR)},
+                        "application/json": {"schema": verify_fields},
+                        _FORM: {"schema": verify_fields},
                     },
                 },
                 "responses": {
                     "200": {
                         "description": "Verified",
                         "content": {
-                            "application/json": {"schema": {"$ref": "#/components/schemas/User"}},
-                            "text/html": {"schema": _STR},
-                        },
-                    },
-                    "400": {
-                        "description": "Invalid token or request",
-                        "content": {
-                            "application/json": {"schema": _ERROR},
+                            "application/json": {"schema": user},
                             "text/html": {"schema": _STR},
                         },
                     },
                     **{
-                        str(s): {"description": _MESSAGES[s], **_json(_ERROR)}
+                        str(s): {
+                            "description": _MESSAGES[s],
+                            "content": {
+                                "application/json": {"schema": ref(models.ErrorBody)},
+                                "text/html": {"schema": _STR},
+                            },
+                        }
+                        for s in (400, 403, 409)
+                    },
+                    **{
+                        str(s): {"description": _MESSAGES[s], **_json(ref(models.ErrorBody))}
                         for s in (413, 429, 503)
                     },
                 },
             },
         },
+        "/admin/users": {
+            "get": _op(
+                "Users, newest first",
+                200,
+                ref(models.AdminUserList),
+                400,
+                401,
+                403,
+                503,
+                security=_ADMIN,
+                parameters=[
+                    _param("email"),
+                    _param("provider"),
+                    _param("provider_account_id"),
+                    _param("limit", schema={"type": "integer", "minimum": 1, "maximum": 200}),
+                    _param("cursor"),
+                ],
+            )
+        },
+        "/admin/users/{id}": {
+            "get": _op(
+                "A user, with accounts and live sessions",
+                200,
+                admin_user,
+                400,
+                401,
+                403,
+                404,
+                503,
+                security=_ADMIN,
+                parameters=user_id,
+            ),
+            "patch": _op(
+                "Disable or enable a user",
+                200,
+                admin_user,
+                400,
+                401,
+                403,
+                404,
+                413,
+                503,
+                security=_ADMIN,
+                parameters=user_id,
+                body=_json(ref(models.AdminUserUpdate)),
+            ),
+            "delete": _op(
+                "Delete a user",
+                204,
+                None,
+                400,
+                401,
+                403,
+                404,
+                503,
+                security=_ADMIN,
+                parameters=user_id,
+            ),
+        },
+        "/admin/users/{id}/sessions": {
+            "delete": _op(
+                "End every session of a user",
+                204,
+                None,
+                400,
+                401,
+                403,
+                404,
+                503,
+                security=_ADMIN,
+                parameters=user_id,
+            )
+        },
+        "/admin/events": {
+            "get": _op(
+                "The audit log, newest first",
+                200,
+                ref(models.AuditEventList),
+                400,
+                401,
+                403,
+                503,
+                security=_ADMIN,
+                parameters=[
+                    _param("user_id"),
+                    _param("type"),
+                    _param("since", schema={"type": "string", "format": "date-time"}),
+                    _param("limit", schema={"type": "integer", "minimum": 1, "maximum": 200}),
+                    _param("cursor"),
+                ],
+            )
+        },
         "/.well-known/jwks.json": {
             "get": {
                 "summary": "Our public signing keys",
                 "responses": {
-                    **_responses(
-                        200, _obj(["keys"], keys={"type": "array", "items": {"type": "object"}})
-                    ),
+                    "200": {
+                        "description": "OK",
+                        **_json(
+                            _obj(["keys"], keys={"type": "array", "items": {"type": "object"}})
+                        ),
+                    },
                     "304": {"description": _MESSAGES[304]},
                 },
             }
         },
         "/.well-known/openid-configuration": {
-            "get": {
-                "summary": "OpenID discovery",
-                "responses": _responses(
-                    200,
-                    _obj(
-                        ["issuer", "jwks_uri", "token_endpoint"],
-                        issuer=_STR,
-                        jwks_uri=_STR,
-                        token_endpoint=_STR,
-                    ),
+            "get": _op(
+                "OpenID discovery",
+                200,
+                _obj(
+                    ["issuer", "jwks_uri", "token_endpoint"],
+                    issuer=_STR,
+                    jwks_uri=_STR,
+                    token_endpoint=_STR,
                 ),
-            }
+            )
         },
-        "/healthz": {
-            "get": {
-                "summary": "Liveness",
-                "responses": _responses(200, _obj(["status"], status=_STR)),
-            }
-        },
+        "/healthz": {"get": _op("Liveness", 200, _obj(["status"], status=_STR))},
         "/readyz": {
             "get": {
                 "summary": "Readiness",
@@ -391,34 +458,28 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics",
-                "responses": _responses(200, _STR, media="text/plain"),
-            }
-        },
-        "/openapi.json": {
-            "get": {"summary": "This document", "responses": _responses(200, {"type": "object"})}
-        },
+        "/metrics": {"get": _op("Prometheus metrics", 200, _STR, media="text/plain")},
+        "/openapi.json": {"get": _op("This document", 200, {"type": "object"})},
     }
 
 
 def document(issuer: str, version: str) -> bytes:
-    doc = {
-        "openapi": "3.1.0",
-        "info": {"title": "identity", "version": version},
-        "servers": [{"url": issuer}],
-        "paths": _paths(),
-        "components": {
-            "schemas": {
-                "Error": _obj(["error", "error_description"], error=_STR, error_description=_STR),
-                "User": _USER,
-                "Tokens": _TOKENS,
+    _, schemas = models_json_schema(
+        [(model, "serialization") for model in _MODELS], ref_template="#/components/schemas/{model}"
+    )
+    # Request bodies are validated, responses serialized: one schema serves both here.
+    return orjson.dumps(
+        {
+            "openapi": "3.1.0",
+            "info": {"title": "identity", "version": version},
+            "servers": [{"url": issuer}],
+            "paths": _paths(),
+            "components": {
+                "schemas": schemas["$defs"],
+                "securitySchemes": {
+                    "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                    "client_basic": {"type": "http", "scheme": "basic"},
+                },
             },
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
-                "client_basic": {"type": "http", "scheme": "basic"},
-            },
-        },
-    }
-    return json.dumps(doc).encode()
+        }
+    )

@@ -45,11 +45,17 @@ def confirm(email: str, token: str) -> str:
     )
 
 
-def result(ok: bool, email: str | None = None) -> str:
+def result(ok: bool, email: str | None = None, *, conflict: bool = False) -> str:
     if ok:
         return _page(
             "Email address confirmed",
             f"<p><strong>{escape(email or '')}</strong> is confirmed. You can close this page.</p>",
+        )
+    if conflict:
+        return _page(
+            "Address already in use",
+            "<p>This address already belongs to another account, which has confirmed it. "
+            "Nothing was changed.</p>",
         )
     return _page(
         "Link not valid",

@@ -1,28 +1,30 @@
-"""Verifying our access tokens in other Python services (SPEC §9).
+"""Verifying our access tokens in other Python services: the public API.
 
     verifier = TokenVerifier("https://id.example.com", "https://api.example.com")
     claims = await verifier.verify(token)        # AccessClaims, or raises InvalidAccessToken
     await verifier.aclose()
 
-It reads the issuer's discovery document once, then keeps the key set in the same cache the
-service uses for Google's keys (Cache-Control honoured, single-flight refetch on an unknown kid,
-old keys kept when the issuer is unreachable). It accepts only `typ: at+jwt` RS256 tokens with
-the right `iss` and `aud` that have not expired. It does not know about revoked sessions: use
-POST /introspect where revocation must take effect before the token expires.
+It reads the issuer's discovery document, then keeps the key set in the same cache the service
+uses for providers' keys (Cache-Control honoured, single-flight refetch on an unknown kid, old
+keys kept while the issuer is unreachable, at most one fetch per 30 s while it is down). It
+accepts only `typ: at+jwt` RS256 tokens with the right `iss` and `aud` that have not expired.
+
+Two exceptions, and no others: `InvalidAccessToken` (answer 401) whatever the token is, and
+`VerifierUnavailable` (answer 503) whatever the issuer serves or fails to serve. It does not know
+about revoked sessions: call POST /introspect where revocation must take effect at once.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable, Sequence
 
 import httpx
 
-from . import compact
-from .errors import KeysUnavailable, UpstreamTokenError
-from .keyset import KeySetCache
-from .tokens import ACCESS_TOKEN_TYPE, AccessClaims, check_access_claims
+from . import jws
+from .access_tokens import TYPE, AccessClaims, accept, rules
+from .errors import KeysUnavailable, TokenRejected
+from .jwks_cache import Discovery, KeySetCache
 
 __all__ = ["AccessClaims", "InvalidAccessToken", "TokenVerifier", "VerifierUnavailable"]
 
@@ -55,54 +57,31 @@ class TokenVerifier:
         self._own_http = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=5.0, follow_redirects=False)
         self._clock = clock
-        self._leeway = leeway
         self._cooldown = refetch_cooldown
+        self._rules = rules(self.issuer, self.audience, leeway)
+        self._discovery = Discovery(self.issuer, self._http, clock=clock, cooldown=refetch_cooldown)
         self._keys: KeySetCache | None = None
-        self._lock = asyncio.Lock()
 
     async def verify(self, token: str) -> AccessClaims:
         try:
-            parsed = compact.parse(token, typ=ACCESS_TOKEN_TYPE)
+            compact = jws.parse(token, typ=TYPE)
+            if compact.alg != "RS256":
+                raise TokenRejected("bad_alg")
             keys = await self._key_set()
-            key = await keys.get(parsed.kid)
-            claims = compact.verify(parsed, key)
-            return check_access_claims(
-                claims,
-                issuer=self.issuer,
-                audience=self.audience,
-                now=self._clock(),
-                leeway=self._leeway,
-            )
-        except UpstreamTokenError as error:
+            jws.verify(compact, await keys.get(compact.kid, "RS256"))
+            return accept(compact.claims(), self._rules, self._clock())
+        except TokenRejected as error:
             raise InvalidAccessToken(error.reason) from None
         except KeysUnavailable:
             raise VerifierUnavailable(self.issuer) from None
 
     async def _key_set(self) -> KeySetCache:
-        if self._keys is not None:
-            return self._keys
-        async with self._lock:
-            if self._keys is None:
-                self._keys = KeySetCache(
-                    await self._jwks_uri(),
-                    self._http,
-                    clock=self._clock,
-                    refetch_cooldown=self._cooldown,
-                )
-            return self._keys
-
-    async def _jwks_uri(self) -> str:
-        url = f"{self.issuer}/.well-known/openid-configuration"
-        try:
-            response = await self._http.get(url)
-            document = response.json() if response.status_code == 200 else {}
-        except (httpx.HTTPError, ValueError):
-            raise VerifierUnavailable(self.issuer) from None
-        # The document must be about this issuer (OpenID Connect Discovery §4.3).
-        jwks_uri = document.get("jwks_uri") if isinstance(document, dict) else None
-        if document.get("issuer") != self.issuer or not isinstance(jwks_uri, str):
-            raise VerifierUnavailable(self.issuer)
-        return jwks_uri
+        uri = await self._discovery.jwks_uri()
+        if self._keys is None or self._keys.source != uri:
+            self._keys = KeySetCache(
+                uri, self._http, clock=self._clock, refetch_cooldown=self._cooldown
+            )
+        return self._keys
 
     async def aclose(self) -> None:
         if self._own_http:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 from typing import Any
@@ -10,16 +11,15 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from sqlalchemy import text
-from starlette.applications import Starlette
 
-from identity.app import create_app
 from identity.settings import Settings
 
-from .conftest import EXCHANGE, ISSUER, exchange, row_counts, services
-from .fakes import FakeClock, FakeGoogle
+from .fakes import FakeClock, FakeIssuer, Issuers
+from .support import EXCHANGE, ISSUER, Sql, basic, exchange, refresh, running, sign_in
 
 pytestmark = pytest.mark.anyio
+SECRET = "s3cret-s3cret-s3cret"
+OTHER_SECRET = "0ther-0ther-0ther-0ther"
 
 
 async def decode_access_token(
@@ -40,26 +40,14 @@ async def decode_access_token(
     return header, claims
 
 
-async def scalar(app: Starlette, sql: str, **params: Any) -> Any:
-    async with services(app).database.reader() as session:
-        return (await session.execute(text(sql), params)).scalar()
-
-
 async def test_exchange_returns_tokens_and_creates_user(
-    app: Starlette, client: httpx.AsyncClient, google: FakeGoogle, clock: FakeClock
+    client: httpx.AsyncClient, google: FakeIssuer, clock: FakeClock, sql: Sql
 ) -> None:
     response = await exchange(client, google.mint())
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
-    assert set(body) == {
-        "access_token",
-        "issued_token_type",
-        "token_type",
-        "expires_in",
-        "refresh_token",
-        "user",
-    }
+    assert set(body) == {"access_token", "issued_token_type", "token_type", "expires_in", "refresh_token", "user"}
     assert body["issued_token_type"] == "urn:ietf:params:oauth:token-type:access_token"
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == 900
@@ -68,9 +56,8 @@ async def test_exchange_returns_tokens_and_creates_user(
     assert user["email"] == "ada@gmail.com"
     assert user["name"] == "Ada Lovelace"
     assert user["email_verified"].endswith("Z")
-    assert user["accounts"] == [
-        {"provider": "google", "provider_account_id": "110000000000000000001"}
-    ]
+    assert user["pending_email"] is None
+    assert user["accounts"] == [{"provider": "google", "provider_account_id": "110000000000000000001"}]
 
     header, claims = await decode_access_token(client, body["access_token"])
     assert header["typ"] == "at+jwt"
@@ -87,11 +74,10 @@ async def test_exchange_returns_tokens_and_creates_user(
 
     # Only the hash of the refresh token is stored, in the session row.
     digest = hashlib.sha256(body["refresh_token"].encode()).hexdigest()
-    assert (
-        await scalar(app, "SELECT session_token FROM sessions WHERE id = :sid", sid=claims["sid"])
-        == digest
-    )
-    assert await row_counts(app) == {
+    stored = await sql.scalar("SELECT session_token FROM sessions WHERE id = :sid", sid=claims["sid"])
+    assert stored == digest
+    counts = await sql.counts()
+    assert counts == {
         "users": 1,
         "accounts": 1,
         "sessions": 1,
@@ -99,132 +85,160 @@ async def test_exchange_returns_tokens_and_creates_user(
         "verification_tokens": 0,
         "used_id_tokens": 1,
         "rate_limits": 0,
+        "audit_events": 1,
     }
+    (event,) = await sql.events("sign_in")
+    assert event["user_id"] == user["id"] and event["session_id"] == claims["sid"]
 
 
 async def test_replayed_id_token_is_refused_and_writes_nothing(
-    app: Starlette, client: httpx.AsyncClient, google: FakeGoogle
+    client: httpx.AsyncClient, google: FakeIssuer, sql: Sql
 ) -> None:
     token = google.mint()
     assert (await exchange(client, token)).status_code == 200
-    before = await row_counts(app)
+    before = await sql.counts()
     replay = await exchange(client, token)
     assert replay.status_code == 400
-    assert replay.json()["error"] == "invalid_request"
-    assert await row_counts(app) == before
+    assert replay.json() == {"error": "invalid_request", "error_description": "the id_token is not valid"}
+    assert await sql.counts() == before
 
 
 async def test_returning_user_keeps_id_and_gets_fresh_profile(
-    app: Starlette, client: httpx.AsyncClient, google: FakeGoogle
+    client: httpx.AsyncClient, google: FakeIssuer, sql: Sql
 ) -> None:
-    first = (await exchange(client, google.mint())).json()["user"]
+    first = (await sign_in(client, google))["user"]
     second = (
-        await exchange(
-            client, google.mint(name="Ada King", picture="https://lh3.googleusercontent.com/a/new")
-        )
-    ).json()["user"]
+        await sign_in(client, google, name="Ada King", picture="https://lh3.googleusercontent.com/a/new")
+    )["user"]
     assert second["id"] == first["id"]
     assert second["name"] == "Ada King"
     assert second["image"] == "https://lh3.googleusercontent.com/a/new"
-    counts = await row_counts(app)
+    counts = await sql.counts()
     assert (counts["users"], counts["accounts"], counts["sessions"]) == (1, 1, 2)
+    assert await sql.scalar("SELECT last_sign_in_at IS NOT NULL FROM users")
 
 
-async def test_verified_email_change_follows_google_unless_taken(
-    app: Starlette, client: httpx.AsyncClient, google: FakeGoogle
+async def test_address_follows_the_provider_when_it_proves_it(
+    client: httpx.AsyncClient, google: FakeIssuer
 ) -> None:
-    await exchange(client, google.mint(sub="other", email="grace@gmail.com"))
-    await exchange(client, google.mint())
-    moved = (await exchange(client, google.mint(email="ada.new@gmail.com"))).json()["user"]
+    await sign_in(client, google, sub="grace", email="grace@gmail.com")
+    await sign_in(client, google)
+    moved = (await sign_in(client, google, email="ada.new@gmail.com"))["user"]
     assert moved["email"] == "ada.new@gmail.com"
-    taken = (await exchange(client, google.mint(email="grace@gmail.com"))).json()["user"]
+    # Held verified by another user: not taken.
+    taken = (await sign_in(client, google, email="grace@gmail.com"))["user"]
     assert taken["email"] == "ada.new@gmail.com"
-    unverified = (
-        await exchange(client, google.mint(email="x@gmail.com", email_verified=False))
-    ).json()["user"]
+    # Not verified by the provider: not taken either.
+    unverified = (await sign_in(client, google, email="x@gmail.com", email_verified=False))["user"]
     assert unverified["email"] == "ada.new@gmail.com"
+    # A consumer Google account cannot move its user to a Workspace domain's address.
+    foreign = (await sign_in(client, google, email="ada@corp.example"))["user"]
+    assert foreign["email"] == "ada.new@gmail.com"
 
 
-async def test_links_second_google_account_with_proven_email(
-    app: Starlette, client: httpx.AsyncClient, google: FakeGoogle
+async def test_links_an_account_whose_provider_proves_the_address(
+    client: httpx.AsyncClient, issuers: Issuers, sql: Sql
 ) -> None:
-    first = (
-        await exchange(
-            client, google.mint(sub="workspace-sub", email="ada@example.com", hd="example.com")
-        )
-    ).json()["user"]
-    linked = (
-        await exchange(
-            client, google.mint(sub="second-sub", email="ada@example.com", hd="example.com")
-        )
-    ).json()["user"]
+    google = issuers.google
+    first = (await sign_in(client, google, sub="ws-1", email="ada@example.com", hd="example.com"))["user"]
+    linked = (await sign_in(client, google, sub="ws-2", email="ada@example.com", hd="example.com"))["user"]
     assert linked["id"] == first["id"]
-    assert {a["provider_account_id"] for a in linked["accounts"]} == {"workspace-sub", "second-sub"}
+    assert {a["provider_account_id"] for a in linked["accounts"]} == {"ws-1", "ws-2"}
+    # The generic issuer is authoritative for example.com (its email_domains): linked too.
+    okta = (await sign_in(client, issuers.okta, email="ada@example.com"))["user"]
+    assert okta["id"] == first["id"]
+    reasons = [e["detail"] for e in await sql.events("sign_in")]
+    assert [json.loads(d)["reason"] if isinstance(d, str) else d["reason"] for d in reasons] == [
+        "created", "linked", "linked",
+    ]
 
 
 @pytest.mark.parametrize(
     ("existing", "incoming"),
     [
-        pytest.param({"email_verified": True}, {"email_verified": False}, id="google_not_verified"),
-        pytest.param({"email_verified": True}, {"email_verified": "true"}, id="verified_as_string"),
+        pytest.param({}, {"email_verified": False}, id="provider_did_not_verify"),
+        pytest.param({}, {"email_verified": "true"}, id="verified_as_string"),
         pytest.param(
             {"email": "ada@example.com", "hd": "example.com"},
             {"email": "ada@example.com"},
-            id="google_not_authoritative",
+            id="consumer_account_for_workspace_address",
         ),
-        pytest.param({"email_verified": False}, {}, id="existing_user_unverified"),
     ],
 )
-async def test_unprovable_link_is_a_conflict_and_writes_nothing(
-    app: Starlette,
-    client: httpx.AsyncClient,
-    google: FakeGoogle,
-    existing: dict[str, Any],
-    incoming: dict[str, Any],
+async def test_unprovable_link_is_a_conflict_and_writes_only_its_event(
+    client: httpx.AsyncClient, google: FakeIssuer, sql: Sql, existing: dict[str, Any], incoming: dict[str, Any]
 ) -> None:
-    assert (await exchange(client, google.mint(sub="first", **existing))).status_code == 200
-    before = await row_counts(app)
-    token = google.mint(
-        sub="second", **{"email": existing.get("email", "ada@gmail.com"), **incoming}
-    )
+    first = (await sign_in(client, google, sub="first", **existing))["user"]
+    before = await sql.counts()
+    token = google.mint(sub="second", **{"email": existing.get("email", "ada@gmail.com"), **incoming})
     response = await exchange(client, token)
     assert response.status_code == 409
     assert response.json()["error"] == "account_conflict"
-    assert await row_counts(app) == before
+    after = await sql.counts()
+    assert after == {**before, "audit_events": before["audit_events"] + 1}
+    (refused,) = await sql.events("sign_in_refused")
+    assert refused["user_id"] == first["id"]
+    # Not consumed: the same token may be retried once the user has linked the account.
+    assert (await exchange(client, token)).status_code == 409
 
 
-async def test_no_google_keys_fails_closed_with_503(
-    app: Starlette, client: httpx.AsyncClient, google: FakeGoogle
+async def test_an_unverified_address_reserves_nothing(
+    client: httpx.AsyncClient, issuers: Issuers, sql: Sql
+) -> None:
+    # Microsoft's email claim is unverified: its user holds the address without having proven it.
+    squatter = (await sign_in(client, issuers.microsoft, email="ada@gmail.com"))["user"]
+    assert squatter["email"] == "ada@gmail.com" and squatter["email_verified"] is None
+    # The real owner signs in with Google, which proves it: a new user, who takes the address.
+    owner = (await sign_in(client, issuers.google))["user"]
+    assert owner["id"] != squatter["id"]
+    assert owner["email"] == "ada@gmail.com" and owner["email_verified"]
+    assert await sql.scalar("SELECT email FROM users WHERE id = :id", id=squatter["id"]) is None
+    (released,) = await sql.events("email_released")
+    assert released["user_id"] == squatter["id"]
+
+
+async def test_a_second_unproven_claim_creates_a_user_without_the_address(
+    client: httpx.AsyncClient, issuers: Issuers
+) -> None:
+    first = (await sign_in(client, issuers.microsoft, email="shared@contoso.example"))["user"]
+    other = (
+        await sign_in(
+            client, issuers.microsoft, oid="11111111-2222-3333-4444-555555555555", email="shared@contoso.example"
+        )
+    )["user"]
+    assert other["id"] != first["id"]
+    assert other["email"] is None
+
+
+async def test_no_provider_keys_fails_closed_with_503(
+    client: httpx.AsyncClient, google: FakeIssuer, sql: Sql
 ) -> None:
     google.status = 500
-    before = await row_counts(app)
+    before = await sql.counts()
     response = await exchange(client, google.mint())
     assert response.status_code == 503
     assert response.json()["error"] == "temporarily_unavailable"
-    assert "retry-after" in response.headers
-    assert await row_counts(app) == before
+    assert response.headers["retry-after"] == "30"
+    assert await sql.counts() == before
 
 
-async def test_exchange_refused_when_no_client_ids(
-    settings: Settings, google: FakeGoogle, clock: FakeClock
+async def test_exchange_refused_when_no_provider_is_configured(
+    settings: Settings, issuers: Issuers, clock: FakeClock
 ) -> None:
-    bare = Settings(**{**settings.__dict__, "google_client_ids": ()})
-    app = create_app(bare, http_client=google.client(), clock=clock)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ISSUER) as client,
-    ):
-        response = await exchange(client, google.mint())
+    bare = dataclasses.replace(
+        settings, google_client_ids=(), microsoft_client_ids=(), apple_client_ids=(), oidc_providers=()
+    )
+    async with running(bare, issuers, clock) as (_, client):
+        response = await exchange(client, issuers.google.mint())
     assert response.status_code == 400
     assert "IDENTITY_GOOGLE_CLIENT_IDS" in response.json()["error_description"]
 
 
-async def test_audience_parameter(client: httpx.AsyncClient, google: FakeGoogle) -> None:
+async def test_audience_parameter(client: httpx.AsyncClient, google: FakeIssuer) -> None:
     wrong = await exchange(client, google.mint(), audience="https://elsewhere.test")
     assert wrong.status_code == 400
     assert wrong.json()["error"] == "invalid_target"
-    ok = await exchange(client, google.mint(), audience=ISSUER)
-    assert ok.status_code == 200
+    assert (await exchange(client, google.mint(), audience=ISSUER)).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -233,139 +247,169 @@ async def test_audience_parameter(client: httpx.AsyncClient, google: FakeGoogle)
         ({"grant_type": "password", "username": "a", "password": "b"}, "unsupported_grant_type"),
         ({"grant_type": "authorization_code", "code": "x"}, "unsupported_grant_type"),
         ({**EXCHANGE}, "invalid_request"),
-        (
-            {
-                **EXCHANGE,
-                "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-                "subject_token": "a.b.c",
-            },
-            "invalid_request",
-        ),
+        ({**EXCHANGE, "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "subject_token": "a.b.c"}, "invalid_request"),
         ({"subject_token": "a.b.c"}, "invalid_request"),
+        ({**EXCHANGE, "subject_token": "a.b.c", "nonce": "line\nbreak"}, "invalid_request"),
+        ({**EXCHANGE, "subject_token": "a\x00b.c.d"}, "invalid_request"),
     ],
 )
-async def test_bad_token_requests(
-    app: Starlette, client: httpx.AsyncClient, data: dict[str, str], error: str
-) -> None:
-    before = await row_counts(app)
+async def test_bad_token_requests(client: httpx.AsyncClient, sql: Sql, data: dict[str, str], error: str) -> None:
+    before = await sql.counts()
     response = await client.post("/token", data=data)
     assert response.status_code == 400
     assert response.json()["error"] == error
-    assert await row_counts(app) == before
+    assert await sql.counts() == before
 
 
-async def test_callback_shape(
-    app: Starlette, client: httpx.AsyncClient, google: FakeGoogle
-) -> None:
-    token = google.mint()
+async def test_callback_shape(client: httpx.AsyncClient, google: FakeIssuer, sql: Sql) -> None:
     body = {
         "provider": "google",
-        "id_token": token,
+        "id_token": google.mint(),
         "access_token": "ya29.secret",
         "expires_at": 1_900_000_000,
         "scope": "openid email",
         "token_type": "Bearer",
+        "providerAccountId": "ignored: NextAuth's account object carries more",
     }
     response = await client.post("/auth/oauth/callback", json=body)
     assert response.status_code == 200
     assert response.json()["token_type"] == "Bearer"
     assert response.json()["user"]["email"] == "ada@gmail.com"
-    # The provider access token is not stored in plaintext (nor at all without an encryption key).
-    assert await scalar(app, "SELECT access_token FROM accounts") is None
-    assert await scalar(app, "SELECT scope FROM accounts") == "openid email"
-
+    # Without an encryption key provider tokens are not stored at all.
+    assert await sql.rows("SELECT access_token, refresh_token, scope FROM accounts") == [
+        {"access_token": None, "refresh_token": None, "scope": None}
+    ]
     bad = await client.post("/auth/oauth/callback", json={**body, "id_token": google.mint(aud="x")})
     assert bad.status_code == 401
     assert bad.json()["error"] == "invalid_token"
     assert bad.headers["www-authenticate"].startswith("Bearer")
+    # A provider named that is not the token's issuer is refused like a bad token.
+    other = await client.post("/auth/oauth/callback", json={**body, "provider": "apple", "id_token": google.mint()})
+    assert other.status_code == 401
 
 
 @pytest.mark.parametrize(
-    "body",
+    ("body", "field"),
     [
-        {"provider": "github", "id_token": "a.b.c"},
-        {"provider": "google"},
-        {"provider": "google", "id_token": 42},
-        {"provider": "google", "id_token": "a.b.c", "expires_at": "soon"},
-        {"provider": "google", "id_token": "a.b.c", "expires_at": 1.5},
-        {"provider": "google", "id_token": "a.b.c", "scope": ["openid"]},
-        ["not", "an", "object"],
+        ({"provider": "github", "id_token": "a.b.c"}, "provider"),
+        ({"provider": "google"}, "id_token"),
+        ({"provider": "google", "id_token": 42}, "id_token"),
+        ({"provider": "google", "id_token": "a.b.c", "expires_at": "soon"}, "expires_at"),
+        ({"provider": "google", "id_token": "a.b.c", "expires_at": 1.5}, "expires_at"),
+        ({"provider": "google", "id_token": "a.b.c", "expires_at": 10**30}, "expires_at"),
+        ({"provider": "google", "id_token": "a.b.c", "expires_at": -1}, "expires_at"),
+        ({"provider": "google", "id_token": "a.b.c", "expires_at": True}, "expires_at"),
+        ({"provider": "google", "id_token": "a.b.c", "scope": ["openid"]}, "scope"),
+        ({"provider": "google", "id_token": "a.b.c", "access_token": "\ud800"}, "access_token"),
+        ({"provider": "google", "id_token": "a.b.c", "refresh_token": "x\u0000y"}, "refresh_token"),
+        ({"provider": "google", "id_token": "a.b.c", "nonce": "\ud800"}, "nonce"),
+        ({"provider": "google", "id_token": "\udfff.b.c"}, "id_token"),
+        ({"provider": "google", "id_token": "a.b.c", "session_state": "s" * 3000}, "session_state"),
     ],
 )
-async def test_callback_bad_body(app: Starlette, client: httpx.AsyncClient, body: Any) -> None:
-    before = await row_counts(app)
-    response = await client.post(
-        "/auth/oauth/callback",
-        content=json.dumps(body),
-        headers={"content-type": "application/json"},
-    )
-    assert response.status_code == 400
+async def test_callback_bad_body_is_a_400_naming_the_field(
+    client: httpx.AsyncClient, sql: Sql, body: Any, field: str
+) -> None:
+    before = await sql.counts()
+    raw = json.dumps(body)  # \ud800 travels as its escape, as a hostile client would send it
+    response = await client.post("/auth/oauth/callback", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_request"
-    assert await row_counts(app) == before
+    assert field in response.json()["error_description"]
+    assert await sql.counts() == before
 
 
-async def test_callback_conflict(client: httpx.AsyncClient, google: FakeGoogle) -> None:
-    await client.post(
-        "/auth/oauth/callback", json={"provider": "google", "id_token": google.mint(sub="a")}
-    )
-    response = await client.post(
-        "/auth/oauth/callback",
-        json={"provider": "google", "id_token": google.mint(sub="b", email_verified=False)},
-    )
-    assert response.status_code == 409
-    assert response.json()["error"] == "account_conflict"
+async def test_callback_body_not_an_object(client: httpx.AsyncClient) -> None:
+    response = await client.post("/auth/oauth/callback", json=["not", "an", "object"])
+    assert response.status_code == 400
 
 
 class TestClientAuthentication:
-    SECRET = "s3cret-s3cret-s3cret"
-
     @pytest.fixture
-    async def client(self, settings: Settings, google: FakeGoogle, clock: FakeClock) -> Any:
-        configured = Settings(**{**settings.__dict__, "clients": {"nextjs": self.SECRET}})
-        app = create_app(configured, http_client=google.client(), clock=clock)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ISSUER) as client,
-        ):
+    async def client(self, settings: Settings, issuers: Issuers, clock: FakeClock) -> Any:
+        configured = dataclasses.replace(settings, clients={"nextjs": SECRET, "other": OTHER_SECRET})
+        async with running(configured, issuers, clock) as (_, client):
             yield client
 
-    async def test_missing_credentials(self, client: httpx.AsyncClient, google: FakeGoogle) -> None:
+    async def test_missing_credentials(self, client: httpx.AsyncClient, google: FakeIssuer) -> None:
         response = await exchange(client, google.mint())
         assert response.status_code == 401
         assert response.json()["error"] == "invalid_client"
+        assert response.headers["www-authenticate"].startswith("Basic")
 
-    @pytest.mark.parametrize("secret", ["wrong", "", "s3cret-s3cret-s3cre"])
-    async def test_wrong_secret(
-        self, client: httpx.AsyncClient, google: FakeGoogle, secret: str
-    ) -> None:
-        response = await client.post(
-            "/token", data={**EXCHANGE, "subject_token": google.mint()}, auth=("nextjs", secret)
-        )
+    @pytest.mark.parametrize("secret", ["wrong", "", SECRET[:-1], SECRET + "x"])
+    async def test_wrong_secret(self, client: httpx.AsyncClient, google: FakeIssuer, secret: str) -> None:
+        response = await exchange(client, google.mint(), headers=basic("nextjs", secret))
         assert response.status_code == 401
 
-    async def test_basic_and_post(self, client: httpx.AsyncClient, google: FakeGoogle) -> None:
-        basic = await client.post(
-            "/token",
-            data={**EXCHANGE, "subject_token": google.mint()},
-            auth=("nextjs", self.SECRET),
-        )
-        assert basic.status_code == 200
-        _, claims = await decode_access_token(client, basic.json()["access_token"])
+    async def test_basic_and_post(self, client: httpx.AsyncClient, google: FakeIssuer) -> None:
+        with_basic = await exchange(client, google.mint(), headers=basic("nextjs", SECRET))
+        assert with_basic.status_code == 200
+        _, claims = await decode_access_token(client, with_basic.json()["access_token"])
         assert claims["client_id"] == "nextjs"
-        posted = await exchange(
-            client, google.mint(), client_id="nextjs", client_secret=self.SECRET
-        )
+        posted = await exchange(client, google.mint(), client_id="nextjs", client_secret=SECRET)
         assert posted.status_code == 200
 
-    async def test_two_methods_at_once(self, client: httpx.AsyncClient, google: FakeGoogle) -> None:
-        response = await client.post(
-            "/token",
-            data={
-                **EXCHANGE,
-                "subject_token": google.mint(),
-                "client_id": "nextjs",
-                "client_secret": self.SECRET,
-            },
-            auth=("nextjs", self.SECRET),
+    async def test_two_methods_at_once(self, client: httpx.AsyncClient, google: FakeIssuer) -> None:
+        response = await exchange(
+            client, google.mint(), client_id="nextjs", client_secret=SECRET, headers=basic("nextjs", SECRET)
         )
         assert response.status_code == 400
+
+    async def test_the_callback_authenticates_clients_too(
+        self, client: httpx.AsyncClient, google: FakeIssuer, sql: Sql
+    ) -> None:
+        token = google.mint()
+        anonymous = await client.post("/auth/oauth/callback", json={"provider": "google", "id_token": token})
+        assert anonymous.status_code == 401
+        assert anonymous.json()["error"] == "invalid_client"
+        assert await sql.scalar("SELECT count(*) FROM used_id_tokens") == 0
+        # Authenticated, its session is bound to that client, so that client can refresh it.
+        ok = await client.post(
+            "/auth/oauth/callback", json={"provider": "google", "id_token": token}, headers=basic("nextjs", SECRET)
+        )
+        assert ok.status_code == 200
+        _, claims = await decode_access_token(client, ok.json()["access_token"])
+        assert claims["client_id"] == "nextjs"
+        assert await sql.scalar("SELECT client_id FROM sessions") == "nextjs"
+        refreshed = await refresh(client, ok.json()["refresh_token"], headers=basic("nextjs", SECRET))
+        assert refreshed.status_code == 200
+        # Another client cannot refresh it.
+        stolen = await refresh(client, refreshed.json()["refresh_token"], headers=basic("other", OTHER_SECRET))
+        assert stolen.status_code == 400
+
+
+class TestProviderTokens:
+    KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
+
+    @pytest.fixture
+    async def client(self, settings: Settings, issuers: Issuers, clock: FakeClock) -> Any:
+        configured = dataclasses.replace(settings, token_encryption_keys=(self.KEY,))
+        async with running(configured, issuers, clock) as (_, client):
+            yield client
+
+    async def test_stored_encrypted_and_updated_field_by_field(
+        self, client: httpx.AsyncClient, google: FakeIssuer, sql: Sql
+    ) -> None:
+        from cryptography.fernet import Fernet
+
+        first = {
+            "provider": "google",
+            "id_token": google.mint(),
+            "access_token": "ya29.first",
+            "refresh_token": "1//refresh-at-first-consent",
+            "expires_at": 1_900_000_000,
+            "scope": "openid email",
+        }
+        assert (await client.post("/auth/oauth/callback", json=first)).status_code == 200
+        (row,) = await sql.rows("SELECT access_token, refresh_token, id_token, scope FROM accounts")
+        assert "1//refresh" not in str(row) and "ya29" not in str(row)
+        fernet = Fernet(self.KEY)
+        assert fernet.decrypt(row["refresh_token"].encode()) == b"1//refresh-at-first-consent"
+        # Google sends its refresh token at first consent only: a later callback keeps it.
+        later = {"provider": "google", "id_token": google.mint(), "access_token": "ya29.second"}
+        assert (await client.post("/auth/oauth/callback", json=later)).status_code == 200
+        (row,) = await sql.rows("SELECT access_token, refresh_token, expires_at, scope FROM accounts")
+        assert fernet.decrypt(row["access_token"].encode()) == b"ya29.second"
+        assert fernet.decrypt(row["refresh_token"].encode()) == b"1//refresh-at-first-consent"
+        assert (row["expires_at"], row["scope"]) == (1_900_000_000, "openid email")

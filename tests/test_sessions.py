@@ -1,107 +1,166 @@
-"""Sessions: rotation, reuse detection, expiry, client binding, revoke, logout, introspect."""
+"""Sessions: refresh rotation with a reuse interval, expiry, revoke, introspect, logout."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
-import logging
 from collections import Counter
 from typing import Any, ClassVar
 
 import httpx
 import jwt
 import pytest
-from sqlalchemy import text
-from starlette.applications import Starlette
 
-from identity.app import create_app
+from identity import refresh_tokens
 from identity.settings import Settings
 
-from .conftest import ISSUER, exchange, row_counts, services
-from .fakes import FakeClock, FakeGoogle
+from .fakes import FakeClock, FakeIssuer, Issuers
+from .support import ISSUER, Sql, basic, bearer, exchange, refresh, running, sign_in
 
 pytestmark = pytest.mark.anyio
 
 
-async def sign_in(client: httpx.AsyncClient, google: FakeGoogle, **claims: Any) -> dict[str, Any]:
-    response = await exchange(client, google.mint(**claims))
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    return body
+def sid_of(access_token: str) -> str:
+    return str(jwt.decode(access_token, options={"verify_signature": False})["sid"])
 
 
-async def refresh(client: httpx.AsyncClient, token: str, **extra: str) -> httpx.Response:
-    return await client.post(
-        "/token", data={"grant_type": "refresh_token", "refresh_token": token, **extra}
-    )
-
-
-def bearer(tokens: dict[str, Any]) -> dict[str, str]:
-    return {"Authorization": f"Bearer {tokens['access_token']}"}
-
-
-async def test_refresh_rotates_and_kills_the_old_token(
-    app: Starlette, client: httpx.AsyncClient, google: FakeGoogle
-) -> None:
+async def test_refresh_rotates_and_keeps_the_session(client: httpx.AsyncClient, google: FakeIssuer, sql: Sql) -> None:
     first = await sign_in(client, google)
     response = await refresh(client, first["refresh_token"])
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
     second = response.json()
-    assert set(second) >= {"access_token", "token_type", "expires_in", "refresh_token"}
+    assert set(second) == {"access_token", "token_type", "expires_in", "refresh_token"}
     assert second["refresh_token"] != first["refresh_token"]
-    assert (await client.get("/users/me", headers=bearer(second))).json()["id"] == first["user"][
-        "id"
-    ]
-    # Only hashes are stored, anywhere.
-    async with services(app).database.reader() as session:
-        dump = str((await session.execute(text("SELECT * FROM sessions"))).all())
-        dump += str((await session.execute(text("SELECT * FROM rotated_refresh_tokens"))).all())
+    me = await client.get("/users/me", headers=bearer(second["access_token"]))
+    assert me.json()["id"] == first["user"]["id"]
+    assert sid_of(second["access_token"]) == sid_of(first["access_token"])
+    # Only hashes (and, for the interval, the successor sealed) are stored, anywhere.
+    dump = str(await sql.rows("SELECT * FROM sessions")) + str(await sql.rows("SELECT * FROM rotated_refresh_tokens"))
     for token in (first["refresh_token"], second["refresh_token"]):
         assert token not in dump
         assert hashlib.sha256(token.encode()).hexdigest() in dump
-    # The same session continues; its sid is kept.
-    sid = jwt.decode(second["access_token"], options={"verify_signature": False})["sid"]
-    assert sid == jwt.decode(first["access_token"], options={"verify_signature": False})["sid"]
 
 
-async def test_reuse_revokes_the_whole_session(
-    client: httpx.AsyncClient, google: FakeGoogle, caplog: pytest.LogCaptureFixture
+async def test_within_the_interval_the_parent_yields_the_same_successor(
+    client: httpx.AsyncClient, google: FakeIssuer, clock: FakeClock, sql: Sql
 ) -> None:
-    caplog.set_level(logging.INFO, logger="identity.auth")
     first = await sign_in(client, google)
     second = (await refresh(client, first["refresh_token"])).json()
-    third = (await refresh(client, second["refresh_token"])).json()
-    reused = await refresh(client, first["refresh_token"])  # an earlier token, not just the last
+    clock.advance(9)
+    again = await refresh(client, first["refresh_token"])  # a second tab, a retry
+    assert again.status_code == 200
+    assert again.json()["refresh_token"] == second["refresh_token"]
+    assert again.json()["access_token"] != second["access_token"]  # a fresh access token
+    assert sid_of(again.json()["access_token"]) == sid_of(first["access_token"])
+    assert await sql.scalar("SELECT count(*) FROM sessions") == 1
+    # And the session goes on from the one live token.
+    assert (await refresh(client, second["refresh_token"])).status_code == 200
+
+
+async def test_the_database_alone_opens_no_successor(
+    client: httpx.AsyncClient, google: FakeIssuer, sql: Sql
+) -> None:
+    first = await sign_in(client, google)
+    second = (await refresh(client, first["refresh_token"])).json()
+    (row,) = await sql.rows("SELECT previous_hash, previous_sealed FROM sessions")
+    sealed = bytes(row["previous_sealed"])
+    assert second["refresh_token"].encode() not in sealed
+    assert row["previous_hash"] == refresh_tokens.digest(first["refresh_token"])
+    # Everything in the row together is no key: only the parent token itself opens the seal.
+    assert refresh_tokens.unseal(sealed, parent=row["previous_hash"]) is None
+    assert refresh_tokens.unseal(sealed, parent=first["refresh_token"]) == second["refresh_token"]
+
+
+async def test_after_the_interval_the_parent_is_reuse(
+    client: httpx.AsyncClient, google: FakeIssuer, clock: FakeClock, sql: Sql, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await sign_in(client, google)
+    second = (await refresh(client, first["refresh_token"])).json()
+    clock.advance(11)
+    reused = await refresh(client, first["refresh_token"])
     assert reused.status_code == 400
     assert reused.json()["error"] == "invalid_grant"
     # The thief and the owner both lose the session: the current token is dead too.
+    assert (await refresh(client, second["refresh_token"])).status_code == 400
+    assert (await client.get("/users/me", headers=bearer(second["access_token"]))).status_code == 401
+    (event,) = await sql.events("refresh_reuse")
+    assert event["user_id"] == first["user"]["id"]
+    reasons = [getattr(record, "event", {}).get("reason") for record in caplog.records]
+    assert "reuse_detected" in reasons  # the auth event line
+
+
+async def test_once_the_successor_rotated_the_parent_is_reuse(
+    client: httpx.AsyncClient, google: FakeIssuer, sql: Sql
+) -> None:
+    first = await sign_in(client, google)
+    second = (await refresh(client, first["refresh_token"])).json()
+    third = (await refresh(client, second["refresh_token"])).json()
+    assert (await refresh(client, first["refresh_token"])).status_code == 400
     assert (await refresh(client, third["refresh_token"])).status_code == 400
-    assert (await client.get("/users/me", headers=bearer(third))).status_code == 401
-    reasons = [getattr(r, "event", {}).get("reason") for r in caplog.records]
-    assert "reuse_detected" in reasons
+    assert await sql.scalar("SELECT count(*) FROM sessions") == 0
 
 
-async def test_twenty_concurrent_refreshes_one_winner(
-    app: Starlette, client: httpx.AsyncClient, google: FakeGoogle
+async def test_the_sealed_successor_is_forgotten_when_the_interval_ends(
+    app: Any, client: httpx.AsyncClient, google: FakeIssuer, clock: FakeClock, sql: Sql, database_url: str
+) -> None:
+    from identity.app import data_services
+    from identity.database import Database
+
+    first = await sign_in(client, google)
+    await refresh(client, first["refresh_token"])
+    database = Database(database_url)
+    sessions = data_services(Settings(database_url=database_url), database, clock=clock).sessions
+    try:
+        assert await sessions.forget_sealed() == 0  # still within the interval
+        clock.advance(11)
+        assert await sessions.forget_sealed() == 1
+    finally:
+        await database.close()
+    assert await sql.scalar("SELECT previous_sealed FROM sessions") is None
+
+
+async def test_twenty_concurrent_refreshes_share_one_successor(
+    client: httpx.AsyncClient, google: FakeIssuer, sql: Sql
 ) -> None:
     tokens = await sign_in(client, google)
     responses = await asyncio.gather(*(refresh(client, tokens["refresh_token"]) for _ in range(20)))
-    statuses = Counter(r.status_code for r in responses)
-    assert statuses == {200: 1, 400: 19}
-    winner = next(r.json()["refresh_token"] for r in responses if r.status_code == 200)
-    # No two live successors: at most the winner's token is current anywhere.
-    async with services(app).database.reader() as session:
-        current = [
-            row[0]
-            for row in (await session.execute(text("SELECT session_token FROM sessions"))).all()
-        ]
-    assert current in ([], [hashlib.sha256(winner.encode()).hexdigest()])
+    assert Counter(r.status_code for r in responses) == {200: 20}
+    successors = {r.json()["refresh_token"] for r in responses}
+    assert len(successors) == 1
+    assert await sql.scalar("SELECT count(*) FROM sessions") == 1
+    (current,) = successors
+    assert await sql.scalar("SELECT session_token FROM sessions") == refresh_tokens.digest(current)
 
 
-async def test_absolute_expiry(
-    client: httpx.AsyncClient, google: FakeGoogle, clock: FakeClock
-) -> None:
+class TestStrict:
+    """IDENTITY_REFRESH_REUSE_INTERVAL=0: any reuse revokes; of two racing refreshes one wins."""
+
+    @pytest.fixture
+    async def client(self, settings: Settings, issuers: Issuers, clock: FakeClock) -> Any:
+        async with running(dataclasses.replace(settings, refresh_reuse_interval=0), issuers, clock) as (_, client):
+            yield client
+
+    async def test_any_reuse_revokes(self, client: httpx.AsyncClient, google: FakeIssuer, sql: Sql) -> None:
+        first = await sign_in(client, google)
+        second = (await refresh(client, first["refresh_token"])).json()
+        assert await sql.scalar("SELECT previous_sealed FROM sessions") is None  # nothing sealed
+        assert (await refresh(client, first["refresh_token"])).status_code == 400
+        assert (await refresh(client, second["refresh_token"])).status_code == 400
+
+    async def test_twenty_concurrent_refreshes_one_winner(
+        self, client: httpx.AsyncClient, google: FakeIssuer, sql: Sql
+    ) -> None:
+        tokens = await sign_in(client, google)
+        responses = await asyncio.gather(*(refresh(client, tokens["refresh_token"]) for _ in range(20)))
+        assert Counter(r.status_code for r in responses) == {200: 1, 400: 19}
+        winner = next(r.json()["refresh_token"] for r in responses if r.status_code == 200)
+        current = [r["session_token"] for r in await sql.rows("SELECT session_token FROM sessions")]
+        assert current in ([], [refresh_tokens.digest(winner)])  # never two live successors
+
+
+async def test_absolute_expiry(client: httpx.AsyncClient, google: FakeIssuer, clock: FakeClock) -> None:
     tokens = await sign_in(client, google)
     for _ in range(3):  # used every 800,000 s: idle expiry (1,209,600 s) never triggers
         clock.advance(800_000)
@@ -112,7 +171,7 @@ async def test_absolute_expiry(
     assert (await refresh(client, tokens["refresh_token"])).status_code == 400
 
 
-async def test_idle_expiry(client: httpx.AsyncClient, google: FakeGoogle, clock: FakeClock) -> None:
+async def test_idle_expiry(client: httpx.AsyncClient, google: FakeIssuer, clock: FakeClock) -> None:
     tokens = await sign_in(client, google)
     clock.advance(1_209_600 - 1)
     tokens = (await refresh(client, tokens["refresh_token"])).json()
@@ -125,41 +184,32 @@ async def test_idle_expiry(client: httpx.AsyncClient, google: FakeGoogle, clock:
 
 @pytest.mark.parametrize(
     "token",
-    [
-        "garbage",
-        "",
-        "a" * 10_000,
-        "tökén-ünïcödé-✓",
-        "'; DROP TABLE sessions; --",
-    ],
+    ["garbage", "", "a" * 10_000, "tökén-ünïcödé-✓", "'; DROP TABLE sessions; --"],
     ids=["garbage", "empty", "10kB", "non_ascii", "sql"],
 )
-async def test_bad_refresh_tokens(
-    app: Starlette, client: httpx.AsyncClient, google: FakeGoogle, token: str
-) -> None:
+async def test_bad_refresh_tokens(client: httpx.AsyncClient, google: FakeIssuer, sql: Sql, token: str) -> None:
     tokens = await sign_in(client, google)
-    before = await row_counts(app)
+    before = await sql.counts()
     response = await refresh(client, token)
     assert response.status_code == 400
-    assert response.json()["error"] in ("invalid_grant", "invalid_request")
     if token:
-        assert response.json()["error"] == "invalid_grant"
-        assert (
-            response.json()["error_description"]
-            == "the refresh token is invalid, expired or revoked"
-        )
-    assert await row_counts(app) == before
-    truncated = await refresh(client, tokens["refresh_token"][:-5])
-    assert truncated.status_code == 400
-    assert await row_counts(app) == before
+        assert response.json() == {
+            "error": "invalid_grant",
+            "error_description": "the refresh token is invalid, expired or revoked",
+        }
+    assert await sql.counts() == before
+    assert (await refresh(client, tokens["refresh_token"][:-5])).status_code == 400
+    assert await sql.counts() == before
     assert (await refresh(client, tokens["refresh_token"])).status_code == 200
 
 
-async def test_scope_cannot_widen(client: httpx.AsyncClient, google: FakeGoogle) -> None:
+async def test_scope_cannot_widen(client: httpx.AsyncClient, google: FakeIssuer, sql: Sql) -> None:
     tokens = await sign_in(client, google)
+    before = await sql.counts()
     wider = await refresh(client, tokens["refresh_token"], scope="openid email admin")
     assert wider.status_code == 400
     assert wider.json()["error"] == "invalid_scope"
+    assert await sql.counts() == before  # the token was not rotated
     narrower = await refresh(client, tokens["refresh_token"], scope="openid email")
     assert narrower.status_code == 200
     claims = jwt.decode(narrower.json()["access_token"], options={"verify_signature": False})
@@ -169,185 +219,143 @@ async def test_scope_cannot_widen(client: httpx.AsyncClient, google: FakeGoogle)
     assert again.status_code == 200
 
 
-async def test_deleted_user_sessions_are_dead(
-    app: Starlette, client: httpx.AsyncClient, google: FakeGoogle
-) -> None:
+async def test_deleted_user_sessions_are_dead(client: httpx.AsyncClient, google: FakeIssuer, sql: Sql) -> None:
     tokens = await sign_in(client, google)
-    async with services(app).database.transaction() as session:
-        await session.execute(text("DELETE FROM users"))
+    async with sql.engine.begin() as connection:
+        from sqlalchemy import text
+
+        await connection.execute(text("DELETE FROM users"))
     assert (await refresh(client, tokens["refresh_token"])).status_code == 400
-    assert (await client.get("/users/me", headers=bearer(tokens))).status_code == 401
+    assert (await client.get("/users/me", headers=bearer(tokens["access_token"]))).status_code == 401
 
 
-async def test_revoke(client: httpx.AsyncClient, google: FakeGoogle) -> None:
+async def test_revoke(client: httpx.AsyncClient, google: FakeIssuer, sql: Sql) -> None:
     tokens = await sign_in(client, google)
     response = await client.post("/revoke", data={"token": tokens["refresh_token"]})
     assert response.status_code == 200
     assert (await refresh(client, tokens["refresh_token"])).status_code == 400
-    # Our own endpoints refuse the session's access token at once (sid check) ...
-    assert (await client.get("/users/me", headers=bearer(tokens))).status_code == 401
+    # Our own endpoints refuse the session's access token at once (the sid check) ...
+    assert (await client.get("/users/me", headers=bearer(tokens["access_token"]))).status_code == 401
     # ... while an offline verifier accepts it until its short expiry.
     keys = (await client.get("/.well-known/jwks.json")).json()["keys"]
     claims = jwt.decode(
-        tokens["access_token"],
-        jwt.PyJWK(keys[0]).key,
-        algorithms=["RS256"],
-        audience=ISSUER,
+        tokens["access_token"], jwt.PyJWK(keys[0]).key, algorithms=["RS256"], audience=ISSUER,
         options={"verify_exp": False, "verify_iat": False},
     )
     assert claims["sub"] == tokens["user"]["id"]
     for token in ("garbage", tokens["refresh_token"], "a.b.c"):
         assert (await client.post("/revoke", data={"token": token})).status_code == 200
     assert (await client.post("/revoke", data={})).status_code == 400
+    (event,) = await sql.events("session_revoked")
+    assert event["session_id"] == sid_of(tokens["access_token"])
 
 
-async def test_revoke_with_access_token(client: httpx.AsyncClient, google: FakeGoogle) -> None:
+async def test_revoke_with_access_token(client: httpx.AsyncClient, google: FakeIssuer) -> None:
     tokens = await sign_in(client, google)
     assert (await client.post("/revoke", data={"token": tokens["access_token"]})).status_code == 200
     assert (await refresh(client, tokens["refresh_token"])).status_code == 400
 
 
-async def test_logout_current_and_global(client: httpx.AsyncClient, google: FakeGoogle) -> None:
+async def test_logout_current_and_global(client: httpx.AsyncClient, google: FakeIssuer, sql: Sql) -> None:
     laptop = await sign_in(client, google)
     phone = await sign_in(client, google)
     tablet = await sign_in(client, google)
-    response = await client.post("/auth/logout", headers=bearer(laptop))
-    assert response.status_code == 204
-    assert (await client.get("/users/me", headers=bearer(laptop))).status_code == 401
-    assert (await client.get("/users/me", headers=bearer(phone))).status_code == 200
-    assert (await client.post("/auth/logout", headers=bearer(laptop))).status_code == 401
-    everywhere = await client.post("/auth/logout?scope=global", headers=bearer(phone))
+    assert (await client.post("/auth/logout", headers=bearer(laptop["access_token"]))).status_code == 204
+    assert (await client.get("/users/me", headers=bearer(laptop["access_token"]))).status_code == 401
+    assert (await client.get("/users/me", headers=bearer(phone["access_token"]))).status_code == 200
+    assert (await client.post("/auth/logout", headers=bearer(laptop["access_token"]))).status_code == 401
+    everywhere = await client.post("/auth/logout?scope=global", headers=bearer(phone["access_token"]))
     assert everywhere.status_code == 204
     assert (await refresh(client, tablet["refresh_token"])).status_code == 400
-    assert (await client.get("/users/me", headers=bearer(tablet))).status_code == 401
+    assert (await client.get("/users/me", headers=bearer(tablet["access_token"]))).status_code == 401
+    assert len(await sql.events("logout")) == 2
 
 
-async def test_logout_global_as_form(client: httpx.AsyncClient, google: FakeGoogle) -> None:
+async def test_logout_global_as_form(client: httpx.AsyncClient, google: FakeIssuer) -> None:
     one, two = await sign_in(client, google), await sign_in(client, google)
-    response = await client.post("/auth/logout", data={"scope": "global"}, headers=bearer(one))
+    response = await client.post("/auth/logout", data={"scope": "global"}, headers=bearer(one["access_token"]))
     assert response.status_code == 204
     assert (await refresh(client, two["refresh_token"])).status_code == 400
+    bad = await client.post("/auth/logout", data={"scope": "galaxy"}, headers=bearer(two["access_token"]))
+    assert bad.status_code == 401  # the session is gone already: the token speaks for nobody
 
 
-async def test_introspect(client: httpx.AsyncClient, google: FakeGoogle, clock: FakeClock) -> None:
+async def test_introspect(client: httpx.AsyncClient, google: FakeIssuer, clock: FakeClock) -> None:
     tokens = await sign_in(client, google)
     access = (await client.post("/introspect", data={"token": tokens["access_token"]})).json()
     assert access["active"] is True
     assert access["sub"] == tokens["user"]["id"]
     assert access["exp"] == int(clock()) + 900
     assert access["sid"] and access["client_id"] == "public"
-    refresh_info = (
-        await client.post("/introspect", data={"token": tokens["refresh_token"]})
-    ).json()
+    refresh_info = (await client.post("/introspect", data={"token": tokens["refresh_token"]})).json()
     assert refresh_info["active"] is True
     assert refresh_info["sid"] == access["sid"]
     for token in ("garbage", "a.b.c", "x" * 5000):
         assert (await client.post("/introspect", data={"token": token})).json() == {"active": False}
-    await client.post("/auth/logout", headers=bearer(tokens))
+    await client.post("/auth/logout", headers=bearer(tokens["access_token"]))
     # The access token still verifies offline, but its session is gone: inactive.
-    assert (await client.post("/introspect", data={"token": tokens["access_token"]})).json() == {
-        "active": False
-    }
-    assert (await client.post("/introspect", data={"token": tokens["refresh_token"]})).json() == {
-        "active": False
-    }
+    assert (await client.post("/introspect", data={"token": tokens["access_token"]})).json() == {"active": False}
+    assert (await client.post("/introspect", data={"token": tokens["refresh_token"]})).json() == {"active": False}
 
 
-async def test_list_and_end_sessions(client: httpx.AsyncClient, google: FakeGoogle) -> None:
+async def test_list_and_end_sessions(client: httpx.AsyncClient, google: FakeIssuer) -> None:
     first = await sign_in(client, google)
-    second = await client.post(
-        "/token",
-        data={
-            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
-            "subject_token_type": "urn:ietf:params:oauth:token-type:id_token",
-            "subject_token": google.mint(),
-        },
-        headers={"User-Agent": "Phone/1.0"},
-    )
-    listing = (await client.get("/users/me/sessions", headers=bearer(first))).json()["sessions"]
+    second = await exchange(client, google.mint(), headers={"User-Agent": "Phone/1.0"})
+    listing = (await client.get("/users/me/sessions", headers=bearer(first["access_token"]))).json()["sessions"]
     assert len(listing) == 2
     assert {s["current"] for s in listing} == {True, False}
     other = next(s for s in listing if not s["current"])
     assert other["user_agent"] == "Phone/1.0"
-    assert set(other) >= {"id", "created_at", "last_used_at", "user_agent"}
-    response = await client.delete(f"/users/me/sessions/{other['id']}", headers=bearer(first))
+    assert set(other) >= {"id", "created_at", "last_used_at", "expires_at", "user_agent", "client_id"}
+    response = await client.delete(f"/users/me/sessions/{other['id']}", headers=bearer(first["access_token"]))
     assert response.status_code == 204
     assert (await refresh(client, second.json()["refresh_token"])).status_code == 400
-    assert (
-        await client.delete(f"/users/me/sessions/{other['id']}", headers=bearer(first))
-    ).status_code == 404
+    again = await client.delete(f"/users/me/sessions/{other['id']}", headers=bearer(first["access_token"]))
+    assert again.status_code == 404
     # Somebody else's session cannot be ended by id.
     stranger = await sign_in(client, google, sub="stranger", email="grace@gmail.com")
-    stranger_sid = jwt.decode(stranger["access_token"], options={"verify_signature": False})["sid"]
-    assert (
-        await client.delete(f"/users/me/sessions/{stranger_sid}", headers=bearer(first))
-    ).status_code == 404
-    assert (await client.get("/users/me", headers=bearer(stranger))).status_code == 200
+    gone = await client.delete(f"/users/me/sessions/{sid_of(stranger['access_token'])}", headers=bearer(first["access_token"]))
+    assert gone.status_code == 404
+    assert (await client.get("/users/me", headers=bearer(stranger["access_token"]))).status_code == 200
 
 
 class TestClients:
-    SECRETS: ClassVar[dict[str, str]] = {
-        "web": "web-secret-0123456789",
-        "mobile": "mobile-secret-0123456789",
-    }
+    SECRETS: ClassVar[dict[str, str]] = {"web": "web-secret-0123456789", "mobile": "mobile-secret-0123456789"}
 
     @pytest.fixture
-    async def client(self, settings: Settings, google: FakeGoogle, clock: FakeClock) -> Any:
-        configured = Settings(**{**settings.__dict__, "clients": self.SECRETS})
-        app = create_app(configured, http_client=google.client(), clock=clock)
-        async with (
-            app.router.lifespan_context(app),
-            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ISSUER) as client,
-        ):
+    async def client(self, settings: Settings, issuers: Issuers, clock: FakeClock) -> Any:
+        async with running(dataclasses.replace(settings, clients=self.SECRETS), issuers, clock) as (_, client):
             yield client
 
-    async def _sign_in(self, client: httpx.AsyncClient, google: FakeGoogle) -> dict[str, Any]:
-        response = await exchange(
-            client, google.mint(), client_id="web", client_secret=self.SECRETS["web"]
-        )
+    async def _sign_in(self, client: httpx.AsyncClient, google: FakeIssuer) -> dict[str, Any]:
+        response = await exchange(client, google.mint(), headers=basic("web", self.SECRETS["web"]))
         body: dict[str, Any] = response.json()
         return body
 
-    async def test_refresh_token_is_bound_to_its_client(
-        self, client: httpx.AsyncClient, google: FakeGoogle
-    ) -> None:
+    async def test_refresh_token_is_bound_to_its_client(self, client: httpx.AsyncClient, google: FakeIssuer) -> None:
         tokens = await self._sign_in(client, google)
-        data = {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
-        assert (await client.post("/token", data=data)).status_code == 401
-        other = await client.post("/token", data=data, auth=("mobile", self.SECRETS["mobile"]))
+        assert (await refresh(client, tokens["refresh_token"])).status_code == 401
+        other = await refresh(client, tokens["refresh_token"], headers=basic("mobile", self.SECRETS["mobile"]))
         assert other.status_code == 400
         assert other.json()["error"] == "invalid_grant"
-        own = await client.post("/token", data=data, auth=("web", self.SECRETS["web"]))
+        own = await refresh(client, tokens["refresh_token"], headers=basic("web", self.SECRETS["web"]))
         assert own.status_code == 200
         claims = jwt.decode(own.json()["access_token"], options={"verify_signature": False})
         assert claims["client_id"] == "web"
 
-    async def test_revoke_and_introspect_need_client_auth(
-        self, client: httpx.AsyncClient, google: FakeGoogle
-    ) -> None:
+    async def test_revoke_and_introspect_stay_within_the_client(self, client: httpx.AsyncClient, google: FakeIssuer) -> None:
         tokens = await self._sign_in(client, google)
+        mobile, web = basic("mobile", self.SECRETS["mobile"]), basic("web", self.SECRETS["web"])
         for path in ("/revoke", "/introspect"):
             response = await client.post(path, data={"token": tokens["refresh_token"]})
             assert response.status_code == 401
             assert response.json()["error"] == "invalid_client"
-        # Another client cannot revoke web's session.
-        await client.post(
-            "/revoke",
-            data={"token": tokens["refresh_token"]},
-            auth=("mobile", self.SECRETS["mobile"]),
-        )
-        info = await client.post(
-            "/introspect",
-            data={"token": tokens["refresh_token"]},
-            auth=("mobile", self.SECRETS["mobile"]),
-        )
+        # Another client can neither revoke web's session nor learn anything about its token.
+        await client.post("/revoke", data={"token": tokens["refresh_token"]}, headers=mobile)
+        info = await client.post("/introspect", data={"token": tokens["refresh_token"]}, headers=mobile)
+        assert info.json() == {"active": False}
+        info = await client.post("/introspect", data={"token": tokens["refresh_token"]}, headers=web)
         assert info.json()["active"] is True
-        await client.post(
-            "/revoke", data={"token": tokens["refresh_token"]}, auth=("web", self.SECRETS["web"])
-        )
-        info = await client.post(
-            "/introspect",
-            data={"token": tokens["refresh_token"]},
-            auth=("web", self.SECRETS["web"]),
-        )
+        await client.post("/revoke", data={"token": tokens["refresh_token"]}, headers=web)
+        info = await client.post("/introspect", data={"token": tokens["refresh_token"]}, headers=web)
         assert info.json() == {"active": False}

@@ -1,0 +1,121 @@
+"""Helpers every test module may use: the requests a client makes, and a look into the database.
+
+Test modules import from here and from `fakes`, never from each other.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+import httpx
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from starlette.applications import Starlette
+
+from identity.app import create_app
+from identity.settings import Settings
+
+from .fakes import FakeClock, FakeIssuer, Issuers
+
+ISSUER = "http://127.0.0.1:8001"
+TABLES = (
+    "users",
+    "accounts",
+    "sessions",
+    "rotated_refresh_tokens",
+    "verification_tokens",
+    "used_id_tokens",
+    "rate_limits",
+    "audit_events",
+)
+EXCHANGE = {
+    "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+    "subject_token_type": "urn:ietf:params:oauth:token-type:id_token",
+}
+
+
+def basic(client_id: str, secret: str) -> dict[str, str]:
+    raw = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    return {"Authorization": f"Basic {raw}"}
+
+
+def bearer(access_token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {access_token}"}
+
+
+async def exchange(client: httpx.AsyncClient, token: str, **extra: Any) -> httpx.Response:
+    headers = extra.pop("headers", None)
+    return await client.post("/token", data={**EXCHANGE, "subject_token": token, **extra}, headers=headers)
+
+
+async def sign_in(client: httpx.AsyncClient, issuer: FakeIssuer, **claims: Any) -> dict[str, Any]:
+    """Exchange a fresh token of `issuer`; the 200 body."""
+    response = await exchange(client, issuer.mint(**claims))
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def refresh(client: httpx.AsyncClient, token: str, **extra: Any) -> httpx.Response:
+    headers = extra.pop("headers", None)
+    data = {"grant_type": "refresh_token", "refresh_token": token, **extra}
+    return await client.post("/token", data=data, headers=headers)
+
+
+class Sql:
+    """A look into the test's database, beside the service."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def rows(self, statement: str, **params: Any) -> list[dict[str, Any]]:
+        async with self.engine.connect() as connection:
+            result = await connection.execute(text(statement), params)
+            return [dict(row) for row in result.mappings()]
+
+    async def scalar(self, statement: str, **params: Any) -> Any:
+        async with self.engine.connect() as connection:
+            return (await connection.execute(text(statement), params)).scalar()
+
+    async def counts(self) -> dict[str, int]:
+        return {table: int(await self.scalar(f"SELECT count(*) FROM {table}")) for table in TABLES}
+
+    async def events(self, type_: str | None = None) -> list[dict[str, Any]]:
+        where = " WHERE type = :type" if type_ else ""
+        return await self.rows(f"SELECT * FROM audit_events{where} ORDER BY id", type=type_)
+
+
+@asynccontextmanager
+async def sql_for(url: str) -> AsyncIterator[Sql]:
+    engine = create_async_engine(url)
+    try:
+        yield Sql(engine)
+    finally:
+        await engine.dispose()
+
+
+async def truncate(url: str) -> None:
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(plain)
+    try:
+        await connection.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE")
+    finally:
+        await connection.close()
+
+
+@asynccontextmanager
+async def running(
+    settings: Settings, issuers: Issuers, clock: FakeClock, **options: Any
+) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    """A service built from `settings` (a variant of the fixture's), and a client for it."""
+    async with issuers.client() as http:
+        app = create_app(settings, http_client=http, clock=clock, **options)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as client:
+                yield app, client
