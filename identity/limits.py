@@ -33,7 +33,7 @@ INSERT INTO rate_limits (key, window_start, count, expires_at) VALUES ($1, $2, 1
 ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limits.count + 1
 RETURNING count
 """
-_COUNT = "SELECT count FROM rate_limits WHERE key = $1 AND window_start = $2"
+COUNT = "SELECT count FROM rate_limits WHERE key = $1 AND window_start = $2"
 UNDER_LIMIT_FOR = 1.0  # seconds an IP key known to be under the limit is not read again
 _CACHE_SIZE = 10_000
 
@@ -66,15 +66,28 @@ class Counter:
         now = self._clock()
         return Window(self.limit, int(now // self.limit.period * self.limit.period), now)
 
-    async def hit(self, sql: Sql, key: str) -> RateLimited | None:
-        """Count one event for `key` on `sql`; the 429 to answer when past the limit."""
+    async def increment(self, sql: Sql, key: str) -> tuple[int, Window] | None:
+        """Count one event for `key` on `sql`: the window's count with it, and the window."""
         window = self.window()
         if window is None:
             return None
-        row = await sql.fetchrow(INCREMENT, key[:200], window.start, utc(window.ends))
-        if row is not None and row["count"] > window.limit.count:
-            return RateLimited("too many requests; try again later", retry_after=window.retry_after)
+        row = await sql.fetchone(INCREMENT, key[:200], window.start, utc(window.ends))
+        return int(row["count"]), window
+
+    async def hit(self, sql: Sql, key: str) -> RateLimited | None:
+        """Count one event for `key`; the 429 to answer when that went past the limit."""
+        counted = await self.increment(sql, key)
+        if counted is not None and counted[0] > counted[1].limit.count:
+            return RateLimited(
+                "too many requests; try again later", retry_after=counted[1].retry_after
+            )
         return None
+
+
+async def reached(sql: Sql, key: str, window: Window) -> bool:
+    """Whether `key` has reached its limit in `window` (for checks inside a grant's statement)."""
+    row = await sql.fetchrow(COUNT, key[:200], window.start)
+    return row is not None and row["count"] >= window.limit.count
 
 
 @dataclass
@@ -141,7 +154,7 @@ class FailureGuard:
             raise self._refusal(window)
         if now - self._under.get(key, float("-inf")) < UNDER_LIMIT_FOR:
             return
-        row = await self._db.fetchrow(_COUNT, key[:200], window.start)
+        row = await self._db.fetchrow(COUNT, key[:200], window.start)
         if row is not None and row["count"] >= window.limit.count:
             self._remember(self._locked, key, window.ends)
             raise self._refusal(window)
@@ -149,17 +162,18 @@ class FailureGuard:
 
     async def fail(self, key: str) -> RateLimited | None:
         """Count one failure of `key`; the 429 to send instead when that passed the limit."""
-        window = self.counter.window()
-        if window is None:
-            return None
         try:
             async with self._db.hot() as sql:
-                refusal = await self.counter.hit(sql, key)
+                counted = await self.counter.increment(sql, key)
         except TemporarilyUnavailable:
             return None  # the database is down: counting is best effort, the answer stands
-        if refusal is not None:
+        if counted is None:
+            return None
+        count, window = counted
+        self._under.pop(key, None)
+        if count >= window.limit.count:  # from now on this key is refused, here at once
             self._remember(self._locked, key, window.ends)
-        return refusal
+        return self._refusal(window) if count > window.limit.count else None
 
     def locked(self, key: str, until: float) -> None:
         """A statement found `key` past the limit: remember it for the rest of its window."""

@@ -26,7 +26,7 @@ from typing import Literal
 from . import audit
 from .clock import as_utc, utc
 from .database import Database, Row, Sql
-from .limits import Window
+from .limits import INCREMENT, Window, reached
 
 Outcome = Literal[
     "rotated",
@@ -144,11 +144,6 @@ SELECT r.session_id, s.user_id FROM rotated_refresh_tokens r JOIN sessions s ON 
 WHERE r.token_hash = $1
 """
 _END = "DELETE FROM sessions WHERE id = $1"
-_COUNT = "SELECT count FROM rate_limits WHERE key = $1 AND window_start = $2"
-_BUDGET = """
-INSERT INTO rate_limits (key, window_start, count, expires_at) VALUES ($1, $2, 1, $3)
-ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limits.count + 1 RETURNING count
-"""
 
 
 async def _sqlite(sql: Sql, r: RotationRequest) -> RotationResult:
@@ -202,15 +197,18 @@ async def _admissible(sql: Sql, r: RotationRequest, s: Row) -> RotationResult | 
     if as_utc(s["expires"]) <= r.now or as_utc(s["last_used_at"]) <= r.idle_since:
         await sql.fetch(_END, s["session_id"])  # expired: nothing can revive it
         return _result("expired", s)
-    if r.lock_prefix is not None and r.lock is not None:
-        counted = await sql.fetchrow(_COUNT, r.lock_prefix + s["user_id"], r.lock.start)
-        if counted is not None and counted["count"] >= r.lock.limit.count:
-            return _result("locked", s)
+    lock = r.lock
+    if (
+        r.lock_prefix is not None
+        and lock
+        and await reached(sql, r.lock_prefix + s["user_id"], lock)
+    ):
+        return _result("locked", s)
     if r.scope is not None and not set(r.scope) <= set(str(s["scope"]).split()):
         return _result("bad_scope", s)
     if r.budget is not None:
         counted = await sql.fetchrow(
-            _BUDGET, f"user:{s['user_id']}", r.budget.start, utc(r.budget.ends)
+            INCREMENT, f"user:{s['user_id']}", r.budget.start, utc(r.budget.ends)
         )
         if counted is not None and counted["count"] > r.budget.limit.count:
             return _result("rate_limited", s)

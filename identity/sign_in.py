@@ -34,7 +34,7 @@ from . import audit
 from .clock import as_utc, utc
 from .database import Database, Row, Sql
 from .id_tokens import VerifiedIdentity
-from .limits import Window
+from .limits import INCREMENT, Window, reached
 from .models import AccountPublic, UserRecord, new_id
 
 logger = logging.getLogger("identity.sign_in")
@@ -179,7 +179,6 @@ FROM accounts a JOIN users u ON u.id = a.user_id
 WHERE a.provider = $1 AND a.provider_account_id = $2
 """
 _BY_EMAIL = f"SELECT {USER_COLUMNS} FROM users WHERE email = $1"
-_COUNT = "SELECT count FROM rate_limits WHERE key = $1 AND window_start = $2"
 REMEMBER_REPLAY = """
 INSERT INTO used_id_tokens (replay_key, expires_at) VALUES ($1, $2)
 ON CONFLICT DO NOTHING RETURNING replay_key
@@ -225,10 +224,8 @@ SELECT provider, provider_account_id FROM accounts WHERE user_id = $1 ORDER BY c
 
 async def _sqlite(sql: Sql, r: SignInRequest) -> SignInResult:
     i, now = r.identity, r.now
-    if r.lock_key is not None and r.lock is not None:
-        counted = await sql.fetchrow(_COUNT, r.lock_key, r.lock.start)
-        if counted is not None and counted["count"] >= r.lock.limit.count:
-            return SignInResult("locked")
+    if r.lock_key is not None and r.lock is not None and await reached(sql, r.lock_key, r.lock):
+        return SignInResult("locked")
 
     user = await sql.fetchrow(_BY_ACCOUNT, i.provider, i.account_key)
     account_id = user["account_id"] if user is not None else None
@@ -247,22 +244,14 @@ async def _sqlite(sql: Sql, r: SignInRequest) -> SignInResult:
 
     if await sql.fetchrow(REMEMBER_REPLAY, i.replay_key, r.replay_expires) is None:
         return SignInResult("replayed")
-    if user is not None and r.budget is not None:
-        budget = await sql.fetchrow(
-            "INSERT INTO rate_limits (key, window_start, count, expires_at) VALUES ($1, $2, 1, $3)"
-            " ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limits.count + 1"
-            " RETURNING count",
-            f"user:{user['id']}",
-            r.budget.start,
-            utc(r.budget.ends),
-        )
-        if budget is not None and budget["count"] > r.budget.limit.count:
-            await sql.fetch(_FORGET, i.replay_key)  # a 429 does not spend the id_token
-            return SignInResult("rate_limited")
+    if user is not None and await _over_budget(sql, r, user["id"]):
+        await sql.fetch(_FORGET, i.replay_key)  # a 429 does not spend the id_token
+        return SignInResult("rate_limited")
 
     created = user is None
     if user is None:
         user, account_id = await _create(sql, r, holder)
+        await _over_budget(sql, r, user["id"])  # a first sign-in counts too (1: never over)
     else:
         if account_id is None:  # linked by verified address
             account_id = new_id()
@@ -310,6 +299,14 @@ async def _sqlite(sql: Sql, r: SignInRequest) -> SignInResult:
         for a in rows
     )
     return SignInResult("ok", UserRecord.of(user), accounts, created)
+
+
+async def _over_budget(sql: Sql, r: SignInRequest, user_id: str) -> bool:
+    """Count one success against the user's IDENTITY_RATE_LIMIT_SUBJECT; whether it is over."""
+    if r.budget is None:
+        return False
+    row = await sql.fetchone(INCREMENT, f"user:{user_id}", r.budget.start, utc(r.budget.ends))
+    return bool(row["count"] > r.budget.limit.count)
 
 
 async def _create(sql: Sql, r: SignInRequest, holder: Row | None) -> tuple[Row, str]:

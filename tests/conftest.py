@@ -6,6 +6,7 @@ This file is the test suite's one read of the environment.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import secrets
 import shutil
@@ -166,3 +167,18 @@ async def sql(database_url: str) -> AsyncIterator[Sql]:
 def smtp() -> Iterator[tuple[Inbox, str]]:
     with smtp_server() as server:
         yield server
+
+
+@pytest.fixture
+def inbox(smtp: tuple[Inbox, str]) -> Inbox:
+    return smtp[0]
+
+
+@pytest.fixture
+async def mail_client(
+    settings: Settings, issuers: Issuers, clock: FakeClock, smtp: tuple[Inbox, str]
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A service that sends mail to a real SMTP server on loopback."""
+    configured = dataclasses.replace(settings, smtp_url=smtp[1], mail_from="id@example.com")
+    async with running(configured, issuers, clock) as (_, client):
+        yield client

@@ -142,7 +142,17 @@ class FakeIssuer:
         """Sign arbitrary bytes as payload under an arbitrary header."""
         signing_input = (b64(json.dumps(header).encode()) + "." + b64(payload)).encode()
         alg = header.get("alg") if isinstance(header.get("alg"), str) else self.alg
-        if alg not in {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"}:
+        if alg not in {
+            "RS256",
+            "RS384",
+            "RS512",
+            "PS256",
+            "PS384",
+            "PS512",
+            "ES256",
+            "ES384",
+            "EdDSA",
+        }:
             alg = self.alg
         return signing_input.decode() + "." + b64(sign(alg, key or self.key, signing_input))
 
@@ -152,7 +162,9 @@ def _times(issuer: FakeIssuer) -> dict[str, Any]:
     return {"iat": now, "exp": now + 3600}
 
 
-def google(clock: Any, key: Any, *, jwks_url: str = GOOGLE_JWKS, issuer: str = GOOGLE_ISSUER) -> FakeIssuer:
+def google(
+    clock: Any, key: Any, *, jwks_url: str = GOOGLE_JWKS, issuer: str = GOOGLE_ISSUER
+) -> FakeIssuer:
     def claims(i: FakeIssuer) -> dict[str, Any]:
         return {
             "iss": issuer,
@@ -169,7 +181,9 @@ def google(clock: Any, key: Any, *, jwks_url: str = GOOGLE_JWKS, issuer: str = G
     return FakeIssuer("google", key, clock, claims, jwks_url, kid="google-key-1")
 
 
-def microsoft(clock: Any, key: Any, *, authority: str = MS_AUTHORITY, tenant: str = MS_TENANT) -> FakeIssuer:
+def microsoft(
+    clock: Any, key: Any, *, authority: str = MS_AUTHORITY, tenant: str = MS_TENANT
+) -> FakeIssuer:
     def claims(i: FakeIssuer) -> dict[str, Any]:
         tid = tenant
         return {
@@ -190,7 +204,9 @@ def microsoft(clock: Any, key: Any, *, authority: str = MS_AUTHORITY, tenant: st
     )
 
 
-def apple(clock: Any, key: Any, *, jwks_url: str = APPLE_JWKS, issuer: str = APPLE_ISSUER) -> FakeIssuer:
+def apple(
+    clock: Any, key: Any, *, jwks_url: str = APPLE_JWKS, issuer: str = APPLE_ISSUER
+) -> FakeIssuer:
     def claims(i: FakeIssuer) -> dict[str, Any]:
         return {
             "iss": issuer,
@@ -335,4 +351,3 @@ def http_google(key: Any, base: str) -> FakeIssuer:
 def http_microsoft(key: Any, base: str) -> FakeIssuer:
     """Microsoft with its authority at `base`/ms: issuer `base/ms/{tid}/v2.0`."""
     return microsoft(time.time, key, authority=f"{base}/ms")
-

@@ -18,6 +18,7 @@ from .servers import free_port
 @dataclass
 class Inbox:
     messages: list[EmailMessage] = field(default_factory=list)
+    envelopes: list[list[str]] = field(default_factory=list)  # RCPT TO of each message
     refuse: bool = False  # answer 554 to every message
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -26,6 +27,7 @@ class Inbox:
         parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
         self.messages.append(parsed)
+        self.envelopes.append(list(envelope.rcpt_tos))
         return "250 OK"
 
 

@@ -6,12 +6,19 @@ Test modules import from here and from `fakes`, never from each other.
 from __future__ import annotations
 
 import base64
+import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import asyncpg
 import httpx
+from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
+from cryptography.hazmat.primitives.hashes import SHA256
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -19,8 +26,9 @@ from starlette.applications import Starlette
 
 from identity.app import create_app
 from identity.settings import Settings
+from identity.signing_keys import KeyStore
 
-from .fakes import FakeClock, FakeIssuer, Issuers
+from .fakes import FakeClock, FakeIssuer, Issuers, b64
 
 ISSUER = "http://127.0.0.1:8001"
 TABLES = (
@@ -50,7 +58,9 @@ def bearer(access_token: str) -> dict[str, str]:
 
 async def exchange(client: httpx.AsyncClient, token: str, **extra: Any) -> httpx.Response:
     headers = extra.pop("headers", None)
-    return await client.post("/token", data={**EXCHANGE, "subject_token": token, **extra}, headers=headers)
+    return await client.post(
+        "/token", data={**EXCHANGE, "subject_token": token, **extra}, headers=headers
+    )
 
 
 async def sign_in(client: httpx.AsyncClient, issuer: FakeIssuer, **claims: Any) -> dict[str, Any]:
@@ -119,3 +129,25 @@ async def running(
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as client:
                 yield app, client
+
+
+def resign(keys_dir: Path, token: str, header: dict[str, Any] | None = None, **claims: Any) -> str:
+    """One of our access tokens, its claims changed and signed again with our own key."""
+    key = KeyStore(keys_dir).load()[-1]
+    payload = token.split(".")[1]
+    data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    data.update(claims)
+    protected = {"alg": "RS256", "typ": "at+jwt", "kid": key.kid, **(header or {})}
+    signing_input = f"{b64(json.dumps(protected).encode())}.{b64(json.dumps(data).encode())}"
+    signature = key.private.sign(signing_input.encode(), PKCS1v15(), SHA256())
+    return f"{signing_input}.{b64(signature)}"
+
+
+def mail_link(message: EmailMessage) -> tuple[str, str, str]:
+    """The base URL, address and token of the link in a verification mail."""
+    part = message.get_body(("plain",))
+    assert part is not None
+    body = part.get_content()
+    match = re.search(r"(https?://\S+/auth/verify-email)\?email=([^&\s]+)&token=(\S+)", body)
+    assert match, body
+    return match.group(1), unquote(match.group(2)), match.group(3)

@@ -14,7 +14,12 @@ GOOD = {"iss": "https://id.test", "aud": "api", "sub": "u1", "iat": NOW, "exp": 
 
 
 def rules(**options: Any) -> ClaimRules:
-    base: dict[str, Any] = {"issuers": frozenset({"https://id.test"}), "audiences": frozenset({"api"}), "audience_mode": "all", "leeway": 10}
+    base: dict[str, Any] = {
+        "issuers": frozenset({"https://id.test"}),
+        "audiences": frozenset({"api"}),
+        "audience_mode": "all",
+        "leeway": 10,
+    }
     return ClaimRules(**{**base, **options})
 
 
@@ -25,7 +30,12 @@ def test_accepts_and_returns_times() -> None:
 
 @pytest.mark.parametrize(
     ("mode", "aud", "ok"),
-    [("all", ["api", "other"], False), ("any", ["api", "other"], True), ("any", ["other"], False), ("all", "api", True)],
+    [
+        ("all", ["api", "other"], False),
+        ("any", ["api", "other"], True),
+        ("any", ["other"], False),
+        ("all", "api", True),
+    ],
 )
 def test_audience_modes(mode: str, aud: Any, ok: bool) -> None:
     check = rules(audience_mode=mode)

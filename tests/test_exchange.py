@@ -47,7 +47,14 @@ async def test_exchange_returns_tokens_and_creates_user(
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
     body = response.json()
-    assert set(body) == {"access_token", "issued_token_type", "token_type", "expires_in", "refresh_token", "user"}
+    assert set(body) == {
+        "access_token",
+        "issued_token_type",
+        "token_type",
+        "expires_in",
+        "refresh_token",
+        "user",
+    }
     assert body["issued_token_type"] == "urn:ietf:params:oauth:token-type:access_token"
     assert body["token_type"] == "Bearer"
     assert body["expires_in"] == 900
@@ -57,7 +64,9 @@ async def test_exchange_returns_tokens_and_creates_user(
     assert user["name"] == "Ada Lovelace"
     assert user["email_verified"].endswith("Z")
     assert user["pending_email"] is None
-    assert user["accounts"] == [{"provider": "google", "provider_account_id": "110000000000000000001"}]
+    assert user["accounts"] == [
+        {"provider": "google", "provider_account_id": "110000000000000000001"}
+    ]
 
     header, claims = await decode_access_token(client, body["access_token"])
     assert header["typ"] == "at+jwt"
@@ -74,7 +83,9 @@ async def test_exchange_returns_tokens_and_creates_user(
 
     # Only the hash of the refresh token is stored, in the session row.
     digest = hashlib.sha256(body["refresh_token"].encode()).hexdigest()
-    stored = await sql.scalar("SELECT session_token FROM sessions WHERE id = :sid", sid=claims["sid"])
+    stored = await sql.scalar(
+        "SELECT session_token FROM sessions WHERE id = :sid", sid=claims["sid"]
+    )
     assert stored == digest
     counts = await sql.counts()
     assert counts == {
@@ -99,7 +110,10 @@ async def test_replayed_id_token_is_refused_and_writes_nothing(
     before = await sql.counts()
     replay = await exchange(client, token)
     assert replay.status_code == 400
-    assert replay.json() == {"error": "invalid_request", "error_description": "the id_token is not valid"}
+    assert replay.json() == {
+        "error": "invalid_request",
+        "error_description": "the id_token is not valid",
+    }
     assert await sql.counts() == before
 
 
@@ -108,7 +122,9 @@ async def test_returning_user_keeps_id_and_gets_fresh_profile(
 ) -> None:
     first = (await sign_in(client, google))["user"]
     second = (
-        await sign_in(client, google, name="Ada King", picture="https://lh3.googleusercontent.com/a/new")
+        await sign_in(
+            client, google, name="Ada King", picture="https://lh3.googleusercontent.com/a/new"
+        )
     )["user"]
     assert second["id"] == first["id"]
     assert second["name"] == "Ada King"
@@ -140,8 +156,12 @@ async def test_links_an_account_whose_provider_proves_the_address(
     client: httpx.AsyncClient, issuers: Issuers, sql: Sql
 ) -> None:
     google = issuers.google
-    first = (await sign_in(client, google, sub="ws-1", email="ada@example.com", hd="example.com"))["user"]
-    linked = (await sign_in(client, google, sub="ws-2", email="ada@example.com", hd="example.com"))["user"]
+    first = (await sign_in(client, google, sub="ws-1", email="ada@example.com", hd="example.com"))[
+        "user"
+    ]
+    linked = (await sign_in(client, google, sub="ws-2", email="ada@example.com", hd="example.com"))[
+        "user"
+    ]
     assert linked["id"] == first["id"]
     assert {a["provider_account_id"] for a in linked["accounts"]} == {"ws-1", "ws-2"}
     # The generic issuer is authoritative for example.com (its email_domains): linked too.
@@ -149,7 +169,9 @@ async def test_links_an_account_whose_provider_proves_the_address(
     assert okta["id"] == first["id"]
     reasons = [e["detail"] for e in await sql.events("sign_in")]
     assert [json.loads(d)["reason"] if isinstance(d, str) else d["reason"] for d in reasons] == [
-        "created", "linked", "linked",
+        "created",
+        "linked",
+        "linked",
     ]
 
 
@@ -166,11 +188,17 @@ async def test_links_an_account_whose_provider_proves_the_address(
     ],
 )
 async def test_unprovable_link_is_a_conflict_and_writes_only_its_event(
-    client: httpx.AsyncClient, google: FakeIssuer, sql: Sql, existing: dict[str, Any], incoming: dict[str, Any]
+    client: httpx.AsyncClient,
+    google: FakeIssuer,
+    sql: Sql,
+    existing: dict[str, Any],
+    incoming: dict[str, Any],
 ) -> None:
     first = (await sign_in(client, google, sub="first", **existing))["user"]
     before = await sql.counts()
-    token = google.mint(sub="second", **{"email": existing.get("email", "ada@gmail.com"), **incoming})
+    token = google.mint(
+        sub="second", **{"email": existing.get("email", "ada@gmail.com"), **incoming}
+    )
     response = await exchange(client, token)
     assert response.status_code == 409
     assert response.json()["error"] == "account_conflict"
@@ -203,7 +231,10 @@ async def test_a_second_unproven_claim_creates_a_user_without_the_address(
     first = (await sign_in(client, issuers.microsoft, email="shared@contoso.example"))["user"]
     other = (
         await sign_in(
-            client, issuers.microsoft, oid="11111111-2222-3333-4444-555555555555", email="shared@contoso.example"
+            client,
+            issuers.microsoft,
+            oid="11111111-2222-3333-4444-555555555555",
+            email="shared@contoso.example",
         )
     )["user"]
     assert other["id"] != first["id"]
@@ -226,7 +257,11 @@ async def test_exchange_refused_when_no_provider_is_configured(
     settings: Settings, issuers: Issuers, clock: FakeClock
 ) -> None:
     bare = dataclasses.replace(
-        settings, google_client_ids=(), microsoft_client_ids=(), apple_client_ids=(), oidc_providers=()
+        settings,
+        google_client_ids=(),
+        microsoft_client_ids=(),
+        apple_client_ids=(),
+        oidc_providers=(),
     )
     async with running(bare, issuers, clock) as (_, client):
         response = await exchange(client, issuers.google.mint())
@@ -247,13 +282,22 @@ async def test_audience_parameter(client: httpx.AsyncClient, google: FakeIssuer)
         ({"grant_type": "password", "username": "a", "password": "b"}, "unsupported_grant_type"),
         ({"grant_type": "authorization_code", "code": "x"}, "unsupported_grant_type"),
         ({**EXCHANGE}, "invalid_request"),
-        ({**EXCHANGE, "subject_token_type": "urn:ietf:params:oauth:token-type:jwt", "subject_token": "a.b.c"}, "invalid_request"),
+        (
+            {
+                **EXCHANGE,
+                "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+                "subject_token": "a.b.c",
+            },
+            "invalid_request",
+        ),
         ({"subject_token": "a.b.c"}, "invalid_request"),
         ({**EXCHANGE, "subject_token": "a.b.c", "nonce": "line\nbreak"}, "invalid_request"),
         ({**EXCHANGE, "subject_token": "a\x00b.c.d"}, "invalid_request"),
     ],
 )
-async def test_bad_token_requests(client: httpx.AsyncClient, sql: Sql, data: dict[str, str], error: str) -> None:
+async def test_bad_token_requests(
+    client: httpx.AsyncClient, sql: Sql, data: dict[str, str], error: str
+) -> None:
     before = await sql.counts()
     response = await client.post("/token", data=data)
     assert response.status_code == 400
@@ -284,7 +328,9 @@ async def test_callback_shape(client: httpx.AsyncClient, google: FakeIssuer, sql
     assert bad.json()["error"] == "invalid_token"
     assert bad.headers["www-authenticate"].startswith("Bearer")
     # A provider named that is not the token's issuer is refused like a bad token.
-    other = await client.post("/auth/oauth/callback", json={**body, "provider": "apple", "id_token": google.mint()})
+    other = await client.post(
+        "/auth/oauth/callback", json={**body, "provider": "apple", "id_token": google.mint()}
+    )
     assert other.status_code == 401
 
 
@@ -312,7 +358,9 @@ async def test_callback_bad_body_is_a_400_naming_the_field(
 ) -> None:
     before = await sql.counts()
     raw = json.dumps(body)  # \ud800 travels as its escape, as a hostile client would send it
-    response = await client.post("/auth/oauth/callback", content=raw, headers={"content-type": "application/json"})
+    response = await client.post(
+        "/auth/oauth/callback", content=raw, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_request"
     assert field in response.json()["error_description"]
@@ -327,7 +375,9 @@ async def test_callback_body_not_an_object(client: httpx.AsyncClient) -> None:
 class TestClientAuthentication:
     @pytest.fixture
     async def client(self, settings: Settings, issuers: Issuers, clock: FakeClock) -> Any:
-        configured = dataclasses.replace(settings, clients={"nextjs": SECRET, "other": OTHER_SECRET})
+        configured = dataclasses.replace(
+            settings, clients={"nextjs": SECRET, "other": OTHER_SECRET}
+        )
         async with running(configured, issuers, clock) as (_, client):
             yield client
 
@@ -338,7 +388,9 @@ class TestClientAuthentication:
         assert response.headers["www-authenticate"].startswith("Basic")
 
     @pytest.mark.parametrize("secret", ["wrong", "", SECRET[:-1], SECRET + "x"])
-    async def test_wrong_secret(self, client: httpx.AsyncClient, google: FakeIssuer, secret: str) -> None:
+    async def test_wrong_secret(
+        self, client: httpx.AsyncClient, google: FakeIssuer, secret: str
+    ) -> None:
         response = await exchange(client, google.mint(), headers=basic("nextjs", secret))
         assert response.status_code == 401
 
@@ -352,7 +404,11 @@ class TestClientAuthentication:
 
     async def test_two_methods_at_once(self, client: httpx.AsyncClient, google: FakeIssuer) -> None:
         response = await exchange(
-            client, google.mint(), client_id="nextjs", client_secret=SECRET, headers=basic("nextjs", SECRET)
+            client,
+            google.mint(),
+            client_id="nextjs",
+            client_secret=SECRET,
+            headers=basic("nextjs", SECRET),
         )
         assert response.status_code == 400
 
@@ -360,22 +416,30 @@ class TestClientAuthentication:
         self, client: httpx.AsyncClient, google: FakeIssuer, sql: Sql
     ) -> None:
         token = google.mint()
-        anonymous = await client.post("/auth/oauth/callback", json={"provider": "google", "id_token": token})
+        anonymous = await client.post(
+            "/auth/oauth/callback", json={"provider": "google", "id_token": token}
+        )
         assert anonymous.status_code == 401
         assert anonymous.json()["error"] == "invalid_client"
         assert await sql.scalar("SELECT count(*) FROM used_id_tokens") == 0
         # Authenticated, its session is bound to that client, so that client can refresh it.
         ok = await client.post(
-            "/auth/oauth/callback", json={"provider": "google", "id_token": token}, headers=basic("nextjs", SECRET)
+            "/auth/oauth/callback",
+            json={"provider": "google", "id_token": token},
+            headers=basic("nextjs", SECRET),
         )
         assert ok.status_code == 200
         _, claims = await decode_access_token(client, ok.json()["access_token"])
         assert claims["client_id"] == "nextjs"
         assert await sql.scalar("SELECT client_id FROM sessions") == "nextjs"
-        refreshed = await refresh(client, ok.json()["refresh_token"], headers=basic("nextjs", SECRET))
+        refreshed = await refresh(
+            client, ok.json()["refresh_token"], headers=basic("nextjs", SECRET)
+        )
         assert refreshed.status_code == 200
         # Another client cannot refresh it.
-        stolen = await refresh(client, refreshed.json()["refresh_token"], headers=basic("other", OTHER_SECRET))
+        stolen = await refresh(
+            client, refreshed.json()["refresh_token"], headers=basic("other", OTHER_SECRET)
+        )
         assert stolen.status_code == 400
 
 
@@ -409,7 +473,9 @@ class TestProviderTokens:
         # Google sends its refresh token at first consent only: a later callback keeps it.
         later = {"provider": "google", "id_token": google.mint(), "access_token": "ya29.second"}
         assert (await client.post("/auth/oauth/callback", json=later)).status_code == 200
-        (row,) = await sql.rows("SELECT access_token, refresh_token, expires_at, scope FROM accounts")
+        (row,) = await sql.rows(
+            "SELECT access_token, refresh_token, expires_at, scope FROM accounts"
+        )
         assert fernet.decrypt(row["access_token"].encode()) == b"ya29.second"
         assert fernet.decrypt(row["refresh_token"].encode()) == b"1//refresh-at-first-consent"
         assert (row["expires_at"], row["scope"]) == (1_900_000_000, "openid email")

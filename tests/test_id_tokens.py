@@ -47,7 +47,11 @@ def _unused_bits(token: str) -> str:
     head, signature = token.rsplit(".", 1)
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
     last = alphabet.index(signature[-1])
-    return f"{head}.{signature[:-1]}{alphabet[last | 1]}" if last % 2 == 0 else f"{head}.{signature[:-1]}{alphabet[last - 1]}"
+    return (
+        f"{head}.{signature[:-1]}{alphabet[last | 1]}"
+        if last % 2 == 0
+        else f"{head}.{signature[:-1]}{alphabet[last - 1]}"
+    )
 
 
 def _other_alg_key(g: FakeIssuer, keys: dict[str, Any]) -> str:
@@ -62,31 +66,58 @@ REJECTED: list[tuple[str, str, Build]] = [
     ("empty_signature", "malformed", lambda g, k: g.mint().rsplit(".", 1)[0] + "."),
     ("too_large", "too_large", lambda g, k: g.mint(padding="x" * 9000)),
     ("header_not_object", "malformed", lambda g, k: b64(b"[1]") + "." + g.mint().split(".", 1)[1]),
-    ("payload_not_object", "malformed", lambda g, k: g.mint_raw({"alg": "RS256", "kid": g.kid}, b"[1]")),
-    ("payload_not_json", "malformed", lambda g, k: g.mint_raw({"alg": "RS256", "kid": g.kid}, b"{oops")),
+    (
+        "payload_not_object",
+        "malformed",
+        lambda g, k: g.mint_raw({"alg": "RS256", "kid": g.kid}, b"[1]"),
+    ),
+    (
+        "payload_not_json",
+        "malformed",
+        lambda g, k: g.mint_raw({"alg": "RS256", "kid": g.kid}, b"{oops"),
+    ),
     (
         "duplicate_claim",
         "malformed",
         lambda g, k: g.mint_raw(
-            {"alg": "RS256", "kid": g.kid}, json.dumps(g.claims()).encode()[:-1] + b', "sub": "other"}'
+            {"alg": "RS256", "kid": g.kid},
+            json.dumps(g.claims()).encode()[:-1] + b', "sub": "other"}',
         ),
     ),
     (
         "nan_claim",
         "malformed",
-        lambda g, k: g.mint_raw({"alg": "RS256", "kid": g.kid}, json.dumps(g.claims()).encode()[:-1] + b', "x": NaN}'),
+        lambda g, k: g.mint_raw(
+            {"alg": "RS256", "kid": g.kid}, json.dumps(g.claims()).encode()[:-1] + b', "x": NaN}'
+        ),
     ),
     ("padded_segment", "malformed", _respelled(lambda t: t + "==")),
     ("trailing_newline", "malformed", _respelled(lambda t: t + "\n")),
     ("inner_whitespace", "malformed", _respelled(lambda t: t.replace(".", ". ", 1))),
     ("standard_alphabet", "malformed", _respelled(lambda t: t[:-1] + "+")),
     ("unused_bits_set", "non_canonical", _respelled(_unused_bits)),
-    ("short_signature", "bad_signature", _respelled(lambda t: t.rsplit(".", 1)[0] + "." + b64(b"\x00" * 10))),
-    ("alg_none", "bad_alg", lambda g, k: g.mint_raw({"alg": "none", "kid": g.kid}, json.dumps(g.claims()).encode())),
+    (
+        "short_signature",
+        "bad_signature",
+        _respelled(lambda t: t.rsplit(".", 1)[0] + "." + b64(b"\x00" * 10)),
+    ),
+    (
+        "alg_none",
+        "bad_alg",
+        lambda g, k: g.mint_raw({"alg": "none", "kid": g.kid}, json.dumps(g.claims()).encode()),
+    ),
     ("alg_hs256", "bad_alg", _hs256_with_public_key),
     ("alg_not_the_providers", "bad_alg", _other_alg_key),
-    ("alg_missing", "bad_alg", lambda g, k: g.mint_raw({"kid": g.kid}, json.dumps(g.claims()).encode())),
-    ("kid_missing", "missing_kid", lambda g, k: g.mint_raw({"alg": "RS256"}, json.dumps(g.claims()).encode())),
+    (
+        "alg_missing",
+        "bad_alg",
+        lambda g, k: g.mint_raw({"kid": g.kid}, json.dumps(g.claims()).encode()),
+    ),
+    (
+        "kid_missing",
+        "missing_kid",
+        lambda g, k: g.mint_raw({"alg": "RS256"}, json.dumps(g.claims()).encode()),
+    ),
     ("kid_not_string", "missing_kid", lambda g, k: g.mint_raw({"alg": "RS256", "kid": 7}, b"{}")),
     ("kid_unknown", "unknown_kid", lambda g, k: g.mint(header={"kid": "not-a-google-key"})),
     ("header_jku", "forbidden_header", lambda g, k: g.mint(header={"jku": "https://evil.test/k"})),
@@ -94,7 +125,13 @@ REJECTED: list[tuple[str, str, Build]] = [
     ("header_jwk", "forbidden_header", lambda g, k: g.mint(header={"jwk": g.jwks()["keys"][0]})),
     ("header_x5c", "forbidden_header", lambda g, k: g.mint(header={"x5c": ["MIIB"]})),
     ("header_crit", "forbidden_header", lambda g, k: g.mint(header={"crit": ["exp"]})),
-    ("signature_other_key", "bad_signature", lambda g, k: g.mint_raw({"alg": "RS256", "kid": g.kid}, json.dumps(g.claims()).encode(), k["other_rsa"])),
+    (
+        "signature_other_key",
+        "bad_signature",
+        lambda g, k: g.mint_raw(
+            {"alg": "RS256", "kid": g.kid}, json.dumps(g.claims()).encode(), k["other_rsa"]
+        ),
+    ),
     ("payload_tampered", "bad_signature", _tampered),
     ("iss_unknown", "unknown_issuer", lambda g, k: g.mint(iss="https://accounts.evil.test")),
     ("iss_trailing_slash", "unknown_issuer", lambda g, k: g.mint(iss=GOOGLE_ISSUER + "/")),
@@ -102,7 +139,11 @@ REJECTED: list[tuple[str, str, Build]] = [
     ("iss_missing", "bad_issuer", lambda g, k: g.mint(iss=DROP)),
     ("iss_number", "bad_issuer", lambda g, k: g.mint(iss=7)),
     ("aud_wrong", "bad_audience", lambda g, k: g.mint(aud="someone-else")),
-    ("aud_list_with_foreign", "bad_audience", lambda g, k: g.mint(aud=[WEB_CLIENT, "someone-else"])),
+    (
+        "aud_list_with_foreign",
+        "bad_audience",
+        lambda g, k: g.mint(aud=[WEB_CLIENT, "someone-else"]),
+    ),
     ("aud_empty_list", "bad_audience", lambda g, k: g.mint(aud=[])),
     ("aud_missing", "bad_audience", lambda g, k: g.mint(aud=DROP)),
     ("aud_number", "bad_audience", lambda g, k: g.mint(aud=5)),
@@ -113,9 +154,17 @@ REJECTED: list[tuple[str, str, Build]] = [
     ("exp_boolean", "bad_exp", lambda g, k: g.mint(exp=True)),
     ("iat_missing", "missing_iat", lambda g, k: g.mint(iat=DROP)),
     ("iat_fraction", "bad_iat", lambda g, k: g.mint(iat=g.clock() - 0.5)),
-    ("expired_beyond_skew", "expired", lambda g, k: g.mint(exp=int(g.clock()) - 61, iat=int(g.clock()) - 600)),
+    (
+        "expired_beyond_skew",
+        "expired",
+        lambda g, k: g.mint(exp=int(g.clock()) - 61, iat=int(g.clock()) - 600),
+    ),
     ("iat_in_future", "issued_in_future", lambda g, k: g.mint(iat=int(g.clock()) + 120)),
-    ("iat_too_old", "too_old", lambda g, k: g.mint(iat=int(g.clock()) - 3600 - 61, exp=int(g.clock()) + 600)),
+    (
+        "iat_too_old",
+        "too_old",
+        lambda g, k: g.mint(iat=int(g.clock()) - 3600 - 61, exp=int(g.clock()) + 600),
+    ),
     ("nbf_in_future", "not_yet_valid", lambda g, k: g.mint(nbf=int(g.clock()) + 120)),
     ("nbf_string", "bad_nbf", lambda g, k: g.mint(nbf="0")),
     ("sub_missing", "bad_subject", lambda g, k: g.mint(sub=DROP)),
@@ -138,7 +187,12 @@ def verifier(settings: Settings, issuers: Issuers, clock: FakeClock) -> IdTokenV
 
 @pytest.mark.parametrize(("case", "reason", "build"), REJECTED, ids=IDS)
 async def test_verifier_rejects(
-    verifier: IdTokenVerifier, google: FakeIssuer, keys: dict[str, Any], case: str, reason: str, build: Build
+    verifier: IdTokenVerifier,
+    google: FakeIssuer,
+    keys: dict[str, Any],
+    case: str,
+    reason: str,
+    build: Build,
 ) -> None:
     with pytest.raises(TokenRejected) as caught:
         await verifier.verify(build(google, keys))
@@ -147,13 +201,22 @@ async def test_verifier_rejects(
 
 @pytest.mark.parametrize(("case", "reason", "build"), REJECTED, ids=IDS)
 async def test_exchange_rejects_without_writing(
-    client: httpx.AsyncClient, google: FakeIssuer, keys: dict[str, Any], sql: Sql, case: str, reason: str, build: Build
+    client: httpx.AsyncClient,
+    google: FakeIssuer,
+    keys: dict[str, Any],
+    sql: Sql,
+    case: str,
+    reason: str,
+    build: Build,
 ) -> None:
     token = build(google, keys)
     before = await sql.counts()
     response = await exchange(client, token)
     assert response.status_code == 400
-    assert response.json() == {"error": "invalid_request", "error_description": "the id_token is not valid"}
+    assert response.json() == {
+        "error": "invalid_request",
+        "error_description": "the id_token is not valid",
+    }
     assert token.strip() not in response.text
     assert await sql.counts() == before
 
@@ -170,7 +233,9 @@ async def test_accepts_a_good_token(verifier: IdTokenVerifier, google: FakeIssue
 @pytest.mark.parametrize(
     "claims",
     [
-        pytest.param({"exp": (1_800_000_000 - 59), "iat": 1_800_000_000 - 600}, id="expired_within_skew"),
+        pytest.param(
+            {"exp": (1_800_000_000 - 59), "iat": 1_800_000_000 - 600}, id="expired_within_skew"
+        ),
         pytest.param({"iat": 1_800_000_000 + 59}, id="iat_future_within_skew"),
         pytest.param({"nbf": 1_800_000_000 + 59}, id="nbf_within_skew"),
         pytest.param({"aud": [WEB_CLIENT, IOS_CLIENT]}, id="aud_list_all_ours"),
@@ -179,15 +244,24 @@ async def test_accepts_a_good_token(verifier: IdTokenVerifier, google: FakeIssue
         pytest.param({"azp": DROP}, id="azp_absent"),
     ],
 )
-async def test_accepts_within_rules(verifier: IdTokenVerifier, google: FakeIssuer, claims: dict[str, Any]) -> None:
+async def test_accepts_within_rules(
+    verifier: IdTokenVerifier, google: FakeIssuer, claims: dict[str, Any]
+) -> None:
     assert (await verifier.verify(google.mint(**claims))).account_key
 
 
-async def test_nonce_raw_or_hashed_must_match(verifier: IdTokenVerifier, google: FakeIssuer) -> None:
+async def test_nonce_raw_or_hashed_must_match(
+    verifier: IdTokenVerifier, google: FakeIssuer
+) -> None:
     assert await verifier.verify(google.mint(nonce="n-123"), nonce="n-123")
     hashed = hashlib.sha256(b"n-456").hexdigest()
     assert await verifier.verify(google.mint(nonce=hashed), nonce="n-456")
-    for token in (google.mint(nonce="other"), google.mint(), google.mint(nonce=7), google.mint(nonce="\ud800")):
+    for token in (
+        google.mint(nonce="other"),
+        google.mint(),
+        google.mint(nonce=7),
+        google.mint(nonce="\ud800"),
+    ):
         with pytest.raises(TokenRejected) as caught:
             await verifier.verify(token, nonce="n-123")
         assert caught.value.reason == "nonce_mismatch"
@@ -205,7 +279,9 @@ async def test_a_token_signed_by_one_provider_claiming_anothers_issuer_is_refuse
         await verifier.verify(forged)
     assert caught.value.reason == "bad_signature"
     # And with Apple's kid, Google's key set does not know it.
-    named = issuers.apple.mint_raw({"alg": "RS256", "kid": issuers.apple.kid}, json.dumps(issuers.google.claims()).encode())
+    named = issuers.apple.mint_raw(
+        {"alg": "RS256", "kid": issuers.apple.kid}, json.dumps(issuers.google.claims()).encode()
+    )
     with pytest.raises(TokenRejected) as caught:
         await verifier.verify(named)
     assert caught.value.reason == "unknown_kid"
@@ -218,7 +294,9 @@ async def test_the_callers_provider_must_agree(verifier: IdTokenVerifier, issuer
     assert caught.value.reason == "provider_mismatch"
 
 
-async def test_every_spelling_of_a_token_is_single_use(client: httpx.AsyncClient, google: FakeIssuer, sql: Sql) -> None:
+async def test_every_spelling_of_a_token_is_single_use(
+    client: httpx.AsyncClient, google: FakeIssuer, sql: Sql
+) -> None:
     token = google.mint()
     assert (await exchange(client, token)).status_code == 200
     spellings = [token + "\n", token + "=", _unused_bits(token), token.replace(".", ".=", 1)]

@@ -21,7 +21,9 @@ def cache_for(issuers: Issuers, clock: FakeClock) -> KeySetCache:
     return KeySetCache(GOOGLE_JWKS, issuers.client(), clock=clock)
 
 
-async def test_keys_are_cached_for_max_age(issuers: Issuers, google: FakeIssuer, clock: FakeClock) -> None:
+async def test_keys_are_cached_for_max_age(
+    issuers: Issuers, google: FakeIssuer, clock: FakeClock
+) -> None:
     google.cache_control = "public, max-age=120, must-revalidate"
     cache = cache_for(issuers, clock)
     await cache.get(google.kid, "RS256")
@@ -33,7 +35,9 @@ async def test_keys_are_cached_for_max_age(issuers: Issuers, google: FakeIssuer,
     assert google.fetches == 2
 
 
-async def test_one_hour_without_cache_control(issuers: Issuers, google: FakeIssuer, clock: FakeClock) -> None:
+async def test_one_hour_without_cache_control(
+    issuers: Issuers, google: FakeIssuer, clock: FakeClock
+) -> None:
     google.cache_control = ""
     cache = cache_for(issuers, clock)
     await cache.get(google.kid, "RS256")
@@ -85,7 +89,9 @@ async def test_a_rotated_provider_key_is_found_by_refetch(
     assert google.fetches == 2
 
 
-async def test_the_kid_must_name_a_key_of_that_alg(issuers: Issuers, google: FakeIssuer, clock: FakeClock) -> None:
+async def test_the_kid_must_name_a_key_of_that_alg(
+    issuers: Issuers, google: FakeIssuer, clock: FakeClock
+) -> None:
     cache = cache_for(issuers, clock)
     with pytest.raises(TokenRejected) as caught:
         await cache.get(google.kid, "ES256")  # an RSA key
@@ -94,7 +100,9 @@ async def test_the_kid_must_name_a_key_of_that_alg(issuers: Issuers, google: Fak
         await cache.get(google.kid, "RS384")  # the JWK says RS256
 
 
-async def test_concurrent_unknown_kids_share_one_fetch(issuers: Issuers, google: FakeIssuer, clock: FakeClock) -> None:
+async def test_concurrent_unknown_kids_share_one_fetch(
+    issuers: Issuers, google: FakeIssuer, clock: FakeClock
+) -> None:
     gate = asyncio.Event()
     calls = 0
 
@@ -104,7 +112,9 @@ async def test_concurrent_unknown_kids_share_one_fetch(issuers: Issuers, google:
         await gate.wait()
         return issuers.handler(request)
 
-    cache = KeySetCache(GOOGLE_JWKS, httpx.AsyncClient(transport=httpx.MockTransport(slow)), clock=clock)
+    cache = KeySetCache(
+        GOOGLE_JWKS, httpx.AsyncClient(transport=httpx.MockTransport(slow)), clock=clock
+    )
     tasks = [asyncio.create_task(cache.get(google.kid, "RS256")) for _ in range(20)]
     await asyncio.sleep(0.01)
     gate.set()
@@ -113,7 +123,16 @@ async def test_concurrent_unknown_kids_share_one_fetch(issuers: Issuers, google:
     assert all(r is results[0] for r in results)
 
 
-FAILURES = ["status_500", "garbage", "not_an_object", "empty_set", "unknown_kty", "small_key", "private_members", "too_large"]
+FAILURES = [
+    "status_500",
+    "garbage",
+    "not_an_object",
+    "empty_set",
+    "unknown_kty",
+    "small_key",
+    "private_members",
+    "too_large",
+]
 
 
 @pytest.mark.parametrize("failure", FAILURES)
@@ -129,7 +148,9 @@ async def test_failed_refresh_keeps_cached_keys(
 
 
 @pytest.mark.parametrize("failure", FAILURES)
-async def test_no_usable_keys_fails_closed(issuers: Issuers, google: FakeIssuer, clock: FakeClock, failure: str) -> None:
+async def test_no_usable_keys_fails_closed(
+    issuers: Issuers, google: FakeIssuer, clock: FakeClock, failure: str
+) -> None:
     _break(google, failure)
     cache = cache_for(issuers, clock)
     with pytest.raises(KeysUnavailable):
@@ -140,7 +161,9 @@ async def test_no_usable_keys_fails_closed(issuers: Issuers, google: FakeIssuer,
     assert await cache.get(google.kid, "RS256")
 
 
-async def test_outage_does_not_hammer_the_provider(issuers: Issuers, google: FakeIssuer, clock: FakeClock) -> None:
+async def test_outage_does_not_hammer_the_provider(
+    issuers: Issuers, google: FakeIssuer, clock: FakeClock
+) -> None:
     cache = cache_for(issuers, clock)
     await cache.get(google.kid, "RS256")
     clock.advance(3601)
@@ -150,7 +173,9 @@ async def test_outage_does_not_hammer_the_provider(issuers: Issuers, google: Fak
     assert google.fetches == 2
 
 
-async def test_network_error_keeps_keys(issuers: Issuers, google: FakeIssuer, clock: FakeClock) -> None:
+async def test_network_error_keeps_keys(
+    issuers: Issuers, google: FakeIssuer, clock: FakeClock
+) -> None:
     healthy = True
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -158,14 +183,18 @@ async def test_network_error_keeps_keys(issuers: Issuers, google: FakeIssuer, cl
             raise httpx.ConnectError("down")
         return issuers.handler(request)
 
-    cache = KeySetCache(GOOGLE_JWKS, httpx.AsyncClient(transport=httpx.MockTransport(handler)), clock=clock)
+    cache = KeySetCache(
+        GOOGLE_JWKS, httpx.AsyncClient(transport=httpx.MockTransport(handler)), clock=clock
+    )
     key = await cache.get(google.kid, "RS256")
     healthy = False
     clock.advance(3601)
     assert await cache.get(google.kid, "RS256") is key
 
 
-async def test_an_oversized_response_is_not_read_whole(issuers: Issuers, google: FakeIssuer, clock: FakeClock) -> None:
+async def test_an_oversized_response_is_not_read_whole(
+    issuers: Issuers, google: FakeIssuer, clock: FakeClock
+) -> None:
     """Streamed and dropped past 256 KiB: an endless body costs 256 KiB, not memory."""
     sent = 0
 
@@ -179,13 +208,17 @@ async def test_an_oversized_response_is_not_read_whole(issuers: Issuers, google:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=endless())  # no Content-Length
 
-    cache = KeySetCache(GOOGLE_JWKS, httpx.AsyncClient(transport=httpx.MockTransport(handler)), clock=clock)
+    cache = KeySetCache(
+        GOOGLE_JWKS, httpx.AsyncClient(transport=httpx.MockTransport(handler)), clock=clock
+    )
     with pytest.raises(KeysUnavailable):
         await cache.get(google.kid, "RS256")
     assert sent <= MAX_DOCUMENT_BYTES + 65_536
 
 
-async def test_ec_and_okp_keys_are_usable(issuers: Issuers, keys: dict[str, object], clock: FakeClock) -> None:
+async def test_ec_and_okp_keys_are_usable(
+    issuers: Issuers, keys: dict[str, object], clock: FakeClock
+) -> None:
     okta = issuers.okta
     okta.extra_keys = [{**keys["ed25519"].as_dict(private=False), "kid": "ed", "use": "sig"}]  # type: ignore[attr-defined]
     cache = KeySetCache(okta.jwks_url, issuers.client(), clock=clock)
@@ -212,4 +245,6 @@ def _break(issuer: FakeIssuer, failure: str) -> None:
     elif failure == "private_members":
         issuer.body = httpx.Response(200, json={"keys": [{**entry, "d": "AQAB"}]}).content
     elif failure == "too_large":
-        issuer.body = httpx.Response(200, json={"keys": [entry], "pad": "x" * MAX_DOCUMENT_BYTES}).content
+        issuer.body = httpx.Response(
+            200, json={"keys": [entry], "pad": "x" * MAX_DOCUMENT_BYTES}
+        ).content

@@ -7,7 +7,10 @@ import json
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import (
+    decode_dss_signature,
+    encode_dss_signature,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from joserfc.jwk import ECKey, RSAKey
@@ -24,8 +27,12 @@ P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
-def token(header: dict[str, Any], claims: dict[str, Any], key: Any = RSA, alg: str = "RS256") -> str:
-    signing_input = (b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())).encode()
+def token(
+    header: dict[str, Any], claims: dict[str, Any], key: Any = RSA, alg: str = "RS256"
+) -> str:
+    signing_input = (
+        b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+    ).encode()
     return signing_input.decode() + "." + b64(sign(alg, key, signing_input))
 
 
@@ -40,12 +47,19 @@ def accepted(text: str, key: Any) -> jws.Compact | None:
 
 
 def canonical(text: str) -> bool:
-    return all(
-        segment and base64.urlsafe_b64encode(
-            base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        ).rstrip(b"=").decode() == segment
-        for segment in text.split(".")
-    ) and text.count(".") == 2
+    return (
+        all(
+            segment
+            and base64.urlsafe_b64encode(
+                base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+            )
+            .rstrip(b"=")
+            .decode()
+            == segment
+            for segment in text.split(".")
+        )
+        and text.count(".") == 2
+    )
 
 
 # Re-spellings an attacker can make without the key: every one must be refused, or give the
@@ -96,7 +110,12 @@ headers_strategy = st.fixed_dictionaries(
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(header=headers_strategy, claims=claims_strategy, how=st.sampled_from(RESPELLINGS), i=st.integers(0, 10_000))
+@given(
+    header=headers_strategy,
+    claims=claims_strategy,
+    how=st.sampled_from(RESPELLINGS),
+    i=st.integers(0, 10_000),
+)
 def test_respelled_tokens_are_refused_or_the_same_token(
     header: dict[str, Any], claims: dict[str, Any], how: Any, i: int
 ) -> None:

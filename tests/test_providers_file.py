@@ -33,7 +33,12 @@ jwks_url = "https://sso.example.com/realms/main/protocol/openid-connect/certs"
 """,
     )
     okta, keycloak = load(path)
-    assert (okta.name, okta.jwks_url, okta.algorithms, okta.email_domains) == ("okta", None, ("RS256", "ES256"), ("example.com",))
+    assert (okta.name, okta.jwks_url, okta.algorithms, okta.email_domains) == (
+        "okta",
+        None,
+        ("RS256", "ES256"),
+        ("example.com",),
+    )
     assert (keycloak.algorithms, keycloak.email_domains) == (("RS256",), ())
     assert keycloak.jwks_url is not None
 
@@ -42,14 +47,23 @@ jwks_url = "https://sso.example.com/realms/main/protocol/openid-connect/certs"
     ("text", "key"),
     [
         ("not toml [", "not valid TOML"),
-        ('other = 1', "unknown key 'other'"),
+        ("other = 1", "unknown key 'other'"),
         ('[providers.okta]\nclient_ids = ["x"]\n', "providers.okta.issuer"),
         ('[providers.okta]\nissuer = "ftp://x"\nclient_ids = ["x"]\n', "providers.okta.issuer"),
         ('[providers.okta]\nissuer = "https://x"\nclient_ids = []\n', "providers.okta.client_ids"),
         ('[providers.okta]\nissuer = "https://x"\nclient_ids = "x"\n', "providers.okta.client_ids"),
-        ('[providers.okta]\nissuer = "https://x"\nclient_ids = ["x"]\nalgorithms = ["HS256"]\n', "providers.okta.algorithms"),
-        ('[providers.okta]\nissuer = "https://x"\nclient_ids = ["x"]\nemail_domains = ["Example.COM"]\n', "providers.okta.email_domains"),
-        ('[providers.okta]\nissuer = "https://x"\nclient_ids = ["x"]\nsecret = "y"\n', "providers.okta.secret"),
+        (
+            '[providers.okta]\nissuer = "https://x"\nclient_ids = ["x"]\nalgorithms = ["HS256"]\n',
+            "providers.okta.algorithms",
+        ),
+        (
+            '[providers.okta]\nissuer = "https://x"\nclient_ids = ["x"]\nemail_domains = ["Example.COM"]\n',
+            "providers.okta.email_domains",
+        ),
+        (
+            '[providers.okta]\nissuer = "https://x"\nclient_ids = ["x"]\nsecret = "y"\n',
+            "providers.okta.secret",
+        ),
         ('[providers.Okta]\nissuer = "https://x"\nclient_ids = ["x"]\n', "providers.Okta"),
         ('[providers.google]\nissuer = "https://x"\nclient_ids = ["x"]\n', "providers.google"),
     ],
@@ -65,6 +79,9 @@ def test_mistakes_name_the_file_and_the_key(tmp_path: Path, text: str, key: str)
 
 
 def test_two_providers_with_one_issuer_are_ambiguous(tmp_path: Path) -> None:
-    path = write(tmp_path, '[providers.a]\nissuer = "https://x"\nclient_ids = ["1"]\n[providers.b]\nissuer = "https://x"\nclient_ids = ["2"]\n')
+    path = write(
+        tmp_path,
+        '[providers.a]\nissuer = "https://x"\nclient_ids = ["1"]\n[providers.b]\nissuer = "https://x"\nclient_ids = ["2"]\n',
+    )
     with pytest.raises(ConfigError, match="issuer 'https://x' is also 'a'"):
         Settings.from_env({"IDENTITY_PROVIDERS_FILE": str(path)})

@@ -25,7 +25,9 @@ def sid_of(access_token: str) -> str:
     return str(jwt.decode(access_token, options={"verify_signature": False})["sid"])
 
 
-async def test_refresh_rotates_and_keeps_the_session(client: httpx.AsyncClient, google: FakeIssuer, sql: Sql) -> None:
+async def test_refresh_rotates_and_keeps_the_session(
+    client: httpx.AsyncClient, google: FakeIssuer, sql: Sql
+) -> None:
     first = await sign_in(client, google)
     response = await refresh(client, first["refresh_token"])
     assert response.status_code == 200
@@ -37,7 +39,9 @@ async def test_refresh_rotates_and_keeps_the_session(client: httpx.AsyncClient, 
     assert me.json()["id"] == first["user"]["id"]
     assert sid_of(second["access_token"]) == sid_of(first["access_token"])
     # Only hashes (and, for the interval, the successor sealed) are stored, anywhere.
-    dump = str(await sql.rows("SELECT * FROM sessions")) + str(await sql.rows("SELECT * FROM rotated_refresh_tokens"))
+    dump = str(await sql.rows("SELECT * FROM sessions")) + str(
+        await sql.rows("SELECT * FROM rotated_refresh_tokens")
+    )
     for token in (first["refresh_token"], second["refresh_token"]):
         assert token not in dump
         assert hashlib.sha256(token.encode()).hexdigest() in dump
@@ -74,7 +78,11 @@ async def test_the_database_alone_opens_no_successor(
 
 
 async def test_after_the_interval_the_parent_is_reuse(
-    client: httpx.AsyncClient, google: FakeIssuer, clock: FakeClock, sql: Sql, caplog: pytest.LogCaptureFixture
+    client: httpx.AsyncClient,
+    google: FakeIssuer,
+    clock: FakeClock,
+    sql: Sql,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     first = await sign_in(client, google)
     second = (await refresh(client, first["refresh_token"])).json()
@@ -84,7 +92,9 @@ async def test_after_the_interval_the_parent_is_reuse(
     assert reused.json()["error"] == "invalid_grant"
     # The thief and the owner both lose the session: the current token is dead too.
     assert (await refresh(client, second["refresh_token"])).status_code == 400
-    assert (await client.get("/users/me", headers=bearer(second["access_token"]))).status_code == 401
+    assert (
+        await client.get("/users/me", headers=bearer(second["access_token"]))
+    ).status_code == 401
     (event,) = await sql.events("refresh_reuse")
     assert event["user_id"] == first["user"]["id"]
     reasons = [getattr(record, "event", {}).get("reason") for record in caplog.records]
@@ -103,7 +113,12 @@ async def test_once_the_successor_rotated_the_parent_is_reuse(
 
 
 async def test_the_sealed_successor_is_forgotten_when_the_interval_ends(
-    app: Any, client: httpx.AsyncClient, google: FakeIssuer, clock: FakeClock, sql: Sql, database_url: str
+    app: Any,
+    client: httpx.AsyncClient,
+    google: FakeIssuer,
+    clock: FakeClock,
+    sql: Sql,
+    database_url: str,
 ) -> None:
     from identity.app import data_services
     from identity.database import Database
@@ -139,10 +154,14 @@ class TestStrict:
 
     @pytest.fixture
     async def client(self, settings: Settings, issuers: Issuers, clock: FakeClock) -> Any:
-        async with running(dataclasses.replace(settings, refresh_reuse_interval=0), issuers, clock) as (_, client):
+        async with running(
+            dataclasses.replace(settings, refresh_reuse_interval=0), issuers, clock
+        ) as (_, client):
             yield client
 
-    async def test_any_reuse_revokes(self, client: httpx.AsyncClient, google: FakeIssuer, sql: Sql) -> None:
+    async def test_any_reuse_revokes(
+        self, client: httpx.AsyncClient, google: FakeIssuer, sql: Sql
+    ) -> None:
         first = await sign_in(client, google)
         second = (await refresh(client, first["refresh_token"])).json()
         assert await sql.scalar("SELECT previous_sealed FROM sessions") is None  # nothing sealed
@@ -153,14 +172,18 @@ class TestStrict:
         self, client: httpx.AsyncClient, google: FakeIssuer, sql: Sql
     ) -> None:
         tokens = await sign_in(client, google)
-        responses = await asyncio.gather(*(refresh(client, tokens["refresh_token"]) for _ in range(20)))
+        responses = await asyncio.gather(
+            *(refresh(client, tokens["refresh_token"]) for _ in range(20))
+        )
         assert Counter(r.status_code for r in responses) == {200: 1, 400: 19}
         winner = next(r.json()["refresh_token"] for r in responses if r.status_code == 200)
         current = [r["session_token"] for r in await sql.rows("SELECT session_token FROM sessions")]
         assert current in ([], [refresh_tokens.digest(winner)])  # never two live successors
 
 
-async def test_absolute_expiry(client: httpx.AsyncClient, google: FakeIssuer, clock: FakeClock) -> None:
+async def test_absolute_expiry(
+    client: httpx.AsyncClient, google: FakeIssuer, clock: FakeClock
+) -> None:
     tokens = await sign_in(client, google)
     for _ in range(3):  # used every 800,000 s: idle expiry (1,209,600 s) never triggers
         clock.advance(800_000)
@@ -187,7 +210,9 @@ async def test_idle_expiry(client: httpx.AsyncClient, google: FakeIssuer, clock:
     ["garbage", "", "a" * 10_000, "tökén-ünïcödé-✓", "'; DROP TABLE sessions; --"],
     ids=["garbage", "empty", "10kB", "non_ascii", "sql"],
 )
-async def test_bad_refresh_tokens(client: httpx.AsyncClient, google: FakeIssuer, sql: Sql, token: str) -> None:
+async def test_bad_refresh_tokens(
+    client: httpx.AsyncClient, google: FakeIssuer, sql: Sql, token: str
+) -> None:
     tokens = await sign_in(client, google)
     before = await sql.counts()
     response = await refresh(client, token)
@@ -219,14 +244,18 @@ async def test_scope_cannot_widen(client: httpx.AsyncClient, google: FakeIssuer,
     assert again.status_code == 200
 
 
-async def test_deleted_user_sessions_are_dead(client: httpx.AsyncClient, google: FakeIssuer, sql: Sql) -> None:
+async def test_deleted_user_sessions_are_dead(
+    client: httpx.AsyncClient, google: FakeIssuer, sql: Sql
+) -> None:
     tokens = await sign_in(client, google)
     async with sql.engine.begin() as connection:
         from sqlalchemy import text
 
         await connection.execute(text("DELETE FROM users"))
     assert (await refresh(client, tokens["refresh_token"])).status_code == 400
-    assert (await client.get("/users/me", headers=bearer(tokens["access_token"]))).status_code == 401
+    assert (
+        await client.get("/users/me", headers=bearer(tokens["access_token"]))
+    ).status_code == 401
 
 
 async def test_revoke(client: httpx.AsyncClient, google: FakeIssuer, sql: Sql) -> None:
@@ -235,11 +264,16 @@ async def test_revoke(client: httpx.AsyncClient, google: FakeIssuer, sql: Sql) -
     assert response.status_code == 200
     assert (await refresh(client, tokens["refresh_token"])).status_code == 400
     # Our own endpoints refuse the session's access token at once (the sid check) ...
-    assert (await client.get("/users/me", headers=bearer(tokens["access_token"]))).status_code == 401
+    assert (
+        await client.get("/users/me", headers=bearer(tokens["access_token"]))
+    ).status_code == 401
     # ... while an offline verifier accepts it until its short expiry.
     keys = (await client.get("/.well-known/jwks.json")).json()["keys"]
     claims = jwt.decode(
-        tokens["access_token"], jwt.PyJWK(keys[0]).key, algorithms=["RS256"], audience=ISSUER,
+        tokens["access_token"],
+        jwt.PyJWK(keys[0]).key,
+        algorithms=["RS256"],
+        audience=ISSUER,
         options={"verify_exp": False, "verify_iat": False},
     )
     assert claims["sub"] == tokens["user"]["id"]
@@ -256,27 +290,43 @@ async def test_revoke_with_access_token(client: httpx.AsyncClient, google: FakeI
     assert (await refresh(client, tokens["refresh_token"])).status_code == 400
 
 
-async def test_logout_current_and_global(client: httpx.AsyncClient, google: FakeIssuer, sql: Sql) -> None:
+async def test_logout_current_and_global(
+    client: httpx.AsyncClient, google: FakeIssuer, sql: Sql
+) -> None:
     laptop = await sign_in(client, google)
     phone = await sign_in(client, google)
     tablet = await sign_in(client, google)
-    assert (await client.post("/auth/logout", headers=bearer(laptop["access_token"]))).status_code == 204
-    assert (await client.get("/users/me", headers=bearer(laptop["access_token"]))).status_code == 401
+    assert (
+        await client.post("/auth/logout", headers=bearer(laptop["access_token"]))
+    ).status_code == 204
+    assert (
+        await client.get("/users/me", headers=bearer(laptop["access_token"]))
+    ).status_code == 401
     assert (await client.get("/users/me", headers=bearer(phone["access_token"]))).status_code == 200
-    assert (await client.post("/auth/logout", headers=bearer(laptop["access_token"]))).status_code == 401
-    everywhere = await client.post("/auth/logout?scope=global", headers=bearer(phone["access_token"]))
+    assert (
+        await client.post("/auth/logout", headers=bearer(laptop["access_token"]))
+    ).status_code == 401
+    everywhere = await client.post(
+        "/auth/logout?scope=global", headers=bearer(phone["access_token"])
+    )
     assert everywhere.status_code == 204
     assert (await refresh(client, tablet["refresh_token"])).status_code == 400
-    assert (await client.get("/users/me", headers=bearer(tablet["access_token"]))).status_code == 401
+    assert (
+        await client.get("/users/me", headers=bearer(tablet["access_token"]))
+    ).status_code == 401
     assert len(await sql.events("logout")) == 2
 
 
 async def test_logout_global_as_form(client: httpx.AsyncClient, google: FakeIssuer) -> None:
     one, two = await sign_in(client, google), await sign_in(client, google)
-    response = await client.post("/auth/logout", data={"scope": "global"}, headers=bearer(one["access_token"]))
+    response = await client.post(
+        "/auth/logout", data={"scope": "global"}, headers=bearer(one["access_token"])
+    )
     assert response.status_code == 204
     assert (await refresh(client, two["refresh_token"])).status_code == 400
-    bad = await client.post("/auth/logout", data={"scope": "galaxy"}, headers=bearer(two["access_token"]))
+    bad = await client.post(
+        "/auth/logout", data={"scope": "galaxy"}, headers=bearer(two["access_token"])
+    )
     assert bad.status_code == 401  # the session is gone already: the token speaks for nobody
 
 
@@ -287,44 +337,74 @@ async def test_introspect(client: httpx.AsyncClient, google: FakeIssuer, clock: 
     assert access["sub"] == tokens["user"]["id"]
     assert access["exp"] == int(clock()) + 900
     assert access["sid"] and access["client_id"] == "public"
-    refresh_info = (await client.post("/introspect", data={"token": tokens["refresh_token"]})).json()
+    refresh_info = (
+        await client.post("/introspect", data={"token": tokens["refresh_token"]})
+    ).json()
     assert refresh_info["active"] is True
     assert refresh_info["sid"] == access["sid"]
     for token in ("garbage", "a.b.c", "x" * 5000):
         assert (await client.post("/introspect", data={"token": token})).json() == {"active": False}
     await client.post("/auth/logout", headers=bearer(tokens["access_token"]))
     # The access token still verifies offline, but its session is gone: inactive.
-    assert (await client.post("/introspect", data={"token": tokens["access_token"]})).json() == {"active": False}
-    assert (await client.post("/introspect", data={"token": tokens["refresh_token"]})).json() == {"active": False}
+    assert (await client.post("/introspect", data={"token": tokens["access_token"]})).json() == {
+        "active": False
+    }
+    assert (await client.post("/introspect", data={"token": tokens["refresh_token"]})).json() == {
+        "active": False
+    }
 
 
 async def test_list_and_end_sessions(client: httpx.AsyncClient, google: FakeIssuer) -> None:
     first = await sign_in(client, google)
     second = await exchange(client, google.mint(), headers={"User-Agent": "Phone/1.0"})
-    listing = (await client.get("/users/me/sessions", headers=bearer(first["access_token"]))).json()["sessions"]
+    listing = (
+        await client.get("/users/me/sessions", headers=bearer(first["access_token"]))
+    ).json()["sessions"]
     assert len(listing) == 2
     assert {s["current"] for s in listing} == {True, False}
     other = next(s for s in listing if not s["current"])
     assert other["user_agent"] == "Phone/1.0"
-    assert set(other) >= {"id", "created_at", "last_used_at", "expires_at", "user_agent", "client_id"}
-    response = await client.delete(f"/users/me/sessions/{other['id']}", headers=bearer(first["access_token"]))
+    assert set(other) >= {
+        "id",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "user_agent",
+        "client_id",
+    }
+    response = await client.delete(
+        f"/users/me/sessions/{other['id']}", headers=bearer(first["access_token"])
+    )
     assert response.status_code == 204
     assert (await refresh(client, second.json()["refresh_token"])).status_code == 400
-    again = await client.delete(f"/users/me/sessions/{other['id']}", headers=bearer(first["access_token"]))
+    again = await client.delete(
+        f"/users/me/sessions/{other['id']}", headers=bearer(first["access_token"])
+    )
     assert again.status_code == 404
     # Somebody else's session cannot be ended by id.
     stranger = await sign_in(client, google, sub="stranger", email="grace@gmail.com")
-    gone = await client.delete(f"/users/me/sessions/{sid_of(stranger['access_token'])}", headers=bearer(first["access_token"]))
+    gone = await client.delete(
+        f"/users/me/sessions/{sid_of(stranger['access_token'])}",
+        headers=bearer(first["access_token"]),
+    )
     assert gone.status_code == 404
-    assert (await client.get("/users/me", headers=bearer(stranger["access_token"]))).status_code == 200
+    assert (
+        await client.get("/users/me", headers=bearer(stranger["access_token"]))
+    ).status_code == 200
 
 
 class TestClients:
-    SECRETS: ClassVar[dict[str, str]] = {"web": "web-secret-0123456789", "mobile": "mobile-secret-0123456789"}
+    SECRETS: ClassVar[dict[str, str]] = {
+        "web": "web-secret-0123456789",
+        "mobile": "mobile-secret-0123456789",
+    }
 
     @pytest.fixture
     async def client(self, settings: Settings, issuers: Issuers, clock: FakeClock) -> Any:
-        async with running(dataclasses.replace(settings, clients=self.SECRETS), issuers, clock) as (_, client):
+        async with running(dataclasses.replace(settings, clients=self.SECRETS), issuers, clock) as (
+            _,
+            client,
+        ):
             yield client
 
     async def _sign_in(self, client: httpx.AsyncClient, google: FakeIssuer) -> dict[str, Any]:
@@ -332,18 +412,26 @@ class TestClients:
         body: dict[str, Any] = response.json()
         return body
 
-    async def test_refresh_token_is_bound_to_its_client(self, client: httpx.AsyncClient, google: FakeIssuer) -> None:
+    async def test_refresh_token_is_bound_to_its_client(
+        self, client: httpx.AsyncClient, google: FakeIssuer
+    ) -> None:
         tokens = await self._sign_in(client, google)
         assert (await refresh(client, tokens["refresh_token"])).status_code == 401
-        other = await refresh(client, tokens["refresh_token"], headers=basic("mobile", self.SECRETS["mobile"]))
+        other = await refresh(
+            client, tokens["refresh_token"], headers=basic("mobile", self.SECRETS["mobile"])
+        )
         assert other.status_code == 400
         assert other.json()["error"] == "invalid_grant"
-        own = await refresh(client, tokens["refresh_token"], headers=basic("web", self.SECRETS["web"]))
+        own = await refresh(
+            client, tokens["refresh_token"], headers=basic("web", self.SECRETS["web"])
+        )
         assert own.status_code == 200
         claims = jwt.decode(own.json()["access_token"], options={"verify_signature": False})
         assert claims["client_id"] == "web"
 
-    async def test_revoke_and_introspect_stay_within_the_client(self, client: httpx.AsyncClient, google: FakeIssuer) -> None:
+    async def test_revoke_and_introspect_stay_within_the_client(
+        self, client: httpx.AsyncClient, google: FakeIssuer
+    ) -> None:
         tokens = await self._sign_in(client, google)
         mobile, web = basic("mobile", self.SECRETS["mobile"]), basic("web", self.SECRETS["web"])
         for path in ("/revoke", "/introspect"):
@@ -352,10 +440,16 @@ class TestClients:
             assert response.json()["error"] == "invalid_client"
         # Another client can neither revoke web's session nor learn anything about its token.
         await client.post("/revoke", data={"token": tokens["refresh_token"]}, headers=mobile)
-        info = await client.post("/introspect", data={"token": tokens["refresh_token"]}, headers=mobile)
+        info = await client.post(
+            "/introspect", data={"token": tokens["refresh_token"]}, headers=mobile
+        )
         assert info.json() == {"active": False}
-        info = await client.post("/introspect", data={"token": tokens["refresh_token"]}, headers=web)
+        info = await client.post(
+            "/introspect", data={"token": tokens["refresh_token"]}, headers=web
+        )
         assert info.json()["active"] is True
         await client.post("/revoke", data={"token": tokens["refresh_token"]}, headers=web)
-        info = await client.post("/introspect", data={"token": tokens["refresh_token"]}, headers=web)
+        info = await client.post(
+            "/introspect", data={"token": tokens["refresh_token"]}, headers=web
+        )
         assert info.json() == {"active": False}

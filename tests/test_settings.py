@@ -28,8 +28,17 @@ def test_defaults() -> None:
     assert s.keys_dir == Path("keys")
     assert s.access_audience == ("http://127.0.0.1:8001",)
     assert s.google_issuers == ("https://accounts.google.com", "accounts.google.com")
-    assert (s.access_token_ttl, s.refresh_token_ttl, s.refresh_idle_ttl) == (900, 2_592_000, 1_209_600)
-    assert (s.clock_skew, s.id_token_max_age, s.key_publish_lead, s.jwks_max_age) == (60, 3600, 1200, 600)
+    assert (s.access_token_ttl, s.refresh_token_ttl, s.refresh_idle_ttl) == (
+        900,
+        2_592_000,
+        1_209_600,
+    )
+    assert (s.clock_skew, s.id_token_max_age, s.key_publish_lead, s.jwks_max_age) == (
+        60,
+        3600,
+        1200,
+        600,
+    )
     assert (s.refresh_reuse_interval, s.audit_retention) == (10, 7_776_000)
     assert s.microsoft_authority == "https://login.microsoftonline.com"
     assert s.apple_issuers == ("https://appleid.apple.com",)
@@ -129,7 +138,11 @@ def test_production_refuses_unsafe_settings(name: str, value: str) -> None:
 
 
 def test_production_holds_every_provider_url_to_https(tmp_path: Path) -> None:
-    microsoft = {**PRODUCTION, "IDENTITY_MICROSOFT_CLIENT_IDS": "app", "IDENTITY_MICROSOFT_TENANTS": "common"}
+    microsoft = {
+        **PRODUCTION,
+        "IDENTITY_MICROSOFT_CLIENT_IDS": "app",
+        "IDENTITY_MICROSOFT_TENANTS": "common",
+    }
     assert Settings.from_env(microsoft).microsoft_client_ids == ("app",)
     with pytest.raises(ConfigError, match="^IDENTITY_MICROSOFT_AUTHORITY:"):
         Settings.from_env({**microsoft, "IDENTITY_MICROSOFT_AUTHORITY": "http://login.example"})

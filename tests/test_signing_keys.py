@@ -34,7 +34,9 @@ def test_passphrase_encrypts_the_file(tmp_path: Path) -> None:
         KeyStore(tmp_path).load()
 
 
-def test_a_passphrase_still_loads_existing_plaintext_keys(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_passphrase_still_loads_existing_plaintext_keys(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     plain = KeyStore(tmp_path).generate(now=T0)
     store = KeyStore(tmp_path, passphrase="correct horse")
     assert [k.kid for k in store.load()] == [plain.kid]
@@ -55,7 +57,11 @@ def test_bad_key_files_are_named(tmp_path: Path, problem: str) -> None:
     elif problem == "not_rsa":
         ec_key = ec.generate_private_key(ec.SECP256R1())
         path.write_bytes(
-            ec_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+            ec_key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
         )
     elif problem == "too_open":
         path.chmod(0o644)
@@ -70,7 +76,9 @@ def test_bad_key_files_are_named(tmp_path: Path, problem: str) -> None:
 
 def _ring(tmp_path: Path, *offsets: float) -> KeyRing:
     store = KeyStore(tmp_path)
-    return KeyRing([store.generate(now=T0 + o) for o in offsets], lead=LEAD, token_lifetime=LIFETIME)
+    return KeyRing(
+        [store.generate(now=T0 + o) for o in offsets], lead=LEAD, token_lifetime=LIFETIME
+    )
 
 
 def states(ring: KeyRing, now: float) -> list[str]:
@@ -110,7 +118,9 @@ def _manager(tmp_path: Path, now: float = T0 + 10) -> KeyManager:
     return manager
 
 
-def test_reload_skips_a_bad_file_and_keeps_the_good_ones(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_reload_skips_a_bad_file_and_keeps_the_good_ones(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     store = KeyStore(tmp_path)
     first = store.generate(now=T0)
     manager = _manager(tmp_path)
@@ -124,7 +134,9 @@ def test_reload_skips_a_bad_file_and_keeps_the_good_ones(tmp_path: Path, caplog:
 
 
 @pytest.mark.parametrize("trouble", ["vanished", "dangling_link", "unreadable_dir_entry"])
-def test_a_file_that_vanishes_or_dangles_never_stops_the_reload(tmp_path: Path, trouble: str) -> None:
+def test_a_file_that_vanishes_or_dangles_never_stops_the_reload(
+    tmp_path: Path, trouble: str
+) -> None:
     """A Kubernetes Secret update, `keys prune` on a shared volume, a dangling symlink."""
     store = KeyStore(tmp_path)
     first = store.generate(now=T0)
@@ -157,7 +169,9 @@ def test_manager_refuses_an_empty_directory(tmp_path: Path) -> None:
         manager.load()
 
 
-def test_a_worker_starting_next_to_a_bad_file_uses_the_good_keys(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_worker_starting_next_to_a_bad_file_uses_the_good_keys(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     good = KeyStore(tmp_path).generate(now=T0)
     bad = tmp_path / "rsa-20300101T000000Z.pem"
     bad.write_text("truncated")

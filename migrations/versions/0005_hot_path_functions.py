@@ -151,6 +151,11 @@ BEGIN
         INSERT INTO accounts (id, user_id, type, provider, provider_account_id, created_at,
                               updated_at)
         VALUES (v_account_id, u.id, 'oidc', p_provider, p_account_key, p_now, p_now);
+        IF p_budget_limit IS NOT NULL THEN  -- a first sign-in counts too (1: never over)
+            INSERT INTO rate_limits AS rl (key, window_start, count, expires_at)
+            VALUES ('user:' || u.id, p_budget_window, 1, p_budget_expires)
+            ON CONFLICT (key, window_start) DO UPDATE SET count = rl.count + 1;
+        END IF;
     ELSE
         IF v_account_id IS NULL THEN  -- linked by a verified address
             v_account_id := p_new_account_id;
