@@ -2,9 +2,10 @@
 
 One `KeySetCache` instance per key set. Rules (docs/security.md, "Provider keys"):
 - keys are kept for as long as the response's `Cache-Control: max-age` says (one hour when
-  absent, at most a day, at least the cooldown); `no-store`/`no-cache` mean the cooldown;
+  absent, at most a day, at least a second: `no-store` cannot make it a fetch per request);
 - an unknown `kid` refetches at most once per cooldown (30 s), single flight across concurrent
-  callers; a failed fetch keeps the keys we had; an empty or unusable set is never cached;
+  callers; a failed fetch keeps the keys we had and is retried only after the cooldown; an
+  empty or unusable set is never cached;
 - with no usable keys at all the caller gets KeysUnavailable (fail closed, a 503);
 - a response is read in chunks and refused past 256 KiB, without reading the rest; redirects
   are not followed, and no URL found inside a token is ever requested.
@@ -37,6 +38,7 @@ from .tracing import NO_TRACING, Tracer
 logger = logging.getLogger("identity.jwks")
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
 MAX_DOCUMENT_BYTES = 256 * 1024
+MIN_MAX_AGE = 1.0
 MIN_RSA_BITS = 2048
 _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "k")
 _CURVES = {"EC": ("P-256", "P-384"), "OKP": ("Ed25519", "Ed448")}
@@ -76,12 +78,12 @@ async def fetch_json(
 def max_age(cache_control: str, default: float) -> float:
     lowered = cache_control.lower()
     if "no-store" in lowered or "no-cache" in lowered:
-        return 0.0
+        return MIN_MAX_AGE
     match = _MAX_AGE.search(cache_control)
     if match is None:
         return default
     # Bound a hostile or mistaken max-age to a day so key removals are noticed eventually.
-    return float(min(int(match.group(1)), 86_400))
+    return float(min(max(int(match.group(1)), MIN_MAX_AGE), 86_400))
 
 
 class _Refetcher:
@@ -93,6 +95,7 @@ class _Refetcher:
         self._lock = asyncio.Lock()
         self._generation = 0  # counts finished fetches
         self._last_attempt = float("-inf")
+        self.failed = False  # whether the last fetch failed
 
     @property
     def cooled(self) -> bool:
@@ -111,10 +114,16 @@ class _Refetcher:
             self._last_attempt = self._clock()
             try:
                 await fetch()
+                self.failed = False
             except FetchFailed:
-                pass  # logged by the fetcher; whatever was cached stays
+                self.failed = True  # logged by the fetcher; whatever was cached stays
             finally:
                 self._generation += 1
+
+    def may_refresh_stale(self) -> bool:
+        """Expired content is refetched at once, unless the last fetch failed: then it waits
+        for the cooldown, so an outage costs the provider one request per cooldown."""
+        return not self.failed or self.cooled
 
 
 class Discovery:
@@ -142,7 +151,7 @@ class Discovery:
 
     async def jwks_uri(self) -> str:
         stale = self._jwks_uri is None or self._clock() >= self._expires_at
-        if stale and self._refetch.cooled:
+        if stale and self._refetch.may_refresh_stale():
             await self._refetch.run(self._fetch)
         if self._jwks_uri is None:
             raise KeysUnavailable(self.url)
@@ -203,12 +212,12 @@ class KeySetCache:
     async def get(self, kid: str, alg: str) -> PublicKey:
         """The key named `kid` usable with `alg`; TokenRejected or KeysUnavailable if none."""
         r = self._refetch
-        # Expired keys and an unknown kid refetch at most once per cooldown, so an outage or a
-        # flood of forged kids costs the provider at most one request per cooldown.
-        stale = self._clock() >= self._expires_at
+        # An unknown kid refetches at most once per cooldown, so a flood of forged kids costs
+        # the provider at most one request per cooldown; expired keys refetch at once.
+        stale = self._clock() >= self._expires_at and r.may_refresh_stale()
         unknown = kid not in self._keys
         # A caller arriving while a fetch is in flight waits for that fetch instead.
-        if ((stale or unknown) and r.cooled) or (r.in_flight and unknown):
+        if stale or (unknown and r.cooled) or (r.in_flight and unknown):
             await r.run(self._fetch)
         if not self._keys:
             raise KeysUnavailable(self.name)

@@ -33,8 +33,8 @@ Outcome = Literal[
     "reused",
     "reuse_detected",
     "client_mismatch",
-    "expired",
-    "unknown",
+    "session_expired",
+    "unknown_token",
     "locked",
     "rate_limited",
     "bad_scope",
@@ -187,7 +187,7 @@ async def _sqlite(sql: Sql, r: RotationRequest) -> RotationResult:
         return RotationResult(
             "reuse_detected", session_id=reused["session_id"], user_id=reused["user_id"]
         )
-    return RotationResult("unknown")
+    return RotationResult("unknown_token")
 
 
 async def _admissible(sql: Sql, r: RotationRequest, s: Row) -> RotationResult | None:
@@ -196,7 +196,7 @@ async def _admissible(sql: Sql, r: RotationRequest, s: Row) -> RotationResult | 
         return _result("client_mismatch", s)  # bound to another client; that session stays
     if as_utc(s["expires"]) <= r.now or as_utc(s["last_used_at"]) <= r.idle_since:
         await sql.fetch(_END, s["session_id"])  # expired: nothing can revive it
-        return _result("expired", s)
+        return _result("session_expired", s)
     lock = r.lock
     if (
         r.lock_prefix is not None

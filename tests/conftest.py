@@ -27,8 +27,9 @@ from identity.signing_keys import KeyStore
 
 from . import fakes
 from .fakes import FakeClock, Issuers
+from .servers import base_env, free_port, serve
 from .smtp import Inbox, smtp_server
-from .support import ISSUER, Sql, running, sql_for, truncate
+from .support import ISSUER, Live, Sql, running, sql_for, truncate
 
 PG_URL = os.environ.get("IDENTITY_TEST_DATABASE_URL", "")
 BACKENDS = ["sqlite", "postgresql"] if PG_URL else ["sqlite"]
@@ -118,6 +119,16 @@ async def _admin(url: str, statement: str) -> None:
         await connection.close()
 
 
+@pytest.fixture
+def postgres_or_none(request: pytest.FixtureRequest) -> str | None:
+    """This run's PostgreSQL database, emptied, when there is one (for process-level tests)."""
+    if not PG_URL:
+        return None
+    url: str = request.getfixturevalue("pg_database")
+    asyncio.run(truncate(url))
+    return url
+
+
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
@@ -161,6 +172,22 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 async def sql(database_url: str) -> AsyncIterator[Sql]:
     async with sql_for(database_url) as handle:
         yield handle
+
+
+@pytest.fixture(scope="session")
+def live(tmp_path_factory: pytest.TempPathFactory, keys: dict[str, Any]) -> Iterator[Live]:
+    directory = tmp_path_factory.mktemp("live")
+    with fakes.serve_issuers() as served:
+        google = served.add(fakes.http_google(keys["google"], served.base))
+        port = free_port()
+        env = base_env(
+            IDENTITY_GOOGLE_JWKS_URL=google.jwks_url,
+            IDENTITY_GOOGLE_CLIENT_IDS=fakes.WEB_CLIENT,
+            IDENTITY_PORT=str(port),
+            IDENTITY_ISSUER=f"http://127.0.0.1:{port}",
+        )
+        with serve(env, directory) as server:
+            yield Live(server.url, google)
 
 
 @pytest.fixture

@@ -69,7 +69,12 @@ DROP: Any = _Drop()  # pass as a claim value to remove the claim
 def sign(alg: str, key: Any, signing_input: bytes) -> bytes:
     """A JWS signature with `key` (a joserfc key), computed here so headers can be anything."""
     private = key.private_key
-    digest = {"256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}.get(alg[2:])
+    digests: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+        "256": hashes.SHA256,
+        "384": hashes.SHA384,
+        "512": hashes.SHA512,
+    }
+    digest = digests.get(alg[2:])
     if isinstance(private, rsa.RSAPrivateKey):
         assert digest is not None
         scheme: padding.AsymmetricPadding = (

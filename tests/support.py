@@ -10,6 +10,7 @@ import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,22 @@ async def refresh(client: httpx.AsyncClient, token: str, **extra: Any) -> httpx.
     headers = extra.pop("headers", None)
     data = {"grant_type": "refresh_token", "refresh_token": token, **extra}
     return await client.post("/token", data=data, headers=headers)
+
+
+@dataclass
+class Live:
+    """A real `identity serve` process with a fake Google over loopback HTTP."""
+
+    url: str
+    google: FakeIssuer
+
+    def access_token(self, **claims: Any) -> str:
+        response = httpx.post(
+            self.url + "/token", data={**EXCHANGE, "subject_token": self.google.mint(**claims)}
+        )
+        assert response.status_code == 200, response.text
+        token: str = response.json()["access_token"]
+        return token
 
 
 class Sql:

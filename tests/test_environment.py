@@ -12,7 +12,9 @@ from identity.settings import ConfigError, Settings
 
 def test_dotenv_is_read_in_development(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text(
-        "# comments and export are fine\nexport IDENTITY_GOOGLE_CLIENT_IDS=from-file\nIDENTITY_PORT='9001'\n"
+        "# comments and export are fine\n"
+        "export IDENTITY_GOOGLE_CLIENT_IDS=from-file\n"
+        "IDENTITY_PORT='9001'\n"
     )
     merged = environment.load({"IDENTITY_PORT": "9100"}, tmp_path)
     s = Settings.from_env(merged)

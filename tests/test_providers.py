@@ -237,7 +237,7 @@ async def test_apple_booleans_as_json_or_strings(
 @pytest.mark.parametrize("name", ["email_verified", "is_private_email"])
 @pytest.mark.parametrize("value", ["True", "yes", 1, 0, None, ["true"]])
 async def test_apple_refuses_other_boolean_spellings(
-    verifier: IdTokenVerifier, issuers: Issuers, name: str, value: object
+    verifier: IdTokenVerifier, issuers: Issuers, name: str, value: Any
 ) -> None:
     assert await rejected(verifier, issuers.apple.mint(**{name: value})) == f"bad_{name}"
 

@@ -9,6 +9,8 @@ import pytest
 from identity.providers_file import load
 from identity.settings import ConfigError, Settings
 
+OKTA = '[providers.okta]\nissuer = "https://x"\nclient_ids = ["x"]\n'
+
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "providers.toml"
@@ -57,7 +59,7 @@ jwks_url = "https://sso.example.com/realms/main/protocol/openid-connect/certs"
             "providers.okta.algorithms",
         ),
         (
-            '[providers.okta]\nissuer = "https://x"\nclient_ids = ["x"]\nemail_domains = ["Example.COM"]\n',
+            f'{OKTA}email_domains = ["Example.COM"]\n',
             "providers.okta.email_domains",
         ),
         (
@@ -81,7 +83,8 @@ def test_mistakes_name_the_file_and_the_key(tmp_path: Path, text: str, key: str)
 def test_two_providers_with_one_issuer_are_ambiguous(tmp_path: Path) -> None:
     path = write(
         tmp_path,
-        '[providers.a]\nissuer = "https://x"\nclient_ids = ["1"]\n[providers.b]\nissuer = "https://x"\nclient_ids = ["2"]\n',
+        '[providers.a]\nissuer = "https://x"\nclient_ids = ["1"]\n'
+        '[providers.b]\nissuer = "https://x"\nclient_ids = ["2"]\n',
     )
     with pytest.raises(ConfigError, match="issuer 'https://x' is also 'a'"):
         Settings.from_env({"IDENTITY_PROVIDERS_FILE": str(path)})

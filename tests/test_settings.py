@@ -109,7 +109,7 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
 
 
 def test_microsoft_client_ids_need_tenants() -> None:
-    with pytest.raises(ConfigError, match="^IDENTITY_MICROSOFT_TENANTS: required"):
+    with pytest.raises(ConfigError, match=r"^IDENTITY_MICROSOFT_TENANTS: required"):
         Settings.from_env({"IDENTITY_MICROSOFT_CLIENT_IDS": "app"})
 
 
@@ -144,14 +144,14 @@ def test_production_holds_every_provider_url_to_https(tmp_path: Path) -> None:
         "IDENTITY_MICROSOFT_TENANTS": "common",
     }
     assert Settings.from_env(microsoft).microsoft_client_ids == ("app",)
-    with pytest.raises(ConfigError, match="^IDENTITY_MICROSOFT_AUTHORITY:"):
+    with pytest.raises(ConfigError, match=r"^IDENTITY_MICROSOFT_AUTHORITY:"):
         Settings.from_env({**microsoft, "IDENTITY_MICROSOFT_AUTHORITY": "http://login.example"})
     apple = {**PRODUCTION, "IDENTITY_APPLE_CLIENT_IDS": "com.example.web"}
-    with pytest.raises(ConfigError, match="^IDENTITY_APPLE_JWKS_URL:"):
+    with pytest.raises(ConfigError, match=r"^IDENTITY_APPLE_JWKS_URL:"):
         Settings.from_env({**apple, "IDENTITY_APPLE_JWKS_URL": "http://apple.example/keys"})
     file = tmp_path / "providers.toml"
     file.write_text('[providers.okta]\nissuer = "http://okta.example"\nclient_ids = ["x"]\n')
-    with pytest.raises(ConfigError, match="providers.okta.issuer"):
+    with pytest.raises(ConfigError, match=r"providers.okta.issuer"):
         Settings.from_env({**PRODUCTION, "IDENTITY_PROVIDERS_FILE": str(file)})
 
 

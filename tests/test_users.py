@@ -58,8 +58,20 @@ async def test_userinfo(client: httpx.AsyncClient, google: FakeIssuer) -> None:
     }
 
 
-CASES = ["missing", "not_bearer", "garbage", "provider_id_token", "typ_jwt", "no_typ", "expired",
-         "tampered", "refresh_token", "respelled", "other_issuer", "other_audience"]  # fmt: skip
+CASES = [
+    "missing",
+    "not_bearer",
+    "garbage",
+    "provider_id_token",
+    "typ_jwt",
+    "no_typ",
+    "expired",
+    "tampered",
+    "refresh_token",
+    "respelled",
+    "other_issuer",
+    "other_audience",
+]
 
 
 @pytest.mark.parametrize("case", CASES)

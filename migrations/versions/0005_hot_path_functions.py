@@ -302,7 +302,7 @@ BEGIN
         END IF;
         IF s.expires <= p_now OR s.last_used_at <= p_idle_since THEN
             DELETE FROM sessions WHERE sessions.id = s.id;
-            outcome := 'expired'; RETURN NEXT; RETURN;
+            outcome := 'session_expired'; RETURN NEXT; RETURN;
         END IF;
         IF p_lock_prefix IS NOT NULL THEN
             SELECT rl.count INTO v_count FROM rate_limits rl
@@ -357,7 +357,7 @@ BEGIN
         outcome := 'reuse_detected'; session_id := v_reused_session; user_id := v_reused_user;
         RETURN NEXT; RETURN;
     END IF;
-    outcome := 'unknown'; RETURN NEXT;
+    outcome := 'unknown_token'; RETURN NEXT;
 END
 $$;
 """

@@ -1,0 +1,150 @@
+"""Logs: JSON lines (short text on a terminal), one auth event per grant, never a raw token."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import logging
+from typing import Any
+
+import httpx
+import pytest
+
+from identity.logs import JsonFormatter, TextFormatter, resolve
+from identity.settings import Settings
+
+from .fakes import FakeClock, FakeIssuer, Issuers
+from .rejections import REJECTED
+from .support import EXCHANGE, basic, bearer, exchange, refresh, running
+
+pytestmark = pytest.mark.anyio
+
+
+def render(records: list[logging.LogRecord]) -> list[str]:
+    formatter = JsonFormatter()
+    return [formatter.format(r) for r in records]
+
+
+async def test_auth_events_and_no_raw_tokens(
+    client: httpx.AsyncClient, google: FakeIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="identity")
+    good = google.mint()
+    bad = google.mint(aud="elsewhere")
+    ok = await exchange(client, good)
+    await exchange(client, bad)
+    await exchange(client, good)  # replay
+    await refresh(client, ok.json()["refresh_token"])
+    await client.get("/users/me", headers=bearer(ok.json()["access_token"]))
+    lines = render(caplog.records)
+    secrets = [good, bad, ok.json()["access_token"], ok.json()["refresh_token"]]
+    for line in lines:
+        for secret in secrets:
+            for part in secret.split("."):
+                assert part not in line
+    events = [json.loads(line) for line in lines if '"logger":"identity.auth"' in line]
+    assert [(e["event"], e["outcome"], e["reason"]) for e in events] == [
+        ("exchange", "success", "created"),
+        ("exchange", "failure", "bad_audience"),
+        ("exchange", "failure", "replayed"),
+        ("refresh", "success", "rotated"),
+    ]
+    for event in events:
+        assert {"event", "client", "request_id", "token_fingerprint"} <= set(event)
+        assert len(event["token_fingerprint"]) == 12
+    assert events[0]["user_id"] == ok.json()["user"]["id"]
+    assert events[0]["provider"] == "google"
+    access = [json.loads(line) for line in lines if '"logger":"identity.access"' in line]
+    assert [a["route"] for a in access] == ["/token", "/token", "/token", "/token", "/users/me"]
+
+
+def test_control_characters_are_escaped() -> None:
+    record = logging.LogRecord(
+        "identity.auth", logging.INFO, "", 0, "name=%s", ('evil\n{"forged": 1}\x1b[31m',), None
+    )
+    record.event = {"claim": "a\r\nb"}
+    for formatter in (JsonFormatter(), TextFormatter()):
+        line = formatter.format(record)
+        assert "\n" not in line and "\r" not in line and "\x1b" not in line
+    assert json.loads(JsonFormatter().format(record))["claim"] == "a\r\nb"
+
+
+def test_text_lines_are_short_and_readable() -> None:
+    record = logging.LogRecord(
+        "identity.auth", logging.WARNING, "", 0, "auth %s %s", ("exchange", "failure"), None
+    )
+    record.event = {"reason": "bad_audience", "client": "nextjs", "user_id": None}
+    line = TextFormatter().format(record)
+    assert "WARNING" in line and "identity.auth" in line and "auth exchange failure" in line
+    assert "reason=bad_audience client=nextjs" in line
+    assert "user_id" not in line  # empty fields are left out
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_format_is_text_on_a_terminal_and_json_elsewhere() -> None:
+    assert resolve(None, production=False, stream=_Tty()) == "text"
+    assert resolve(None, production=False, stream=io.StringIO()) == "json"
+    assert resolve("json", production=False, stream=_Tty()) == "json"
+    assert resolve("text", production=False, stream=io.StringIO()) == "text"
+    assert resolve(None, production=True, stream=_Tty()) == "json"  # always JSON in production
+
+
+async def test_hostile_inputs_leave_no_secret_in_any_log_line(
+    settings: Settings,
+    issuers: Issuers,
+    keys: dict[str, Any],
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every rejected id_token, bad refresh tokens, client secrets and Authorization headers go
+    through the service; then every log line of every logger is scanned."""
+    caplog.set_level(logging.DEBUG)
+    secret = "client-secret-never-logged-0123"
+    configured = dataclasses.replace(settings, clients={"web": secret})
+    secrets: list[str] = [secret]
+    google = issuers.google
+    async with running(configured, issuers, clock) as (_, client):
+        auth = basic("web", secret)
+        tokens = (await exchange(client, google.mint(), headers=auth)).json()
+        secrets += [tokens["access_token"], tokens["refresh_token"]]
+        for _, _, build in REJECTED:
+            token = build(google, keys)
+            secrets.append(token)
+            await exchange(client, token, headers=auth)
+            await client.post(
+                "/auth/oauth/callback", json={"provider": "google", "id_token": token}, headers=auth
+            )
+            await client.get("/users/me", headers=bearer(token))
+        for bad in ("garbage-refresh-token-value", tokens["refresh_token"] + "x"):
+            secrets.append(bad)
+            await refresh(client, bad, headers=auth)
+        await refresh(client, "x", headers=basic("web", "wrong-secret-value-0000"))
+        secrets.append("wrong-secret-value-0000")
+        await client.get(f"/users/me?access_token={tokens['access_token']}")
+        await client.post("/introspect", data={"token": tokens["access_token"]}, headers=auth)
+        await client.post("/revoke", data={"token": tokens["refresh_token"]}, headers=auth)
+        await client.post(
+            "/token",
+            data={**EXCHANGE, "subject_token": "x"},
+            headers={"Authorization": "Bearer sekrit-bearer-0123456"},
+        )
+        secrets.append("sekrit-bearer-0123456")
+    # Every logger, the database drivers' debug lines included, except the test's own HTTP
+    # client (which logs the URLs it requests, one of them a token in a query string on purpose).
+    records = [r for r in caplog.records if r.name != "httpx"]
+    lines = [JsonFormatter().format(r) for r in records] + [
+        TextFormatter().format(r) for r in records
+    ]
+    assert len(lines) > 200
+    for line in lines:
+        for value in secrets:
+            # The signature segment is the part of a JWT that cannot appear by accident.
+            needle = value.strip().rsplit(".", 1)[-1] if value.count(".") == 2 else value
+            if len(needle) >= 12:
+                assert needle not in line, line[:200]
+        assert "Bearer " not in line and "Basic " not in line

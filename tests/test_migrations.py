@@ -1,0 +1,76 @@
+"""Alembic migrations: they run on both databases and agree with the models."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
+from sqlalchemy.engine import Connection, make_url
+from sqlmodel import SQLModel
+
+from identity.database import alembic_config, create_engine
+
+import identity.models  # noqa: F401  isort: skip
+
+pytestmark = pytest.mark.anyio
+
+
+def _diff(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return list(compare_metadata(context, SQLModel.metadata))
+
+
+async def test_models_and_migrations_agree(database_url: str) -> None:
+    engine = create_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            assert await connection.run_sync(_diff) == []
+            tables = await connection.run_sync(lambda c: set(inspect(c).get_table_names()))
+    finally:
+        await engine.dispose()
+    assert {
+        "users",
+        "accounts",
+        "sessions",
+        "verification_tokens",
+        "used_id_tokens",
+        "audit_events",
+    } <= tables
+
+
+def test_downgrade_and_upgrade_again(tmp_path: Path) -> None:
+    config = alembic_config(f"sqlite+aiosqlite:///{tmp_path}/m.db")
+    command.upgrade(config, "head")
+    command.downgrade(config, "base")
+    command.upgrade(config, "head")
+
+
+async def test_postgresql_gets_the_hot_path_functions_and_loses_them_on_downgrade(
+    pg_database: str,
+) -> None:
+    plain = make_url(pg_database).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def functions() -> set[str]:
+        connection = await asyncpg.connect(plain)
+        try:
+            rows = await connection.fetch(
+                "SELECT proname FROM pg_proc WHERE proname LIKE 'identity_%'"
+            )
+            return {r["proname"] for r in rows}
+        finally:
+            await connection.close()
+
+    assert await functions() == {"identity_sign_in", "identity_refresh"}
+    config = alembic_config(pg_database)
+    # Alembic runs its own event loop: in a thread, beside this test's.
+    await asyncio.to_thread(command.downgrade, config, "0004")
+    assert await functions() == set()
+    await asyncio.to_thread(command.upgrade, config, "head")
+    assert await functions() == {"identity_sign_in", "identity_refresh"}
