@@ -3,6 +3,8 @@
 Every collaborator is built here, once, and handed to the few objects that use it; nothing runs
 at import time. Collaborators a test wants to replace (HTTP client, clock, mailer, tracer) are
 keyword arguments.
+
+Longer than most modules: it is the composition root, where every collaborator is built once.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@
 
 A bad configuration value or argument is one line on stderr and a non-zero exit, never a
 traceback: 2 for configuration, 1 for everything else.
+
+Longer than most modules: it is the table of every command, each a short function.
 """
 
 from __future__ import annotations

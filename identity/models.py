@@ -8,6 +8,8 @@ fastapi/full-stack-fastapi-template's models.py. Typed handles of the tables (`U
 declared once at the bottom for SQLAlchemy Core statements.
 
 Times are stored timezone-aware and always come back in UTC, on SQLite as on PostgreSQL.
+
+Longer than most modules: every table and every public shape, in one place on purpose.
 """
 
 from __future__ import annotations

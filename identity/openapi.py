@@ -3,6 +3,8 @@
 Only the paths are written here; every schema is generated from the model family in
 `models.py` (`models_json_schema`), so the document and the responses cannot drift.
 schemathesis checks the running service against it (tests/test_openapi.py).
+
+Longer than most modules: one entry per path, declarative; the schemas are generated.
 """
 
 from __future__ import annotations

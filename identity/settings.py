@@ -2,6 +2,9 @@
 
 Every variable is described in docs/configuration.md (a test keeps the two in step). A bad value
 raises ConfigError naming the variable; entry points print it as one line and stop.
+
+Longer than most modules: one field and one line of parsing per variable, and the rules that
+tie them together; splitting them would split each variable in two places.
 """
 
 from __future__ import annotations
@@ -176,8 +179,8 @@ class Settings:
             rate_limit_mail=r.rate("IDENTITY_RATE_LIMIT_MAIL", "5/hour"),
             rate_limit_failures=r.rate("IDENTITY_RATE_LIMIT_FAILURES", "60/minute"),
             rate_limit_subject=r.rate("IDENTITY_RATE_LIMIT_SUBJECT", "30/minute"),
-            metrics_dir=environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
-            otlp_endpoint=environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+            metrics_dir=r.optional("PROMETHEUS_MULTIPROC_DIR"),
+            otlp_endpoint=r.optional("OTEL_EXPORTER_OTLP_ENDPOINT"),
         )
         unknown = tuple(unknown_variables(environ, r.names))
         return replace(settings, unknown_variables=unknown), r.names

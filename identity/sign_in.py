@@ -17,6 +17,9 @@ Two implementations, on purpose: PostgreSQL runs these steps as one call of the 
 runs them below as statements in one write transaction. The test suite runs every rule on both.
 Two sign-ins of one new person racing on two replicas meet a unique constraint; the loser's
 transaction is rolled back whole and retried, and finds the winner's rows.
+
+Longer than most modules: one transaction's rules, with both database paths side by side so
+that a change to one is seen next to the other.
 """
 
 from __future__ import annotations

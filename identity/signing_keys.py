@@ -10,6 +10,9 @@ longest lifetime of a token it signs; nothing else is stored (docs/operations.md
 
 A file that vanishes, dangles or cannot be read is skipped and logged by name, never fatal to a
 running server: the key reload and the janitor keep going.
+
+Longer than most modules: three small classes of one subject (the files, their schedule, the
+live reload), read together.
 """
 
 from __future__ import annotations

@@ -17,9 +17,11 @@ const browser = await chromium.launch({
     "--disable-sync",
   ],
 });
-const page = await browser.newPage();
-const shot = (name) => page.screenshot({ path: `${artifacts}/${name}.png`, fullPage: true });
-const text = async (selector) => (await page.textContent(selector))?.trim();
+// One browser context: every tab shares the cookie jar, as tabs of one browser do.
+const context = await browser.newContext();
+const page = await context.newPage();
+const shot = (name, tab = page) => tab.screenshot({ path: `${artifacts}/${name}.png`, fullPage: true });
+const text = async (selector, tab = page) => (await tab.textContent(selector))?.trim();
 const seen = {};
 try {
   await page.goto(`${appUrl}/dashboard`);
@@ -46,12 +48,22 @@ try {
   seen.renamed = await text("#name");
   await shot("4-renamed");
 
+  // The access token expires; then two tabs load at the same moment, each through another
+  // instance of the app: both refresh the same refresh token at once.
+  const second = await context.newPage();
   await page.waitForTimeout(Number(waitMs));
-  await page.reload();
-  await page.waitForSelector("#name");
-  seen.nameAfterRefresh = await text("#name");
+  await Promise.all([page.reload(), second.goto(`${appUrl}/dashboard?instance=b`)]);
+  await Promise.all([page.waitForSelector("#name"), second.waitForSelector("#name")]);
+  seen.firstTab = await text("#name");
+  seen.secondTab = await text("#name", second);
   seen.expiresAfter = Number(await page.getAttribute("#expires", "data-ms"));
-  await shot("5-after-token-refresh");
+  await shot("5-first-tab-after-refresh");
+  await shot("5-second-tab-after-refresh", second);
+  // And the session goes on in both: one live refresh token, not a revoked one.
+  await Promise.all([page.reload(), second.reload()]);
+  await Promise.all([page.waitForSelector("#name"), second.waitForSelector("#name")]);
+  seen.stillSignedIn = [await text("#name"), await text("#name", second)];
+  await second.close();
 
   await page.click("#signout");
   await page.waitForURL(/\/signin/);
@@ -60,6 +72,19 @@ try {
   await page.goto(`${appUrl}/dashboard`);
   await page.waitForSelector("#google");
   seen.afterSignOut = new URL(page.url()).pathname;
+
+  // A second provider: Microsoft Entra ID through NextAuth's generic OIDC provider.
+  await page.click("#microsoft");
+  await page.waitForSelector("#account");
+  await shot("7-microsoft-account-picker");
+  await page.click("#account");
+  await page.waitForSelector("#name");
+  await shot("8-microsoft-dashboard");
+  seen.microsoftName = await text("#name");
+  seen.microsoftEmail = await text("#email");
+  await page.click("#signout");
+  await page.waitForURL(/\/signin/);
+  await page.waitForSelector("#microsoft");
 } catch (error) {
   await shot("failure").catch(() => {});
   seen.error = String(error);

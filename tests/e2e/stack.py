@@ -1,4 +1,5 @@
-"""The whole demo: Google emulator, identity, and the Next.js app, on loopback ports."""
+"""The whole demo: a Google and a Microsoft emulator, identity, and the Next.js app (two
+instances behind a router, as a web app runs on several servers), on loopback ports."""
 
 from __future__ import annotations
 
@@ -14,11 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..servers import Server, base_env, free_port, serve, wait_until_ok
-from .google_emulator import Emulator, running
+from .emulator import TENANT, Emulator, running
+from .router import routing
 
 APP_DIR = Path(__file__).resolve().parent
 GOOGLE_CLIENT_ID = "demo-app.apps.googleusercontent.com"
 GOOGLE_CLIENT_SECRET = "demo-google-secret"
+MICROSOFT_CLIENT_ID = "6731de76-14a6-49ae-97bc-6eba6914391e"
+MICROSOFT_CLIENT_SECRET = "demo-microsoft-secret"
 IDENTITY_CLIENT_ID = "nextjs"
 IDENTITY_CLIENT_SECRET = "demo-nextjs-secret-0123"
 
@@ -28,6 +32,7 @@ class Stack:
     app_url: str
     identity: Server
     google: Emulator
+    microsoft: Emulator
     database: Path
 
 
@@ -56,54 +61,72 @@ def build() -> None:
 
 @contextmanager
 def stack(workdir: Path, *, access_token_ttl: int = 900, app_port: int = 0) -> Iterator[Stack]:
-    port = app_port or free_port()
-    app_url = f"http://127.0.0.1:{port}"
     database = workdir / "identity.db"
-    with running(GOOGLE_CLIENT_ID, GOOGLE_CLIENT_SECRET) as google:
+    with (
+        running(GOOGLE_CLIENT_ID, GOOGLE_CLIENT_SECRET) as google,
+        running(MICROSOFT_CLIENT_ID, MICROSOFT_CLIENT_SECRET, microsoft=True) as microsoft,
+    ):
         env = base_env(
             IDENTITY_DATABASE_URL=f"sqlite+aiosqlite:///{database}",
-            IDENTITY_GOOGLE_JWKS_URL=f"{google.issuer}/oauth2/v3/certs",
+            IDENTITY_GOOGLE_JWKS_URL=google.base + google.paths["jwks"],
             IDENTITY_GOOGLE_ISSUERS=google.issuer,
             IDENTITY_GOOGLE_CLIENT_IDS=GOOGLE_CLIENT_ID,
+            IDENTITY_MICROSOFT_CLIENT_IDS=MICROSOFT_CLIENT_ID,
+            IDENTITY_MICROSOFT_TENANTS=TENANT,
+            IDENTITY_MICROSOFT_AUTHORITY=microsoft.base,
             IDENTITY_CLIENTS=f"{IDENTITY_CLIENT_ID}:{IDENTITY_CLIENT_SECRET}",
             IDENTITY_ACCESS_TOKEN_TTL=str(access_token_ttl),
             IDENTITY_CLOCK_SKEW="0",
         )
         with serve(env, workdir) as identity:
-            app_env = base_env(
-                IDENTITY_URL=identity.url,
-                IDENTITY_CLIENT_ID=IDENTITY_CLIENT_ID,
-                IDENTITY_CLIENT_SECRET=IDENTITY_CLIENT_SECRET,
-                IDENTITY_REFRESH_MARGIN_MS="1000",
-                GOOGLE_CLIENT_ID=GOOGLE_CLIENT_ID,
-                GOOGLE_CLIENT_SECRET=GOOGLE_CLIENT_SECRET,
-                GOOGLE_WELL_KNOWN=f"{google.issuer}/.well-known/openid-configuration",
-                NEXTAUTH_URL=app_url,
-                NEXTAUTH_SECRET="demo-nextauth-secret-0123456789",
-                NEXT_TELEMETRY_DISABLED="1",
-            )
-            log = (workdir / "next.log").open("wb")
-            app = subprocess.Popen(
-                [
-                    str(APP_DIR / "node_modules" / ".bin" / "next"),
-                    "start",
-                    "-p",
-                    str(port),
-                    "-H",
-                    "127.0.0.1",
-                ],
-                cwd=APP_DIR,
-                env=app_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            try:
-                wait_until_ok(app_url + "/signin", timeout=60, process=app)
-                yield Stack(app_url, identity, google, database)
-            finally:
-                app.terminate()
-                app.wait(timeout=20)
-                log.close()
+            ports = (free_port(), free_port())
+            with routing(*ports, port=app_port) as app_url:
+                app_env = base_env(
+                    IDENTITY_URL=identity.url,
+                    IDENTITY_CLIENT_ID=IDENTITY_CLIENT_ID,
+                    IDENTITY_CLIENT_SECRET=IDENTITY_CLIENT_SECRET,
+                    IDENTITY_REFRESH_MARGIN_MS="1000",
+                    GOOGLE_CLIENT_ID=GOOGLE_CLIENT_ID,
+                    GOOGLE_CLIENT_SECRET=GOOGLE_CLIENT_SECRET,
+                    GOOGLE_WELL_KNOWN=google.base + google.paths["discovery"],
+                    MICROSOFT_CLIENT_ID=MICROSOFT_CLIENT_ID,
+                    MICROSOFT_CLIENT_SECRET=MICROSOFT_CLIENT_SECRET,
+                    MICROSOFT_WELL_KNOWN=microsoft.base + microsoft.paths["discovery"],
+                    NEXTAUTH_URL=app_url,
+                    NEXTAUTH_SECRET="demo-nextauth-secret-0123456789",
+                    NEXT_TELEMETRY_DISABLED="1",
+                )
+                with (
+                    _next(ports[0], app_env, workdir / "next-a.log"),
+                    _next(ports[1], app_env, workdir / "next-b.log"),
+                ):
+                    yield Stack(app_url, identity, google, microsoft, database)
+
+
+@contextmanager
+def _next(port: int, env: dict[str, str], log_path: Path) -> Iterator[None]:
+    """One instance of the app (`next start`), until the block ends."""
+    with log_path.open("wb") as log:
+        app = subprocess.Popen(
+            [
+                str(APP_DIR / "node_modules" / ".bin" / "next"),
+                "start",
+                "-p",
+                str(port),
+                "-H",
+                "127.0.0.1",
+            ],
+            cwd=APP_DIR,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until_ok(f"http://127.0.0.1:{port}/signin", timeout=60, process=app)
+            yield
+        finally:
+            app.terminate()
+            app.wait(timeout=20)
 
 
 def main() -> None:
@@ -118,9 +141,10 @@ def main() -> None:
     # SIGTERM ends the demo like Ctrl+C does, so the services it started are stopped too.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with stack(workdir, app_port=3000) as running_stack:
-        print(f"demo app:  {running_stack.app_url}  (sign in with the emulated Google account)")
-        print(f"identity:  {running_stack.identity.url}")
-        print(f"google:    {running_stack.google.issuer}")
+        print(f"demo app:   {running_stack.app_url}  (sign in with an emulated account)")
+        print(f"identity:   {running_stack.identity.url}")
+        print(f"google:     {running_stack.google.issuer}")
+        print(f"microsoft:  {running_stack.microsoft.issuer}")
         try:
             while True:
                 time.sleep(3600)

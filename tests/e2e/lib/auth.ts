@@ -26,8 +26,9 @@ async function tokenRequest(params: Record<string, string>): Promise<TokenRespon
   return body as TokenResponse;
 }
 
-// One refresh in flight per refresh token: parallel requests share it instead of racing
-// (a second use of a rotated refresh token would revoke the whole session).
+// One refresh in flight per refresh token: parallel requests of this server share it (it saves
+// requests). Another server, or a retry, refreshing the same token at the same moment gets the
+// same new refresh token from identity (its reuse interval), so no tab is signed out.
 const inFlight = new Map<string, Promise<TokenResponse>>();
 function refreshOnce(refreshToken: string): Promise<TokenResponse> {
   let pending = inFlight.get(refreshToken);
@@ -47,13 +48,31 @@ export const authOptions: NextAuthOptions = {
       // Only for the emulator of the tests; in production leave Google's own discovery.
       ...(process.env.GOOGLE_WELL_KNOWN ? { wellKnown: process.env.GOOGLE_WELL_KNOWN } : {}),
     }),
+    {
+      // Microsoft Entra ID through NextAuth's generic OIDC provider: its id_token goes to
+      // identity exactly like Google's.
+      id: "microsoft",
+      name: "Microsoft",
+      type: "oauth",
+      wellKnown:
+        process.env.MICROSOFT_WELL_KNOWN ??
+        `https://login.microsoftonline.com/${process.env.MICROSOFT_TENANT_ID}/v2.0/.well-known/openid-configuration`,
+      clientId: process.env.MICROSOFT_CLIENT_ID,
+      clientSecret: process.env.MICROSOFT_CLIENT_SECRET,
+      authorization: { params: { scope: "openid email profile" } },
+      idToken: true,
+      checks: ["pkce", "state"],
+      profile(profile) {
+        return { id: profile.sub, name: profile.name, email: profile.email ?? null, image: null };
+      },
+    },
   ],
   session: { strategy: "jwt" },
   pages: { signIn: "/signin" },
   callbacks: {
     async jwt({ token, account }) {
       if (account?.id_token) {
-        // Right after sign-in: Google's id_token for our tokens.
+        // Right after sign-in: the provider's id_token for our tokens.
         const t = await tokenRequest({
           grant_type: "urn:ietf:params:oauth:grant-type:token-exchange",
           subject_token: account.id_token,

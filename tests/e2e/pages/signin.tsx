@@ -5,9 +5,16 @@ export default function SignIn() {
     <main style={{ fontFamily: "system-ui", maxWidth: 480, margin: "4rem auto" }}>
       <h1>Demo app</h1>
       <p>Sign in to see your profile, served by identity.</p>
-      <button id="google" onClick={() => signIn("google", { callbackUrl: "/dashboard" })}>
-        Sign in with Google
-      </button>
+      <p>
+        <button id="google" onClick={() => signIn("google", { callbackUrl: "/dashboard" })}>
+          Sign in with Google
+        </button>
+      </p>
+      <p>
+        <button id="microsoft" onClick={() => signIn("microsoft", { callbackUrl: "/dashboard" })}>
+          Sign in with Microsoft
+        </button>
+      </p>
     </main>
   );
 }

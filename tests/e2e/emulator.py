@@ -1,4 +1,6 @@
-"""A local stand-in for Google's OpenID Connect endpoints, for the browser test and the demo.
+"""Local stand-ins for two OpenID Connect providers, for the browser test and the demo.
+
+Google-shaped (issuer = the base URL):
 
     GET  /.well-known/openid-configuration   discovery (NextAuth reads it)
     GET  /o/oauth2/v2/auth                   an account picker; choosing redirects with a code
@@ -6,8 +8,11 @@
     GET  /userinfo                           the chosen account's claims
     GET  /oauth2/v3/certs                    the emulator's public key
 
-Tokens are signed with the emulator's own RSA key; `identity` trusts it through
-IDENTITY_GOOGLE_JWKS_URL and IDENTITY_GOOGLE_ISSUERS.
+Microsoft-Entra-shaped (issuer `{base}/{tid}/v2.0`, keys at `{base}/common/discovery/v2.0/keys`,
+tokens with `tid`, `oid` and a pairwise `sub`), at the same paths under `/{tid}/v2.0` and
+`/{tid}/oauth2/v2.0/`. Tokens are signed with the emulator's own RSA key; `identity` trusts it
+through the provider variables the stack sets (IDENTITY_GOOGLE_JWKS_URL, _ISSUERS;
+IDENTITY_MICROSOFT_AUTHORITY).
 """
 
 from __future__ import annotations
@@ -36,24 +41,63 @@ ACCOUNT: dict[str, Any] = {
     "name": "Ada Lovelace",
     "picture": "https://lh3.googleusercontent.com/a/ada",
 }
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+MICROSOFT_ACCOUNT: dict[str, Any] = {
+    "sub": "pairwise-sub-for-this-app",
+    "tid": TENANT,
+    "oid": "00000000-0000-0000-66f3-3332eca7ea81",
+    "email": "grace@contoso.example",
+    "preferred_username": "grace@contoso.example",
+    "name": "Grace Hopper",
+    "ver": "2.0",
+}
 
 
 @dataclass
 class Emulator:
-    issuer: str
+    base: str
     client_id: str
     client_secret: str
+    microsoft: bool = False
     key: RSAKey = field(default_factory=lambda: RSAKey.generate_key(2048, private=True))
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     kid: str = "emulator-key"
 
+    @property
+    def issuer(self) -> str:
+        return f"{self.base}/{TENANT}/v2.0" if self.microsoft else self.base
+
+    @property
+    def account(self) -> dict[str, Any]:
+        return MICROSOFT_ACCOUNT if self.microsoft else ACCOUNT
+
+    @property
+    def paths(self) -> dict[str, str]:
+        """Where each endpoint lives, as the real provider lays them out."""
+        if self.microsoft:
+            return {
+                "discovery": f"/{TENANT}/v2.0/.well-known/openid-configuration",
+                "authorize": f"/{TENANT}/oauth2/v2.0/authorize",
+                "token": f"/{TENANT}/oauth2/v2.0/token",
+                "userinfo": "/oidc/userinfo",
+                "jwks": "/common/discovery/v2.0/keys",
+            }
+        return {
+            "discovery": "/.well-known/openid-configuration",
+            "authorize": "/o/oauth2/v2/auth",
+            "token": "/token",
+            "userinfo": "/userinfo",
+            "jwks": "/oauth2/v3/certs",
+        }
+
     def discovery(self) -> dict[str, Any]:
+        p = self.paths
         return {
             "issuer": self.issuer,
-            "authorization_endpoint": f"{self.issuer}/o/oauth2/v2/auth",
-            "token_endpoint": f"{self.issuer}/token",
-            "userinfo_endpoint": f"{self.issuer}/userinfo",
-            "jwks_uri": f"{self.issuer}/oauth2/v3/certs",
+            "authorization_endpoint": self.base + p["authorize"],
+            "token_endpoint": self.base + p["token"],
+            "userinfo_endpoint": self.base + p["userinfo"],
+            "jwks_uri": self.base + p["jwks"],
             "response_types_supported": ["code"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
@@ -74,7 +118,7 @@ class Emulator:
             "azp": self.client_id,
             "iat": now,
             "exp": now + 3600,
-            **ACCOUNT,
+            **self.account,
         }
         if nonce:
             claims["nonce"] = nonce
@@ -102,16 +146,17 @@ def _handler(emulator: Emulator) -> type[http.server.BaseHTTPRequestHandler]:
         def do_GET(self) -> None:
             url = urlsplit(self.path)
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
-            if url.path == "/.well-known/openid-configuration":
+            paths = emulator.paths
+            if url.path == paths["discovery"]:
                 self._json(200, emulator.discovery())
-            elif url.path == "/oauth2/v3/certs":
+            elif url.path == paths["jwks"]:
                 self._json(200, emulator.jwks())
-            elif url.path == "/o/oauth2/v2/auth":
+            elif url.path == paths["authorize"]:
                 self._authorize(query)
             elif url.path == "/choose":
                 self._choose(query)
-            elif url.path == "/userinfo":
-                self._json(200, ACCOUNT)
+            elif url.path == paths["userinfo"]:
+                self._json(200, emulator.account)
             else:
                 self._json(404, {"error": "not_found"})
 
@@ -120,13 +165,15 @@ def _handler(emulator: Emulator) -> type[http.server.BaseHTTPRequestHandler]:
                 self._json(400, {"error": "invalid_request"})
                 return
             choose = "/choose?" + urlencode(query)
+            title = "Microsoft" if emulator.microsoft else "Google Accounts"
+            account = emulator.account
             page = (
-                "<!doctype html><html><head><title>Sign in - Google Accounts</title></head>"
+                f"<!doctype html><html><head><title>Sign in - {title}</title></head>"
                 "<body style='font-family:system-ui;max-width:420px;margin:4rem auto'>"
                 "<h1>Choose an account</h1><p>to continue to the demo app</p>"
                 f"<a id='account' href='{html.escape(choose, quote=True)}' "
                 "style='display:block;padding:1rem;border:1px solid #ccc;border-radius:8px'>"
-                f"{html.escape(str(ACCOUNT['name']))}<br><small>{html.escape(str(ACCOUNT['email']))}</small>"
+                f"{html.escape(str(account['name']))}<br><small>{html.escape(str(account['email']))}</small>"
                 "</a></body></html>"
             )
             self._send(200, page.encode(), "text/html; charset=utf-8")
@@ -144,7 +191,7 @@ def _handler(emulator: Emulator) -> type[http.server.BaseHTTPRequestHandler]:
             self._send(302, b"", "text/plain", Location=target)
 
         def do_POST(self) -> None:
-            if urlsplit(self.path).path != "/token":
+            if urlsplit(self.path).path != emulator.paths["token"]:
                 self._json(404, {"error": "not_found"})
                 return
             length = int(self.headers.get("Content-Length", "0"))
@@ -183,11 +230,14 @@ def _handler(emulator: Emulator) -> type[http.server.BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def running(client_id: str, client_secret: str, port: int = 0) -> Iterator[Emulator]:
+def running(
+    client_id: str, client_secret: str, *, microsoft: bool = False, port: int = 0
+) -> Iterator[Emulator]:
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", port), http.server.BaseHTTPRequestHandler
     )
-    emulator = Emulator(f"http://127.0.0.1:{server.server_address[1]}", client_id, client_secret)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    emulator = Emulator(base, client_id, client_secret, microsoft=microsoft)
     server.RequestHandlerClass = _handler(emulator)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
