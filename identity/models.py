@@ -54,8 +54,12 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 def new_id() -> str:
-    # 128 bits from the OS generator: opaque and unguessable, never a counter.
-    return secrets.token_urlsafe(16)
+    # 128 bits from the OS generator: opaque and unguessable, never a counter. Never with a
+    # leading "-", which command lines read as an option (one draw in 64 is drawn again).
+    while True:
+        value = secrets.token_urlsafe(16)
+        if not value.startswith("-"):
+            return value
 
 
 def _time(*, nullable: bool = False, index: bool = False) -> Any:

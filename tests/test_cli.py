@@ -372,3 +372,9 @@ async def test_prune_does_the_janitors_work_once(
         )
     pruned = json.loads(run_cli("prune", "--json", env=env, cwd=tmp_path).stdout)
     assert pruned["used_id_tokens"] == 1
+
+
+def test_ids_never_look_like_options() -> None:
+    from identity.models import new_id
+
+    assert not [i for i in (new_id() for _ in range(5000)) if i.startswith("-")]

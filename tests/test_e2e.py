@@ -92,7 +92,14 @@ def test_sign_in_rename_two_tabs_refresh_sign_out_second_provider(
         }
         assert keys == {"72f988bf-86f1-41af-91ab-2d7cd011db47:00000000-0000-0000-66f3-3332eca7ea81"}
     for step in (
-        "1-signin", "2-google-account-picker", "3-dashboard", "4-renamed", "5-first-tab-after-refresh",
-        "5-second-tab-after-refresh", "6-signed-out", "7-microsoft-account-picker", "8-microsoft-dashboard",
-    ):  # fmt: skip
+        "1-signin",
+        "2-google-account-picker",
+        "3-dashboard",
+        "4-renamed",
+        "5-first-tab-after-refresh",
+        "5-second-tab-after-refresh",
+        "6-signed-out",
+        "7-microsoft-account-picker",
+        "8-microsoft-dashboard",
+    ):
         assert (ARTIFACTS / f"{step}.png").stat().st_size > 1000
