@@ -3,14 +3,20 @@
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
+# uv (from PyPI, the version pyproject.toml pins) turns uv.lock into a hash-pinned requirements
+# list; the image's own pip installs exactly that into /opt/identity, hashes checked.
+RUN python -m venv /opt/uv && /opt/uv/bin/pip install --no-cache-dir uv==0.13.9
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# Dependencies first, in their own layer: a change to the code does not reinstall them.
+COPY pyproject.toml uv.lock README.md ./
+RUN /opt/uv/bin/uv export --locked --no-dev --extra otel --no-emit-project --no-header \
+        --format requirements-txt --output-file /tmp/requirements.txt \
+    && python -m venv /opt/identity \
+    && /opt/identity/bin/pip install --no-cache-dir --require-hashes --no-deps \
+        -r /tmp/requirements.txt
 COPY identity ./identity
 COPY migrations ./migrations
-# The package and its dependencies in a virtual environment, copied whole into the final stage.
-RUN python -m venv /opt/identity \
-    && /opt/identity/bin/pip install --no-cache-dir --upgrade pip \
-    && /opt/identity/bin/pip install --no-cache-dir .
+RUN /opt/identity/bin/pip install --no-cache-dir --no-deps .
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/identity/bin:$PATH \

@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import tracing
 from .errors import IdentityError, InvalidRequest, PayloadTooLarge, render
 from .limits import Attempt, FailureGuard, ip_key
 from .metrics import Metrics
@@ -73,7 +74,11 @@ class RequestContext:
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
-        with self._tracer.span("http.request", {"http.method": scope["method"]}) as span:
+        request_token = tracing.REQUEST_ID.set(request_id)
+        parent = _trace_headers(scope) if self._tracer.enabled else None
+        with self._tracer.span(
+            "http.request", {"http.method": scope["method"]}, headers=parent
+        ) as span:
             try:
                 refusal = _refuse_early(scope)
                 if refusal is not None:
@@ -87,7 +92,6 @@ class RequestContext:
                 self._metrics.request(route, scope["method"], status, seconds)
                 span.set_attribute("http.route", route)
                 span.set_attribute("http.status_code", status)
-                span.set_attribute("identity.request_id", request_id)
                 ACCESS.info(
                     "request",
                     extra={
@@ -101,6 +105,7 @@ class RequestContext:
                         }
                     },
                 )
+                tracing.REQUEST_ID.reset(request_token)
 
 
 class FailureLimit:
@@ -141,6 +146,15 @@ class FailureLimit:
             await send(message)
 
         await self.app(scope, receive, counting)
+
+
+def _trace_headers(scope: Scope) -> dict[str, str]:
+    # Only the W3C trace context headers: nothing else of the request reaches the tracer.
+    return {
+        key.decode("latin-1"): value.decode("latin-1")
+        for key, value in scope.get("headers", ())
+        if key in (b"traceparent", b"tracestate")
+    }
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

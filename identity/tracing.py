@@ -9,12 +9,17 @@ a secret or an SQL parameter (docs/operations.md, "Tracing").
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 logger = logging.getLogger("identity.tracing")
 Attributes = Mapping[str, str | int | float | bool]
+
+# The request being served, set by the request middleware: every span inside it carries the id,
+# so a database statement in a trace can be matched with the access-log line.
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 
 class Span(Protocol):
@@ -37,12 +42,30 @@ class Tracer:
         self.enabled = otel_tracer is not None
 
     @contextlib.contextmanager
-    def span(self, name: str, attributes: Attributes | None = None) -> Iterator[Span]:
+    def span(
+        self,
+        name: str,
+        attributes: Attributes | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> Iterator[Span]:
+        """A span; a W3C `traceparent` in `headers` makes it a child of the caller's span."""
         if self._tracer is None:
             yield _NO_SPAN
             return
-        with self._tracer.start_as_current_span(name, attributes=dict(attributes or {})) as span:
+        values = dict(attributes or {})
+        request_id = REQUEST_ID.get()
+        if request_id is not None:
+            values["identity.request_id"] = request_id
+        parent = _extract(headers) if headers is not None else None
+        with self._tracer.start_as_current_span(name, context=parent, attributes=values) as span:
             yield span
+
+
+def _extract(headers: Mapping[str, str]) -> Any:
+    from opentelemetry.propagate import extract
+
+    return extract(headers)
 
 
 NO_TRACING = Tracer()
