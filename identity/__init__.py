@@ -1,3 +1,3 @@
 """identity: an OpenID Connect token-exchange service."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -4,6 +4,12 @@ Header `{"alg": "RS256", "typ": "at+jwt", "kid"}`; claims `iss sub aud exp iat j
 scope email email_verified name picture`. Verification is the same strict path as a provider's
 token (`jws.parse`, the shared `ClaimRules`), against the keys we publish; it never touches the
 network. Whether the session is still alive is the caller's question (docs/api.md).
+
+A token that passed verification is remembered by its exact text: a client presents the same
+access token on every request of its lifetime, and parsing it and checking its RSA signature
+again proves nothing new about the same bytes. A remembered token still has every claim rule
+applied on each use (times against the clock), and is forgotten the moment its key is no longer
+published. Only tokens that passed are remembered, at most `VERIFIED_CACHE` of them.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
@@ -25,6 +31,7 @@ from .signing_keys import KeyManager
 
 TYPE = "at+jwt"
 _STRINGS = ("sid", "client_id", "jti")
+VERIFIED_CACHE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +75,7 @@ class AccessTokens:
         self._clock = clock
         self._rules = rules(issuer, audience, leeway)
         self._headers: dict[str, str] = {}  # encoded header segment per kid
+        self._verified: dict[str, tuple[str, dict[str, Any]]] = {}  # token -> (kid, claims)
 
     def mint(
         self,
@@ -107,14 +115,25 @@ class AccessTokens:
 
     def verify(self, token: object) -> AccessClaims:
         """Signature, `typ`, `iss`, `aud`, times; TokenRejected(reason) otherwise."""
+        published = self._keys.view().published
+        known = self._verified.get(token) if isinstance(token, str) else None
+        if known is not None and known[0] in published:
+            # These exact bytes passed parsing and the signature check under a key still
+            # published; the claim rules (times included) are applied again below.
+            return accept(known[1], self._rules, self._clock())
         compact = jws.parse(token, typ=TYPE)
         if compact.alg != "RS256":
             raise TokenRejected("bad_alg")
-        key = self._keys.view().published.get(compact.kid)
+        key = published.get(compact.kid)
         if key is None:
             raise TokenRejected("unknown_kid")
         jws.verify(compact, key)
-        return accept(compact.claims(), self._rules, self._clock())
+        claims = compact.claims()
+        accepted = accept(claims, self._rules, self._clock())
+        if len(self._verified) >= VERIFIED_CACHE:
+            self._verified.clear()  # bounded memory; a miss only costs the full check
+        self._verified[cast(str, token)] = (compact.kid, claims)
+        return accepted
 
 
 def rules(issuer: str, audience: Sequence[str], leeway: int) -> ClaimRules:

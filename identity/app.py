@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -34,6 +35,7 @@ from . import (
     environment,
     housekeeping,
     id_tokens,
+    logs,
     openapi,
     providers,
     tracing,
@@ -75,6 +77,7 @@ def create_app(
     clock: Clock | None = None,
     mailer: Mailer | None = None,
     tracer: Tracer = NO_TRACING,
+    access_log: logs.AccessLog | None = None,
     key_reload_interval: float = housekeeping.KEY_RELOAD_INTERVAL,
 ) -> Starlette:
     """Build the service from `settings`; collaborators may be injected (tests do)."""
@@ -141,6 +144,15 @@ def create_app(
     )
     clients = ClientAuthenticator(settings.clients, settings.admin_clients)
     bearer = Bearer(tokens, sessions)
+    public = PublicEndpoints(
+        keys=keys,
+        database=database,
+        metrics=metrics,
+        discovery=discovery.document(settings.issuer, client_auth=bool(settings.clients)),
+        openapi=openapi.document(settings.issuer, __version__),
+        max_age=settings.jwks_max_age,
+    )
+    # Starlette tries routes in order: the hot ones (/token, the JWKS, /users/me) come first.
     routes = [
         *OAuthEndpoints(
             grants=grants,
@@ -150,18 +162,11 @@ def create_app(
             sealer=Sealer(settings.token_encryption_keys),
             providers=frozenset(p.name for p in enabled),
         ).routes(),
+        *public.routes(),
         *UserEndpoints(
             bearer=bearer, sessions=sessions, users=users, verification=verification, grants=grants
         ).routes(),
         *AdminEndpoints(admin=data.admin, audit_log=audit_log, clients=clients).routes(),
-        *PublicEndpoints(
-            keys=keys,
-            database=database,
-            metrics=metrics,
-            discovery=discovery.document(settings.issuer, client_auth=bool(settings.clients)),
-            openapi=openapi.document(settings.issuer, __version__),
-            max_age=settings.jwks_max_age,
-        ).routes(),
     ]
     janitor = data.janitor
 
@@ -195,7 +200,13 @@ def create_app(
 
     def outer(app: ASGIApp) -> ASGIApp:
         limited = FailureLimit(app, guard=guard, clients_required=clients.required)
-        return RequestContext(limited, metrics=metrics, tracer=tracer)
+        return RequestContext(
+            limited,
+            metrics=metrics,
+            tracer=tracer,
+            access=access_log,
+            documents=public.documents(),
+        )
 
     return _Service(
         outer,
@@ -316,10 +327,17 @@ def app_from_environment() -> Starlette:
     development, `.env`) and builds its own app."""
     try:
         settings = Settings.from_env(environment.load(os.environ, Path.cwd()))
+        logs.lighten()
         tracer, provider = tracing.from_settings(settings.otlp_endpoint)
         if provider is not None:
             atexit.register(provider.shutdown)  # flush the last spans when the worker exits
-        return create_app(settings, tracer=tracer)
+        # The same format `identity serve` configured for uvicorn's and our other loggers.
+        log_format = logs.resolve(settings.log_format, production=settings.production)
+        app = create_app(settings, tracer=tracer, access_log=logs.AccessLog(direct=log_format))
+        # The modules and the app live as long as the worker: out of the cyclic collector's
+        # sight, its full collections no longer walk them (shorter pauses, a lower p99).
+        gc.freeze()
+        return app
     except (ConfigError, KeyFileError) as error:
         # One line, not a traceback; uvicorn's supervisor reads 3 as "cannot start".
         logger.critical("cannot start: %s", error)

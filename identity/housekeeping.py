@@ -101,4 +101,7 @@ async def run(
         await _guarded("forgetting sealed successors", sessions.forget_sealed)
         if time.monotonic() - last_janitor >= janitor_interval:
             last_janitor = time.monotonic()
-            await janitor.prune()
+            try:
+                await janitor.prune()  # guards each kind itself; this catches the rest
+            except Exception as error:
+                logger.error("pruning failed", extra={"event": {"error": type(error).__name__}})

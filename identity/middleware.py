@@ -13,10 +13,13 @@ that count passes the limit, the client gets the 429 instead of the answer it wo
 
 from __future__ import annotations
 
-import logging
+import itertools
+import os
 import re
 import secrets
 import time
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -24,10 +27,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import tracing
 from .errors import IdentityError, InvalidRequest, PayloadTooLarge, render
 from .limits import Attempt, FailureGuard, ip_key
+from .logs import AccessLog
 from .metrics import Metrics
 from .tracing import NO_TRACING, Tracer
 
-ACCESS = logging.getLogger("identity.access")
 MAX_BODY = 64 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _QUERY_TOKENS = frozenset({"access_token", "subject_token", "refresh_token", "token"})
@@ -35,6 +38,8 @@ _QUERY_TOKENS = frozenset({"access_token", "subject_token", "refresh_token", "to
 _QUERY_TOKEN_ALLOWED = frozenset({("GET", "/auth/verify-email")})
 GUARDED = ("/token", "/auth/", "/revoke", "/introspect")
 # Endpoints that authenticate clients: once a client authenticated, the key is (client, subject).
+# A precomputed answer the middleware sends as it is: status, raw headers, body.
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
 CLIENT_AUTHENTICATED = frozenset({"/token", "/auth/oauth/callback", "/revoke", "/introspect"})
 
 
@@ -50,10 +55,22 @@ async def send_error(send: Send, error: IdentityError) -> None:
 
 
 class RequestContext:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, tracer: Tracer = NO_TRACING) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        tracer: Tracer = NO_TRACING,
+        access: AccessLog | None = None,
+        documents: Mapping[str, Callable[[str | None], Answer]] | None = None,
+    ) -> None:
         self.app = app
         self._metrics = metrics
         self._tracer = tracer
+        self._access = access or AccessLog()
+        # GET and HEAD of the public documents (JWKS, discovery), answered here from bytes made
+        # once: the most requested path of all never builds a Request or walks the routes.
+        self._documents = documents or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,50 +79,91 @@ class RequestContext:
         started = time.perf_counter()
         offered = _header(scope, b"x-request-id")
         # Echo a caller's id only when it is short and plain: it ends up in every log line.
-        request_id = offered if offered and _REQUEST_ID.match(offered) else secrets.token_hex(16)
+        request_id = offered if offered and _REQUEST_ID.match(offered) else _new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
-        status = 500
-        id_header = (b"x-request-id", request_id.encode())
+        outcome: list[Any] = [500, None]  # the status sent, and the route when answered here
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), id_header]
+                outcome[0] = message["status"]
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
+        try:
+            if self._tracer.enabled:
+                await self._traced(scope, receive, send_with_id, request_id, outcome)
+            else:
+                await self._answer(scope, receive, send_with_id, outcome)
+        finally:
+            # The route's template, never the raw path: bounded labels, no ids in logs.
+            route = outcome[1] or getattr(scope.get("route"), "path", None) or "(unmatched)"
+            seconds = time.perf_counter() - started
+            status = outcome[0]
+            self._metrics.request(route, scope["method"], status, seconds)
+            self._access(
+                {
+                    "method": scope["method"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 2),
+                    "request_id": request_id,
+                    "client_ip": (scope.get("client") or ("", 0))[0],
+                }
+            )
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, outcome: list[Any]) -> None:
+        refusal = _refuse_early(scope)
+        if refusal is not None:
+            await send_error(send, refusal)
+            return
+        document = self._documents.get(scope["path"])
+        if document is not None and scope["method"] in ("GET", "HEAD"):
+            outcome[1] = scope["path"]
+            status, headers, body = document(_header(scope, b"if-none-match"))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, _limited(receive), send)
+
+    async def _traced(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, outcome: list[Any]
+    ) -> None:
         request_token = tracing.REQUEST_ID.set(request_id)
-        parent = _trace_headers(scope) if self._tracer.enabled else None
-        with self._tracer.span(
-            "http.request", {"http.method": scope["method"]}, headers=parent
-        ) as span:
-            try:
-                refusal = _refuse_early(scope)
-                if refusal is not None:
-                    await send_error(send_with_id, refusal)
-                    return
-                await self.app(scope, _limited(receive), send_with_id)
-            finally:
-                # The route's template, never the raw path: bounded labels, no ids in logs.
-                route = getattr(scope.get("route"), "path", None) or "(unmatched)"
-                seconds = time.perf_counter() - started
-                self._metrics.request(route, scope["method"], status, seconds)
-                span.set_attribute("http.route", route)
-                span.set_attribute("http.status_code", status)
-                ACCESS.info(
-                    "request",
-                    extra={
-                        "event": {
-                            "method": scope["method"],
-                            "route": route,
-                            "status": status,
-                            "duration_ms": round(seconds * 1000, 2),
-                            "request_id": request_id,
-                            "client_ip": (scope.get("client") or ("", 0))[0],
-                        }
-                    },
-                )
-                tracing.REQUEST_ID.reset(request_token)
+        parent = _trace_headers(scope)
+        try:
+            with self._tracer.span(
+                "http.request", {"http.method": scope["method"]}, headers=parent
+            ) as span:
+                try:
+                    await self._answer(scope, receive, send, outcome)
+                finally:
+                    route = outcome[1] or getattr(scope.get("route"), "path", None)
+                    span.set_attribute("http.route", route or "(unmatched)")
+                    span.set_attribute("http.status_code", outcome[0])
+        finally:
+            tracing.REQUEST_ID.reset(request_token)
+
+
+# Request ids: a random per-process prefix and a counter. Unique across workers and replicas
+# (64 random bits, drawn again in a forked child), not secret (it is echoed to the caller), and
+# far cheaper than 16 fresh random bytes per request.
+class _RequestIds:
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_new_request_id = _RequestIds()
+os.register_at_fork(after_in_child=_new_request_id.reseed)
 
 
 class FailureLimit:

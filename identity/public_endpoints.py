@@ -1,6 +1,14 @@
-"""Public documents and probes: JWKS, discovery, health, readiness, metrics, OpenAPI."""
+"""Public documents and probes: JWKS, discovery, health, readiness, metrics, OpenAPI.
+
+The JWKS and the discovery document are answered from bytes and headers made once (the JWKS's
+again only when the keys change). `documents()` hands them to the request middleware, which
+answers GET and HEAD of those paths itself; the routes here answer the same through Starlette
+(they are what an unexpected method meets: 405).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -8,7 +16,8 @@ from starlette.routing import Route
 
 from .database import Database
 from .metrics import CONTENT_TYPE, Metrics
-from .signing_keys import KeyManager
+from .middleware import Answer
+from .signing_keys import KeyManager, KeyView
 
 
 class PublicEndpoints:
@@ -27,7 +36,9 @@ class PublicEndpoints:
         self._metrics = metrics
         self._discovery = discovery
         self._openapi = openapi
-        self._cache = f"public, max-age={max_age}"
+        self._cache = f"public, max-age={max_age}".encode()
+        self._discovery_answer: Answer = (200, self._headers(discovery), discovery)
+        self._jwks_made: tuple[KeyView, Answer, Answer] | None = None
 
     def routes(self) -> list[Route]:
         return [
@@ -39,17 +50,36 @@ class PublicEndpoints:
             Route("/openapi.json", self.openapi, methods=["GET"]),
         ]
 
-    async def jwks(self, request: Request) -> Response:
+    def documents(self) -> dict[str, Callable[[str | None], Answer]]:
+        return {
+            "/.well-known/jwks.json": self.jwks_answer,
+            "/.well-known/openid-configuration": lambda _: self._discovery_answer,
+        }
+
+    def jwks_answer(self, if_none_match: str | None) -> Answer:
         view = self._keys.view()  # precomputed bytes and ETag, rebuilt only when keys change
-        headers = {"Cache-Control": self._cache, "ETag": view.etag}
-        if view.etag in _etags(request.headers.get("if-none-match", "")):
-            return Response(status_code=304, headers=headers)
-        return Response(view.jwks, media_type="application/json", headers=headers)
+        made = self._jwks_made
+        if made is None or made[0] is not view:
+            etag = view.etag.encode()
+            headers = [(b"cache-control", self._cache), (b"etag", etag)]
+            full = (200, [*headers, *self._headers(view.jwks)[:2]], view.jwks)
+            made = self._jwks_made = (view, full, (304, headers, b""))
+        if if_none_match and view.etag in _etags(if_none_match):
+            return made[2]
+        return made[1]
+
+    async def jwks(self, request: Request) -> Response:
+        return _response(self.jwks_answer(request.headers.get("if-none-match")))
 
     async def openid_configuration(self, request: Request) -> Response:
-        return Response(
-            self._discovery, media_type="application/json", headers={"Cache-Control": self._cache}
-        )
+        return _response(self._discovery_answer)
+
+    def _headers(self, body: bytes) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", self._cache),
+        ]
 
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -70,6 +100,13 @@ class PublicEndpoints:
 
     async def openapi(self, request: Request) -> Response:
         return Response(self._openapi, media_type="application/json")
+
+
+def _response(answer: Answer) -> Response:
+    status, headers, body = answer
+    response = Response(body, status_code=status)
+    response.raw_headers = list(headers)
+    return response
 
 
 def _etags(header: str) -> set[str]:

@@ -1,23 +1,48 @@
-"""The code examples of README.md, so tests run exactly what the README shows."""
+"""The code of README.md and docs/*.md, so tests run exactly what the documentation shows.
+
+`<!-- example: NAME -->` before a code block marks an example a test runs; `<!-- file: PATH -->`
+marks a block that must be, byte for byte, the file at PATH; `<!-- excerpt: PATH -->` one that
+must appear in it verbatim.
+"""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 _EXAMPLE = re.compile(r"<!-- example: (\w+) -->\n```\w+\n(.*?)```", re.DOTALL)
+_FILE = re.compile(r"<!-- file: (\S+) -->\n```\w+\n(.*?)```", re.DOTALL)
+_EXCERPT = re.compile(r"<!-- excerpt: (\S+) -->\n```\w+\n(.*?)```", re.DOTALL)
+
+
+def _blocks(pattern: re.Pattern[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for document in DOCUMENTS:
+        for name, body in pattern.findall(document.read_text()):
+            assert name not in found, f"{name} is marked twice"
+            found[name] = body
+    return found
+
+
+def excerpts() -> list[tuple[str, str]]:
+    return [
+        (path, body)
+        for document in DOCUMENTS
+        for path, body in _EXCERPT.findall(document.read_text())
+    ]
 
 
 def example(name: str) -> str:
-    examples: dict[str, str] = dict(_EXAMPLE.findall(README.read_text()))
-    return examples[name]
-
-
-_FILE = re.compile(r"<!-- file: (\S+) -->\n```\w+\n(.*?)```", re.DOTALL)
+    return _blocks(_EXAMPLE)[name]
 
 
 def file_block(path: str) -> str:
-    """The README block that claims to be the file at `path`."""
-    blocks: dict[str, str] = dict(_FILE.findall(README.read_text()))
-    return blocks[path]
+    """The documentation block that claims to be the file at `path`."""
+    return _blocks(_FILE)[path]
+
+
+def file_blocks() -> dict[str, str]:
+    return _blocks(_FILE)

@@ -92,7 +92,11 @@ def _wait_ready(server: Server, timeout: float) -> None:
 
 
 def wait_until_ok(
-    url: str, *, timeout: float = 30, process: subprocess.Popen[bytes] | None = None
+    url: str,
+    *,
+    timeout: float = 30,
+    process: subprocess.Popen[bytes] | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> None:
     """Poll `url` until it answers 200; fail early if `process` exits meanwhile."""
     deadline = time.monotonic() + timeout
@@ -100,7 +104,7 @@ def wait_until_ok(
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"{process.args!r} exited with {process.returncode}")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1, headers=headers).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

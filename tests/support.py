@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ from urllib.parse import unquote
 
 import asyncpg
 import httpx
+import pytest
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.hashes import SHA256
 from sqlalchemy import text
@@ -168,3 +172,25 @@ def mail_link(message: EmailMessage) -> tuple[str, str, str]:
     match = re.search(r"(https?://\S+/auth/verify-email)\?email=([^&\s]+)&token=(\S+)", body)
     assert match, body
     return match.group(1), unquote(match.group(2)), match.group(3)
+
+
+NODE_CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "identity-tests" / "node-jose"
+)
+
+
+def node_jose() -> Path:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("Node.js or npm is not installed: cannot run the Node `jose` check")
+    if not (NODE_CACHE / "node_modules" / "jose").is_dir():
+        NODE_CACHE.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(NODE_CACHE), "jose@6"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.skip(f"npm could not install jose: {result.stderr.strip()[-300:]}")
+    return NODE_CACHE

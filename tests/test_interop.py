@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-from pathlib import Path
 
 import httpx
 import jwt
@@ -17,13 +14,9 @@ from jwcrypto import jwt as jwcrypto_jwt
 
 from identity.verifier import InvalidAccessToken, TokenVerifier
 
-from .support import Live
+from .support import Live, node_jose
 
 pytestmark = pytest.mark.anyio
-
-NODE_CACHE = (
-    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "identity-tests" / "node-jose"
-)
 
 
 def test_pyjwt_with_jwks_client(live: Live) -> None:
@@ -64,23 +57,6 @@ async def test_our_token_verifier_from_discovery(live: Live) -> None:
             await verifier.verify(token[:-4] + "AAAA")
     finally:
         await verifier.aclose()
-
-
-def node_jose() -> Path:
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("Node.js or npm is not installed: cannot run the Node `jose` check")
-    if not (NODE_CACHE / "node_modules" / "jose").is_dir():
-        NODE_CACHE.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(NODE_CACHE), "jose@6"],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        if result.returncode != 0:
-            pytest.skip(f"npm could not install jose: {result.stderr.strip()[-300:]}")
-    return NODE_CACHE
 
 
 def test_node_jose_remote_jwks(live: Live) -> None:

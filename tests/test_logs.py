@@ -6,16 +6,18 @@ import dataclasses
 import io
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from identity.logs import JsonFormatter, TextFormatter, resolve
+from identity.logs import AccessLog, JsonFormatter, TextFormatter, resolve
 from identity.settings import Settings
 
 from .fakes import FakeClock, FakeIssuer, Issuers
 from .rejections import REJECTED
+from .servers import base_env, serve
 from .support import EXCHANGE, basic, bearer, exchange, refresh, running
 
 pytestmark = pytest.mark.anyio
@@ -148,3 +150,58 @@ async def test_hostile_inputs_leave_no_secret_in_any_log_line(
             if len(needle) >= 12:
                 assert needle not in line, line[:200]
         assert "Bearer " not in line and "Basic " not in line
+
+
+def test_the_direct_access_line_is_the_formatters_line(caplog: pytest.LogCaptureFixture) -> None:
+    """`identity serve` writes the access line itself; it must read as the formatter's would."""
+    caplog.set_level(logging.INFO, logger="identity.access")
+    event = {"method": "GET", "route": "/users/me", "status": 200, "request_id": "r-1\n"}
+    record = logging.LogRecord("identity.access", logging.INFO, "", 0, "request", (), None)
+    record.event = event
+    for kind, formatter in (("json", JsonFormatter()), ("text", TextFormatter())):
+        stream = io.StringIO()
+        AccessLog(direct=kind, stream=stream)(event)
+        written = stream.getvalue()
+        assert written.endswith("\n") and written.count("\n") == 1  # one line, newline escaped
+        expected = formatter.format(record)
+        if kind == "json":
+            mine, theirs = json.loads(written), json.loads(expected)
+            assert mine.pop("ts")[:10] == theirs.pop("ts")[:10]
+            assert mine == theirs
+        else:
+            assert written.rstrip("\n")[8:] == expected[8:]  # all but the time of day
+
+
+def test_the_access_logger_level_still_decides() -> None:
+    stream = io.StringIO()
+    access = logging.getLogger("identity.access")
+    previous = access.level
+    access.setLevel(logging.WARNING)
+    try:
+        AccessLog(direct="json", stream=stream)({"route": "/token"})
+    finally:
+        access.setLevel(previous)
+    assert stream.getvalue() == ""
+
+
+def test_identity_serve_writes_one_access_line_per_request(tmp_path: Path) -> None:
+    with serve(base_env(IDENTITY_LOG_FORMAT="json"), tmp_path) as server:
+        answers = [
+            httpx.get(server.url + "/.well-known/jwks.json"),  # answered by the middleware
+            httpx.get(server.url + "/users/me"),  # through the routes: 401
+            httpx.post(server.url + "/.well-known/jwks.json"),  # 405
+        ]
+        text = server.log_text()
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    access = {line["request_id"]: line for line in lines if line["logger"] == "identity.access"}
+    expected = [
+        ("/.well-known/jwks.json", "GET", 200),
+        ("/users/me", "GET", 401),
+        ("/.well-known/jwks.json", "POST", 405),
+    ]
+    for answer, (route, method, status) in zip(answers, expected, strict=True):
+        line = access[answer.headers["x-request-id"]]
+        assert (line["route"], line["method"], line["status"]) == (route, method, status)
+        assert answer.status_code == status
+        assert line["level"] == "info" and line["msg"] == "request"
+        assert {"ts", "duration_ms", "client_ip"} <= set(line)
