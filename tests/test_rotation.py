@@ -57,41 +57,56 @@ async def test_rotation_under_traffic_across_two_processes(
             rotated_at = None
             started = time.monotonic()
             async with httpx.AsyncClient(timeout=10) as client:
-                while True:
-                    elapsed = time.monotonic() - started
-                    if rotated_at is None and elapsed > 1.5:
-                        result = run_cli("keys", "rotate", env=env, cwd=tmp_path)
-                        assert result.returncode == 0, result.stderr
-                        # Worst case: the downstream fetched the key set just before the
-                        # servers noticed the new key, and keeps it for max-age.
-                        await verifier.aclose()
-                        verifier = TokenVerifier(issuer, issuer, leeway=0, refetch_cooldown=inf)
-                        await verifier.verify(tokens[-1][0])
-                        for server in (first, second):
-                            server.process.send_signal(signal.SIGHUP)
-                        rotated_at = time.monotonic()
-                    if rotated_at is not None and time.monotonic() - rotated_at > LEAD + TTL + 3:
-                        break
-                    server = (first, second)[len(tokens) % 2]
-                    now = int(time.time())
-                    response = await client.post(
-                        server.url + "/token",
-                        data={**EXCHANGE, "subject_token": google.mint(iat=now, exp=now + 600)},
-                    )
-                    assert response.status_code == 200, response.text
-                    token = response.json()["access_token"]
-                    kids_seen.add(jwt.get_unverified_header(token)["kid"])
-                    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
-                    tokens.append((token, exp))
-                    # Every unexpired token, new or old, must verify with the cached key set.
-                    for candidate, expires in tokens:
-                        if expires - time.time() > 0.3:
-                            try:
-                                await verifier.verify(candidate)
-                            except InvalidAccessToken as error:
-                                failures.append(error.reason)
-                    await asyncio.sleep(0.1)
-                await verifier.aclose()
+                try:
+                    while True:
+                        elapsed = time.monotonic() - started
+                        if rotated_at is None and elapsed > 1.5:
+                            result = run_cli("keys", "rotate", env=env, cwd=tmp_path)
+                            assert result.returncode == 0, result.stderr
+                            # Worst case: the downstream fetched the key set just before the
+                            # servers noticed the new key, and keeps it for max-age.
+                            await verifier.aclose()
+                            verifier = TokenVerifier(issuer, issuer, leeway=0, refetch_cooldown=inf)
+                            # Primed with a token minted now (the command may take longer than a
+                            # token's life on a loaded machine), before any server has reloaded.
+                            now = int(time.time())
+                            fresh = await client.post(
+                                first.url + "/token",
+                                data={
+                                    **EXCHANGE,
+                                    "subject_token": google.mint(iat=now, exp=now + 600),
+                                },
+                            )
+                            await verifier.verify(fresh.json()["access_token"])
+                            for server in (first, second):
+                                server.process.send_signal(signal.SIGHUP)
+                            rotated_at = time.monotonic()
+                        if (
+                            rotated_at is not None
+                            and time.monotonic() - rotated_at > LEAD + TTL + 3
+                        ):
+                            break
+                        server = (first, second)[len(tokens) % 2]
+                        now = int(time.time())
+                        response = await client.post(
+                            server.url + "/token",
+                            data={**EXCHANGE, "subject_token": google.mint(iat=now, exp=now + 600)},
+                        )
+                        assert response.status_code == 200, response.text
+                        token = response.json()["access_token"]
+                        kids_seen.add(jwt.get_unverified_header(token)["kid"])
+                        exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+                        tokens.append((token, exp))
+                        # Every unexpired token, new or old, must verify with the cached key set.
+                        for candidate, expires in tokens:
+                            if expires - time.time() > 0.3:
+                                try:
+                                    await verifier.verify(candidate)
+                                except InvalidAccessToken as error:
+                                    failures.append(error.reason)
+                        await asyncio.sleep(0.1)
+                finally:
+                    await verifier.aclose()
                 assert failures == []
                 assert len(kids_seen) == 2, "the new key never signed"
                 assert len(tokens) > 50
