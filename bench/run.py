@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -54,6 +55,8 @@ from tests.servers import base_env, free_port, serve, wait_until_ok
 
 HERE = Path(__file__).resolve().parent
 PEERS = HERE.parent.parent / "shared" / "peers"
+if not PEERS.exists():  # a clone made away from the shared folder
+    PEERS = Path("/work/shared/peers")
 EXCHANGE = {
     "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
     "subject_token_type": "urn:ietf:params:oauth:token-type:id_token",
@@ -347,7 +350,12 @@ class Bench:
             first = rss_mb(pid)
             failed += asyncio.run(exchange_all(server.url, tokens[n:]))
             second = rss_mb(pid)
-        note = f", {failed} of {2 * n:,} failed" if failed else ""
+            if failed:  # what the service said about them, for whoever reads the run
+                lines = server.log_text().splitlines()
+                said = [line for line in lines if '"level":"error"' in line]
+                self.notes += [f"memory phase, service log: {line[:300]}" for line in said[:3]]
+        kinds = ", ".join(f"{kind}: {count}" for kind, count in sorted(failed.items()))
+        note = f", {failed.total()} of {2 * n:,} failed ({kinds})" if failed else ""
         self.rows.append(
             Row(
                 f"RSS after {n:,} exchanges, 1 worker{note}",
@@ -507,19 +515,20 @@ def bodies(tokens: list[str]) -> list[str]:
     return [urlencode({**EXCHANGE, "subject_token": t}) for t in tokens]
 
 
-async def exchange_all(url: str, tokens: list[str]) -> int:
-    """Exchange every token once, CONNECTIONS at a time; return how many did not get a 200."""
+async def exchange_all(url: str, tokens: list[str]) -> Counter[str]:
+    """Exchange every token once, CONNECTIONS at a time; count the answers that were not 200
+    by status (or by the transport error's name), so a failure says what it was."""
     queue = iter(tokens)
-    failures = 0
+    failures: Counter[str] = Counter()
 
     async def worker(client: httpx.AsyncClient) -> None:
-        nonlocal failures
         for token in queue:
             try:
                 response = await client.post("/token", data={**EXCHANGE, "subject_token": token})
-                failures += response.status_code != 200
-            except httpx.TransportError:  # reported in the table, not fatal to the run
-                failures += 1
+                if response.status_code != 200:
+                    failures[str(response.status_code)] += 1
+            except httpx.TransportError as error:  # reported in the table, not fatal to the run
+                failures[type(error).__name__] += 1
 
     limits = httpx.Limits(max_connections=CONNECTIONS)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
