@@ -109,11 +109,7 @@ class AccessLog:
         if self._line is None:
             ACCESS.info("request", extra={"event": event})
             return
-        if self._line is json_line:  # json_line's object, its members known not to collide
-            head = {"ts": _timestamp(time.time()), "level": "info", "logger": ACCESS.name}
-            line = orjson.dumps({**head, "msg": "request", **event}, default=str).decode()
-        else:
-            line = text_line(time.time(), "INFO", ACCESS.name, "request", event)
+        line = self._line(time.time(), "info", ACCESS.name, "request", event)
         (self._stream or sys.stderr).write(line + "\n")
 
 

@@ -98,8 +98,7 @@ class RequestContext:
             else:
                 await self._answer(scope, receive, send_with_id, outcome)
         finally:
-            # The route's template, never the raw path: bounded labels, no ids in logs.
-            route = outcome[1] or getattr(scope.get("route"), "path", None) or "(unmatched)"
+            route = _route(scope, outcome)
             seconds = time.perf_counter() - started
             status = outcome[0]
             self._metrics.request(route, scope["method"], status, seconds)
@@ -140,8 +139,7 @@ class RequestContext:
                 try:
                     await self._answer(scope, receive, send, outcome)
                 finally:
-                    route = outcome[1] or getattr(scope.get("route"), "path", None)
-                    span.set_attribute("http.route", route or "(unmatched)")
+                    span.set_attribute("http.route", _route(scope, outcome))
                     span.set_attribute("http.status_code", outcome[0])
         finally:
             tracing.REQUEST_ID.reset(request_token)
@@ -204,6 +202,11 @@ class FailureLimit:
             await send(message)
 
         await self.app(scope, receive, counting)
+
+
+def _route(scope: Scope, outcome: list[Any]) -> str:
+    # The route's template, never the raw path: bounded labels, no ids in logs.
+    return outcome[1] or getattr(scope.get("route"), "path", None) or "(unmatched)"
 
 
 def _trace_headers(scope: Scope) -> dict[str, str]:

@@ -60,10 +60,13 @@ class PublicEndpoints:
         view = self._keys.view()  # precomputed bytes and ETag, rebuilt only when keys change
         made = self._jwks_made
         if made is None or made[0] is not view:
-            etag = view.etag.encode()
-            headers = [(b"cache-control", self._cache), (b"etag", etag)]
-            full = (200, [*headers, *self._headers(view.jwks)[:2]], view.jwks)
-            made = self._jwks_made = (view, full, (304, headers, b""))
+            etag = (b"etag", view.etag.encode())
+            full = (200, [*self._headers(view.jwks), etag], view.jwks)
+            made = self._jwks_made = (
+                view,
+                full,
+                (304, [(b"cache-control", self._cache), etag], b""),
+            )
         if if_none_match and view.etag in _etags(if_none_match):
             return made[2]
         return made[1]
