@@ -46,9 +46,9 @@ import httpx
 from joserfc.jwk import RSAKey
 from sqlalchemy.engine import make_url
 
-from identity.database import migrate
-from identity.refresh_tokens import digest
-from identity.signing_keys import KeyStore
+from identity.store.database import migrate
+from identity.tokens.refresh_tokens import digest
+from identity.tokens.signing_keys import KeyStore
 from identity.verifier import TokenVerifier
 from tests.fakes import MS_CLIENT, MS_TENANT, WEB_CLIENT, http_google, serve_issuers
 from tests.servers import base_env, free_port, serve, wait_until_ok

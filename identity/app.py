@@ -29,43 +29,36 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp
 
-from . import (
-    __version__,
-    discovery,
-    environment,
-    housekeeping,
-    id_tokens,
-    logs,
-    openapi,
-    providers,
-    tracing,
-)
-from .access_tokens import AccessTokens
-from .admin import Admin
-from .admin_endpoints import AdminEndpoints
-from .audit import AuditLog
-from .bearer import Bearer
-from .clients import ClientAuthenticator
-from .clock import Clock
-from .database import Database
-from .email_verification import EmailVerification
-from .errors import IdentityError, MethodNotAllowed, NotFound, render
-from .grants import Grants, SessionPolicy
-from .limits import Counter, FailureGuard
-from .mail import LogMailer, Mailer, SmtpMailer
-from .metrics import Metrics
-from .middleware import FailureLimit, RequestContext
-from .oauth_endpoints import OAuthEndpoints
-from .provider_tokens import Sealer
-from .public_endpoints import PublicEndpoints
-from .rotation import Rotations
-from .sessions import Sessions
-from .settings import ConfigError, Settings
-from .sign_in import SignIns
-from .signing_keys import KeyFileError, KeyManager, KeyStore
-from .tracing import NO_TRACING, Tracer
-from .user_endpoints import UserEndpoints
-from .users import Users
+from identity import __version__, environment, logs, tracing
+from identity.accounts import housekeeping
+from identity.accounts.admin import Admin
+from identity.accounts.audit import AuditLog
+from identity.accounts.email_verification import EmailVerification
+from identity.accounts.grants import Grants, SessionPolicy
+from identity.accounts.limits import Counter, FailureGuard
+from identity.accounts.mail import LogMailer, Mailer, SmtpMailer
+from identity.accounts.rotation import Rotations
+from identity.accounts.sessions import Sessions
+from identity.accounts.sign_in import SignIns
+from identity.accounts.users import Users
+from identity.clock import Clock
+from identity.errors import IdentityError, MethodNotAllowed, NotFound, render
+from identity.metrics import Metrics
+from identity.settings import ConfigError, Settings
+from identity.store.database import Database
+from identity.tokens import id_tokens, providers
+from identity.tokens.access_tokens import AccessTokens
+from identity.tokens.provider_tokens import Sealer
+from identity.tokens.signing_keys import KeyFileError, KeyManager, KeyStore
+from identity.tracing import NO_TRACING, Tracer
+from identity.web import discovery, openapi
+from identity.web.admin_endpoints import AdminEndpoints
+from identity.web.bearer import Bearer
+from identity.web.clients import ClientAuthenticator
+from identity.web.middleware import FailureLimit, RequestContext
+from identity.web.oauth_endpoints import OAuthEndpoints
+from identity.web.public_endpoints import PublicEndpoints
+from identity.web.user_endpoints import UserEndpoints
 
 logger = logging.getLogger("identity.app")
 

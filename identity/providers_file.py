@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .environment import ConfigError, check_url
+from identity.environment import ConfigError, check_url
 
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
 BUILT_IN = frozenset({"google", "microsoft", "apple"})

@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from . import providers_file
-from .environment import ConfigError, RateLimit, Reader, unknown_variables
-from .providers_file import OidcProviderConfig
+from identity import providers_file
+from identity.environment import ConfigError, RateLimit, Reader, unknown_variables
+from identity.providers_file import OidcProviderConfig
 
 __all__ = ["ConfigError", "RateLimit", "Settings"]
 

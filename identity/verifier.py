@@ -21,10 +21,10 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
-from . import jws
-from .access_tokens import TYPE, AccessClaims, accept, rules
-from .errors import KeysUnavailable, TokenRejected
-from .jwks_cache import Discovery, KeySetCache
+from identity.errors import KeysUnavailable, TokenRejected
+from identity.tokens import jws
+from identity.tokens.access_tokens import TYPE, AccessClaims, accept, rules
+from identity.tokens.keysets import Discovery, KeySetCache
 
 __all__ = ["AccessClaims", "InvalidAccessToken", "TokenVerifier", "VerifierUnavailable"]
 

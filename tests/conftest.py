@@ -20,10 +20,10 @@ import pytest
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 
-from identity.database import migrate
 from identity.providers_file import OidcProviderConfig
 from identity.settings import Settings
-from identity.signing_keys import KeyStore
+from identity.store.database import migrate
+from identity.tokens.signing_keys import KeyStore
 
 from . import fakes
 from .fakes import FakeClock, Issuers

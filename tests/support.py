@@ -31,7 +31,7 @@ from starlette.applications import Starlette
 
 from identity.app import create_app
 from identity.settings import Settings
-from identity.signing_keys import KeyStore
+from identity.tokens.signing_keys import KeyStore
 
 from .fakes import FakeClock, FakeIssuer, Issuers, b64
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from identity.access_tokens import AccessTokens, Profile
 from identity.errors import TokenRejected
-from identity.signing_keys import KeyManager, KeyStore
+from identity.tokens.access_tokens import AccessTokens, Profile
+from identity.tokens.signing_keys import KeyManager, KeyStore
 
 from .fakes import FakeClock
 

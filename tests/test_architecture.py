@@ -1,86 +1,90 @@
-"""The package's shape: data flows one way (HTTP -> services -> stores), no import cycle, and
-every module has a place in that order (docs/architecture.md draws it)."""
+"""The package's shape: the layers are folders, import-linter holds them (pyproject.toml), every
+module has a place in that order, there is no import cycle, and no module outgrows a reader
+(docs/architecture.md draws it)."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "identity"
-
-# Lower layers never import higher ones; a module may import its own layer and those below.
-LAYERS: dict[str, int] = {
-    # 0 - foundation: values, rules and documents with no I/O of their own
-    **dict.fromkeys(
-        [
-            "clock", "errors", "environment", "providers_file", "settings", "addresses", "tracing",
-            "logs", "metrics", "pages", "jws", "claims", "refresh_tokens", "provider_tokens",
-            "models", "discovery", "openapi",
-        ],
-        0,
-    ),
-    # 1 - stores and outside resources: the database, remote key sets, key files, mail
-    **dict.fromkeys(["database", "jwks_cache", "signing_keys", "mail"], 1),
-    # 2 - services over the data and the tokens
-    **dict.fromkeys(
-        [
-            "audit", "limits", "access_tokens", "providers", "id_tokens", "sign_in", "rotation",
-            "sessions", "email_verification", "users", "admin", "housekeeping",
-        ],
-        2,
-    ),
-    # 3 - the grants and client authentication
-    **dict.fromkeys(["grants", "clients"], 3),
-    # 4 - HTTP: reading requests, rendering answers, middleware, endpoints
-    **dict.fromkeys(
-        [
-            "inputs", "rendering", "bearer", "middleware", "oauth_endpoints", "user_endpoints",
-            "admin_endpoints", "public_endpoints",
-        ],
-        4,
-    ),
-    # 5 - composition and entry points (and the public verifier for other services)
-    **dict.fromkeys(["app", "cli", "admin_commands", "verifier", "__main__", "__init__"], 5),
-}  # fmt: skip
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "identity"
+MAX_LINES = 400
 
 
-def imports_of(path: Path) -> set[str]:
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            if node.module:
-                found.add(node.module.split(".")[0])
-            else:
-                found.update(alias.name for alias in node.names)
-        elif (
-            isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("identity.")
-        ):
-            found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("identity."))
-    return {name for name in found if (PACKAGE / f"{name}.py").exists()}  # modules, not names
+def contract_layers() -> list[str]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (contract,) = (c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers")
+    return [name.strip() for layer in contract["layers"] for name in layer.split("|")]
 
 
-def graph() -> dict[str, set[str]]:
-    return {path.stem: imports_of(path) for path in PACKAGE.glob("*.py")}
+def modules() -> dict[str, Path]:
+    """Every module of the package by dotted name (`identity.tokens.jws`)."""
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found[name] = path
+    return found
+
+
+def test_import_linter_keeps_the_layers() -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("lint-imports")), "--no-cache"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "1 kept, 0 broken" in result.stdout
 
 
 def test_every_module_has_a_layer() -> None:
-    assert set(graph()) == set(LAYERS), "place new modules in LAYERS (and docs/architecture.md)"
+    """A module outside every layer would escape the contract: each top-level module and
+    subpackage must be named in it."""
+    layers = set(contract_layers())
+    top = {f"identity.{path.stem}" for path in PACKAGE.glob("*.py") if path.stem != "__init__"}
+    top |= {
+        f"identity.{path.name}" for path in PACKAGE.iterdir() if (path / "__init__.py").exists()
+    }
+    assert top - layers == set(), "name new modules in pyproject.toml's layers contract"
 
 
-def test_nothing_imports_a_module_above_it() -> None:
-    upward = [
-        f"{module} (layer {LAYERS[module]}) imports {target} (layer {LAYERS[target]})"
-        for module, targets in graph().items()
-        for target in targets
-        if LAYERS[target] > LAYERS[module]
-    ]
-    assert upward == []
+def test_the_tree_shows_the_layers() -> None:
+    subpackages = [p for p in PACKAGE.iterdir() if (p / "__init__.py").exists()]
+    top_modules = list(PACKAGE.glob("*.py"))
+    assert len(subpackages) >= 4
+    assert len(top_modules) <= 15
+
+
+def imports_of(path: Path, name: str) -> set[str]:
+    """The package modules `path` (module `name`) imports."""
+    known = modules()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                source = f"{base}.{node.module}" if node.module else base
+            else:
+                source = node.module or ""
+            for alias in node.names:
+                if f"{source}.{alias.name}" in known:
+                    found.add(f"{source}.{alias.name}")
+                elif source in known:
+                    found.add(source)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name in known)
+    return found - {name}
 
 
 def test_the_import_graph_has_no_cycle() -> None:
-    edges = graph()
+    edges = {name: imports_of(path, name) for name, path in modules().items()}
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     cycles: list[list[str]] = []
 
@@ -99,12 +103,11 @@ def test_the_import_graph_has_no_cycle() -> None:
     assert cycles == []
 
 
-def test_long_modules_say_why() -> None:
-    """Modules are nouns of 40-300 lines; a longer one says at its top why it is longer."""
-    for path in PACKAGE.glob("*.py"):
-        text = path.read_text()
-        if len(text.splitlines()) > 320:
-            docstring = ast.get_docstring(ast.parse(text)) or ""
-            assert "Longer than" in docstring, (
-                f"{path.name}: {len(text.splitlines())} lines, no reason given"
-            )
+def test_no_module_outgrows_a_reader() -> None:
+    """Modules are nouns of 40-300 lines; none passes 400."""
+    long = {
+        name: len(path.read_text().splitlines())
+        for name, path in modules().items()
+        if len(path.read_text().splitlines()) > MAX_LINES
+    }
+    assert long == {}

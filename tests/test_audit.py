@@ -154,7 +154,7 @@ async def test_old_events_are_pruned_after_the_retention(
     client: httpx.AsyncClient, google: FakeIssuer, clock: FakeClock, sql: Sql, database_url: str
 ) -> None:
     from identity.app import data_services
-    from identity.database import Database
+    from identity.store.database import Database
 
     await sign_in(client, google)
     database = Database(database_url)

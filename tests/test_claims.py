@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from identity.claims import ClaimRules
 from identity.errors import TokenRejected
+from identity.tokens.claims import ClaimRules
 
 NOW = 1_800_000_000
 GOOD = {"iss": "https://id.test", "aud": "api", "sub": "u1", "iat": NOW, "exp": NOW + 60}

@@ -375,6 +375,6 @@ async def test_prune_does_the_janitors_work_once(
 
 
 def test_ids_never_look_like_options() -> None:
-    from identity.models import new_id
+    from identity.store.models import new_id
 
     assert not [i for i in (new_id() for _ in range(5000)) if i.startswith("-")]

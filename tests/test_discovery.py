@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from identity.signing_keys import KeyRing, KeyView
+from identity.tokens.signing_keys import KeyRing, KeyView
 
 from .support import ISSUER
 

@@ -8,10 +8,10 @@ from typing import Any, cast
 
 import pytest
 
-from identity import housekeeping
-from identity.audit import AuditLog
-from identity.database import Database
-from identity.sessions import Sessions
+from identity.accounts import housekeeping
+from identity.accounts.audit import AuditLog
+from identity.accounts.sessions import Sessions
+from identity.store.database import Database
 
 pytestmark = pytest.mark.anyio
 

@@ -137,7 +137,7 @@ async def test_an_unexpected_error_is_a_bare_500_that_names_nothing(
     app: Any, google: FakeIssuer, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A bug must not leak: the body says internal error, the log has the type only."""
-    from identity import grants
+    from identity.accounts import grants
 
     original = grants.Grants.exchange
 

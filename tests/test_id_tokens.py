@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from identity.errors import TokenRejected
-from identity.id_tokens import IdTokenVerifier, key_sets
-from identity.providers import configured
 from identity.settings import Settings
+from identity.tokens.id_tokens import IdTokenVerifier, key_sets
+from identity.tokens.providers import configured
 
 from .fakes import DROP, IOS_CLIENT, WEB_CLIENT, FakeClock, FakeIssuer, Issuers
 from .rejections import IDS, REJECTED, Build, unused_bits
@@ -153,7 +153,7 @@ async def test_the_replay_record_lasts_as_long_as_the_token_is_accepted(
 ) -> None:
     """Kept until exp plus the clock skew: a prune inside that window must not re-open it."""
     from identity.app import data_services
-    from identity.database import Database
+    from identity.store.database import Database
 
     token = google.mint(exp=int(clock()) + 600)
     assert (await exchange(client, token)).status_code == 200

@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from identity.errors import KeysUnavailable, TokenRejected
-from identity.jwks_cache import MAX_DOCUMENT_BYTES, KeySetCache
+from identity.tokens.keysets import MAX_DOCUMENT_BYTES, KeySetCache
 
 from .fakes import GOOGLE_JWKS, FakeClock, FakeIssuer, Issuers, b64
 

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from joserfc.jwk import ECKey, RSAKey
 
-from identity import jws
 from identity.errors import TokenRejected
+from identity.tokens import jws
 
 from .fakes import b64, sign
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from identity.limits import ip_key, subject_key
+from identity.accounts.limits import ip_key, subject_key
 from identity.settings import RateLimit, Settings
 
 from .fakes import FakeClock, FakeIssuer, Issuers

@@ -15,9 +15,9 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import Connection, make_url
 from sqlmodel import SQLModel
 
-from identity.database import alembic_config, create_engine
+from identity.store.database import alembic_config, create_engine
 
-import identity.models  # noqa: F401  isort: skip
+import identity.store.models  # noqa: F401  isort: skip
 
 pytestmark = pytest.mark.anyio
 

@@ -89,7 +89,7 @@ _SOURCE: list[str] = []
 
 def _source() -> str:
     if not _SOURCE:
-        _SOURCE.append("\n".join(p.read_text() for p in sorted(SOURCES.glob("*.py"))))
+        _SOURCE.append("\n".join(p.read_text() for p in sorted(SOURCES.rglob("*.py"))))
     return _SOURCE[0]
 
 

@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from identity.errors import TokenRejected
-from identity.id_tokens import IdTokenVerifier, key_sets
-from identity.providers import configured
 from identity.settings import Settings
+from identity.tokens.id_tokens import IdTokenVerifier, key_sets
+from identity.tokens.providers import configured
 
 from . import fakes
 from .fakes import DROP, MS_CONSUMERS, MS_TENANT, FakeClock, FakeIssuer, Issuers

@@ -12,8 +12,8 @@ import httpx
 import jwt
 import pytest
 
-from identity import refresh_tokens
 from identity.settings import Settings
+from identity.tokens import refresh_tokens
 
 from .fakes import FakeClock, FakeIssuer, Issuers
 from .support import ISSUER, Sql, basic, bearer, exchange, refresh, running, sign_in
@@ -121,7 +121,7 @@ async def test_the_sealed_successor_is_forgotten_when_the_interval_ends(
     database_url: str,
 ) -> None:
     from identity.app import data_services
-    from identity.database import Database
+    from identity.store.database import Database
 
     first = await sign_in(client, google)
     await refresh(client, first["refresh_token"])

@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from identity.signing_keys import KeyFileError, KeyManager, KeyRing, KeyStore
+from identity.tokens.signing_keys import KeyFileError, KeyManager, KeyRing, KeyStore
 
 LEAD, LIFETIME = 1200.0, 960.0
 T0 = 1_800_000_000.0

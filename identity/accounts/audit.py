@@ -1,0 +1,162 @@
+"""The audit log: what happened to whom, written in the transaction of the change it records.
+
+`record` inserts one event on the caller's transaction (SQL text, so the same statement serves
+the Core paths, SQLite's sign-in and, inside their functions, PostgreSQL's hot paths), so an
+event exists exactly when its change does. `detail` takes only the keys listed in `DETAIL_KEYS`
+— reason codes, provider names, changed field names — never a token, secret or code
+(docs/admin.md lists every type).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, delete, select
+
+from identity.clock import Clock, as_utc, utc
+from identity.errors import InvalidRequest
+from identity.store.database import Database, Sql
+from identity.store.models import AUDIT_EVENTS, AuditEventPublic
+
+TYPES = frozenset(
+    {
+        "sign_in",
+        "sign_in_refused",
+        "refresh_reuse",
+        "logout",
+        "session_revoked",
+        "user_updated",
+        "email_change_requested",
+        "email_verified",
+        "email_released",
+        "account_linked",
+        "account_unlinked",
+        "user_deleted",
+        "user_disabled",
+        "user_enabled",
+        "sessions_revoked",
+    }
+)
+DETAIL_KEYS = frozenset(
+    {"reason", "provider", "created_user", "fields", "admin", "operator", "scope", "count", "by"}
+)
+INSERT = """
+INSERT INTO audit_events
+    (created_at, type, user_id, session_id, client_id, ip, user_agent, request_id, detail)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+"""
+_CURSOR = re.compile(r"[1-9][0-9]{0,18}")
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Who asked, from where: the request side of every event."""
+
+    client_id: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    request_id: str | None = None
+
+    def fields(self) -> tuple[str | None, str | None, str | None, str | None]:
+        agent = self.user_agent[:512] if self.user_agent else None
+        return self.client_id, (self.ip or "")[:64] or None, agent, self.request_id
+
+
+def detail_json(detail: dict[str, Any]) -> str:
+    unknown = set(detail) - DETAIL_KEYS
+    if unknown:  # a programming error: only vetted keys may reach the log
+        raise ValueError(f"audit detail keys not allowed: {sorted(unknown)}")
+    return orjson.dumps(detail).decode()
+
+
+async def record(
+    sql: Sql,
+    type_: str,
+    *,
+    at: datetime,
+    context: Context,
+    user_id: str | None = None,
+    session_id: str | None = None,
+    **detail: Any,
+) -> None:
+    if type_ not in TYPES:
+        raise ValueError(f"unknown audit event type {type_!r}")
+    await sql.fetch(INSERT, at, type_, user_id, session_id, *context.fields(), detail_json(detail))
+
+
+class AuditLog:
+    def __init__(self, database: Database, *, retention: int, clock: Clock = time.time) -> None:
+        self._db = database
+        self._retention = retention
+        self._clock = clock
+
+    async def query(
+        self,
+        *,
+        user_id: str | None = None,
+        type_: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[AuditEventPublic], str | None]:
+        """Newest first; the cursor of the next page, or None on the last one."""
+        t = AUDIT_EVENTS
+        conditions = []
+        if user_id is not None:
+            conditions.append(t.c.user_id == user_id)
+        if type_ is not None:
+            if type_ not in TYPES:
+                raise InvalidRequest("type: not an audit event type")
+            conditions.append(t.c.type == type_)
+        if since is not None:
+            conditions.append(t.c.created_at >= utc(since))
+        if cursor is not None:
+            conditions.append(t.c.id < decode_cursor(cursor))
+        statement = (
+            select(t).where(and_(True, *conditions)).order_by(t.c.id.desc()).limit(limit + 1)
+        )
+        async with self._db.transaction() as tx:
+            rows = (await tx.execute(statement)).mappings().all()
+        events = [
+            AuditEventPublic(
+                **{**row, "created_at": as_utc(row["created_at"]), "detail": _detail(row["detail"])}
+            )
+            for row in rows[:limit]
+        ]
+        more = len(rows) > limit
+        return events, encode_cursor(events[-1].id) if more and events else None
+
+    async def prune(self) -> int:
+        cutoff = utc(self._clock() - self._retention)
+        async with self._db.transaction() as tx:
+            result = await tx.execute(
+                delete(AUDIT_EVENTS).where(AUDIT_EVENTS.c.created_at < cutoff)
+            )
+            return int(result.rowcount)
+
+
+def _detail(value: Any) -> dict[str, Any]:
+    parsed = orjson.loads(value) if isinstance(value, str | bytes) else value
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def encode_cursor(event_id: int) -> str:
+    return base64.urlsafe_b64encode(str(event_id).encode()).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> int:
+    """The event id a cursor stands for; anything else is a 400 (never a second query shape)."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise InvalidRequest("cursor: not a cursor of this listing") from None
+    if not _CURSOR.fullmatch(raw):
+        raise InvalidRequest("cursor: not a cursor of this listing")
+    return int(raw)

@@ -1,0 +1,204 @@
+"""Email verification: a single-use mailed token proves control of an address (docs/api.md).
+
+A token is 256 bits from `secrets`, stored only as SHA-256 in `verification_tokens` with the
+address and the user who asked, valid 24 hours. The mail is sent inside the transaction that
+stores the token: if the mail server refuses, nothing is stored. Redeeming it is one `DELETE …
+RETURNING`, so of two concurrent redemptions exactly one gets the row; then, by the rules of
+docs/accounts.md, the address becomes the asking user's: refused (409) when another user holds it
+verified, taken from its holder when they never proved it. An address that is merely pending
+reserves nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import time
+from datetime import datetime
+from urllib.parse import urlencode
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from identity import addresses
+from identity.clock import Clock, utc
+from identity.errors import (
+    Conflict,
+    InvalidRequest,
+    InvalidVerificationToken,
+    MailDisabled,
+    NotFound,
+    TemporarilyUnavailable,
+)
+from identity.store.database import Database, Tx
+from identity.store.models import USERS, VERIFICATION_TOKENS, UserRecord
+
+from . import audit
+from .limits import Counter
+from .mail import Mailer, MailError, verification_message
+
+logger = logging.getLogger("identity.verification")
+TOKEN_TTL = 24 * 3600
+MAX_TOKEN_LENGTH = 512
+_REFUSED = "the verification link is invalid or has expired"
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class EmailVerification:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        mailer: Mailer,
+        budget: Counter,
+        sender: str,
+        link_base: str,
+        enabled: bool = True,
+        clock: Clock = time.time,
+    ) -> None:
+        self._db = database
+        self._mailer = mailer
+        self._budget = budget
+        self._sender = sender
+        self._link_base = link_base
+        self.enabled = enabled
+        self._clock = clock
+
+    def require_enabled(self) -> None:
+        if not self.enabled:
+            raise MailDisabled("email verification is turned off on this service")
+
+    async def send(self, tx: Tx, user_id: str, address: str) -> None:
+        """Store a new token for `address` and mail its link, inside `tx`."""
+        self.require_enabled()
+        refusal = await self._budget.hit(tx, f"mail:{user_id}")
+        if refusal is not None:
+            raise refusal
+        token = secrets.token_urlsafe(32)
+        await tx.execute(
+            VERIFICATION_TOKENS.insert().values(
+                identifier=address,
+                token=_hash(token),
+                expires=utc(self._clock() + TOKEN_TTL),
+                user_id=user_id,
+            )
+        )
+        separator = "&" if "?" in self._link_base else "?"
+        link = f"{self._link_base}{separator}{urlencode({'email': address, 'token': token})}"
+        try:
+            await self._mailer.send(
+                verification_message(sender=self._sender, to=address, link=link)
+            )
+        except MailError:
+            # Raising rolls the token back: no usable token exists for a mail never sent.
+            raise TemporarilyUnavailable(
+                "the verification mail could not be sent; try again later",
+                reason="mail_failed",
+                retry_after=60,
+            ) from None
+
+    async def request(self, user_id: str) -> None:
+        """Mail a new link for the user's pending address, or for their unverified one."""
+        self.require_enabled()
+        async with self._db.transaction() as tx:
+            user = (await tx.execute(select(USERS).where(USERS.c.id == user_id))).mappings().first()
+            if user is None:
+                raise NotFound("no such user")
+            address = user["pending_email"] or (
+                user["email"] if user["email_verified"] is None else None
+            )
+            if address is None:
+                raise InvalidRequest("there is no unverified email address to verify")
+            await self.send(tx, user_id, address)
+
+    async def redeem(self, email: object, token: object, *, context: audit.Context) -> UserRecord:
+        # One answer for unknown, expired, used and mismatched tokens: nothing to probe.
+        address = addresses.normalize(email)
+        if address is None or not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
+            raise InvalidVerificationToken(_REFUSED, reason="malformed")
+        self.require_enabled()
+        now = utc(self._clock())
+        try:
+            async with self._db.transaction() as tx:
+                return await self._redeem(tx, address, _hash(token), now, context)
+        except IntegrityError:
+            # A sign-in took the address between our check and our write.
+            raise Conflict("this email address belongs to another account") from None
+
+    async def _redeem(
+        self, tx: Tx, address: str, token_hash: str, now: datetime, context: audit.Context
+    ) -> UserRecord:
+        t = VERIFICATION_TOKENS
+        taken = (
+            await tx.execute(
+                delete(t)
+                .where(t.c.identifier == address, t.c.token == token_hash, t.c.expires > now)
+                .returning(t.c.user_id)
+            )
+        ).first()
+        if taken is None:
+            raise InvalidVerificationToken(_REFUSED, reason="unknown_token")
+        user_id = taken.user_id
+        user = (
+            (await tx.execute(select(USERS).where(USERS.c.id == user_id).with_for_update()))
+            .mappings()
+            .first()
+        )
+        if user is None:
+            raise InvalidVerificationToken(_REFUSED, reason="user_gone")
+        if user["email"] == address:
+            reason = "current"
+        elif user["pending_email"] == address:
+            reason = "pending_email"
+        else:  # the user has asked for another address since this mail was sent
+            raise InvalidVerificationToken(_REFUSED, reason="address_changed")
+        holder = (
+            (
+                await tx.execute(
+                    select(USERS.c.id, USERS.c.email_verified).where(
+                        USERS.c.email == address, USERS.c.id != user_id
+                    )
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if holder is not None:
+            if holder["email_verified"] is not None:
+                # Raising rolls the DELETE back: the token stays as it was.
+                raise Conflict("this email address belongs to another account")
+            await tx.execute(
+                update(USERS).where(USERS.c.id == holder["id"]).values(email=None, updated_at=now)
+            )
+            await audit.record(
+                tx,
+                "email_released",
+                at=now,
+                context=context,
+                user_id=holder["id"],
+                reason="proven_by_mail",
+            )
+        changes: dict[str, object] = {"pending_email": None, "updated_at": now}
+        if user["email"] != address or user["email_verified"] is None:
+            changes.update(email=address, email_verified=now)
+        if reason == "pending_email":
+            changes["email_edited"] = True  # the user's own choice: sign-ins no longer change it
+        # The address is proven: its other outstanding tokens, and the old address's, are void.
+        await tx.execute(delete(t).where(t.c.user_id == user_id))
+        row = (
+            (
+                await tx.execute(
+                    update(USERS).where(USERS.c.id == user_id).values(**changes).returning(USERS)
+                )
+            )
+            .mappings()
+            .one()
+        )
+        await audit.record(
+            tx, "email_verified", at=now, context=context, user_id=user_id, reason=reason
+        )
+        return UserRecord.of(row)

@@ -1,0 +1,318 @@
+"""The two grants: a provider's id_token exchanged, a refresh token rotated.
+
+Each reads top to bottom: check the request → verify the token → one database call (the
+sign-in, the rotation) → mint. Failures are counted by reason in the metrics and logged as one
+auth event; the raw token never is, only its fingerprint. A bad id_token raises
+`InvalidSubjectToken`, which each endpoint answers with its own status (docs/api.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from prometheus_client import Counter as PromCounter
+
+from identity import logs
+from identity.clock import Clock, utc
+from identity.errors import (
+    AccessDenied,
+    AccountConflict,
+    IdentityError,
+    InvalidGrant,
+    InvalidRequest,
+    InvalidScope,
+    InvalidTarget,
+    KeysUnavailable,
+    RateLimited,
+    TemporarilyUnavailable,
+    TokenRejected,
+)
+from identity.metrics import Metrics
+from identity.store.models import DEFAULT_SCOPE, TokenResponse, new_id
+from identity.tokens import jws, refresh_tokens
+from identity.tokens.access_tokens import AccessTokens, Profile
+from identity.tokens.id_tokens import IdTokenVerifier, VerifiedIdentity
+
+from .audit import Context
+from .limits import Attempt, Counter, FailureGuard, Window, user_key_prefix
+from .rotation import RotationRequest, Rotations, idle_since
+from .sign_in import ProviderTokens, SignInRequest, SignIns
+
+ACCESS_TOKEN_TYPE_URN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105
+T = TypeVar("T")
+
+
+class InvalidSubjectToken(IdentityError):
+    """The id_token broke a rule; which one (`reason`) goes to logs and metrics only."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("the id_token is not valid", reason=reason)
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    absolute_ttl: int
+    idle_ttl: int
+    reuse_interval: int
+    clock_skew: int
+
+
+def granted_scope(requested: str | None, allowed: str = DEFAULT_SCOPE) -> tuple[str, ...] | None:
+    """The scope asked for, when it is within `allowed`; None when none was asked for."""
+    if requested is None:
+        return None
+    wanted = tuple(dict.fromkeys(requested.split()))
+    if not wanted or not set(wanted) <= set(allowed.split()):
+        raise InvalidScope("the requested scope exceeds what was granted", reason="bad_scope")
+    return wanted
+
+
+class Grants:
+    def __init__(
+        self,
+        *,
+        verifier: IdTokenVerifier,
+        sign_ins: SignIns,
+        rotations: Rotations,
+        tokens: AccessTokens,
+        guard: FailureGuard,
+        budget: Counter,
+        policy: SessionPolicy,
+        metrics: Metrics,
+        clock: Clock = time.time,
+    ) -> None:
+        self._verifier = verifier
+        self._sign_ins = sign_ins
+        self._rotations = rotations
+        self._tokens = tokens
+        self._guard = guard
+        self._budget = budget
+        self._policy = policy
+        self._metrics = metrics
+        self._clock = clock
+
+    async def verify(
+        self, id_token: str, *, nonce: str | None, provider: str | None = None
+    ) -> VerifiedIdentity:
+        """Every rule of a provider's id_token; InvalidSubjectToken or a 503 otherwise."""
+        if not self._verifier.providers:
+            raise InvalidRequest(
+                "token exchange is disabled: no provider is configured "
+                "(set IDENTITY_GOOGLE_CLIENT_IDS or another provider's variables)",
+                reason="no_provider_configured",
+            )
+        try:
+            return await self._verifier.verify(id_token, nonce=nonce, provider=provider)
+        except TokenRejected as error:
+            raise InvalidSubjectToken(error.reason) from None
+        except KeysUnavailable:
+            raise TemporarilyUnavailable(
+                "the provider's signing keys are unavailable; try again shortly",
+                reason="upstream_keys_unavailable",
+                retry_after=30,
+            ) from None
+
+    def replay_expires(self, identity: VerifiedIdentity) -> Any:
+        # As long as the token could still be accepted: its exp plus the clock skew.
+        return utc(identity.expires_at + self._policy.clock_skew)
+
+    async def exchange(
+        self,
+        id_token: str,
+        *,
+        attempt: Attempt,
+        client_id: str,
+        context: Context,
+        nonce: str | None = None,
+        audience: str | None = None,
+        scope: str | None = None,
+        user_agent: str | None = None,
+        provider: str | None = None,
+        provider_tokens: ProviderTokens | None = None,
+    ) -> TokenResponse:
+        event = _event("exchange", client_id, context, id_token)
+
+        async def run() -> TokenResponse:
+            if audience is not None and audience not in self._tokens.audience:
+                raise InvalidTarget("audience is not served here", reason="bad_target")
+            granted = " ".join(granted_scope(scope) or DEFAULT_SCOPE.split())
+            attempt.subject = f"token:{event['token_fingerprint']}"
+            identity = await self.verify(id_token, nonce=nonce, provider=provider)
+            event["provider"] = identity.provider
+            attempt.subject = f"account:{identity.provider}:{identity.account_key}"
+            now = self._clock()
+            refresh_token, refresh_hash = refresh_tokens.new()
+            session_id = event["sid"] = new_id()
+            # An authenticated client's failure limit is checked inside the sign-in statement
+            # (no read of its own); an IP-keyed caller was checked before the request ran.
+            lock = self._guard.counter.window() if attempt.client is not None else None
+            result = await self._sign_ins.sign_in(
+                SignInRequest(
+                    identity=identity,
+                    replay_expires=self.replay_expires(identity),
+                    client_id=client_id,
+                    scope=granted,
+                    session_id=session_id,
+                    refresh_hash=refresh_hash,
+                    session_expires=utc(now + self._policy.absolute_ttl),
+                    user_agent=user_agent[:512] if user_agent else None,
+                    now=utc(now),
+                    context=context,
+                    lock_key=attempt.key() if lock is not None else None,
+                    lock=lock,
+                    budget=self._budget.window(),
+                    provider_tokens=provider_tokens,
+                )
+            )
+            if result.outcome == "locked":
+                raise self._locked(attempt, lock)
+            if result.outcome == "replayed":
+                raise InvalidSubjectToken("replayed")
+            if result.outcome == "conflict":
+                raise AccountConflict(
+                    "an account with this email exists; sign in with it, then link this one",
+                    reason="account_conflict",
+                )
+            if result.outcome == "disabled":
+                raise AccessDenied("this account is disabled", reason="disabled")
+            if result.outcome == "rate_limited":
+                raise self._over_budget()
+            user = result.user
+            if user is None:  # "ok" always carries the user
+                raise RuntimeError("sign-in returned no user")
+            event.update(user_id=user.id, reason="created" if result.created_user else "returning")
+            return TokenResponse(
+                access_token=self._tokens.mint(
+                    subject=user.id,
+                    session_id=session_id,
+                    client_id=client_id,
+                    scope=granted,
+                    profile=Profile(
+                        user.email, user.email_verified is not None, user.name, user.image
+                    ),
+                    audience=audience,
+                ),
+                issued_token_type=ACCESS_TOKEN_TYPE_URN,
+                expires_in=self._tokens.ttl,
+                refresh_token=refresh_token,
+                user=user.public(result.accounts),
+            )
+
+        return await self._observed(event, run, self._metrics.exchanges)
+
+    async def refresh(
+        self,
+        presented: str,
+        *,
+        attempt: Attempt,
+        client_id: str,
+        context: Context,
+        scope: str | None = None,
+    ) -> TokenResponse:
+        event = _event("refresh", client_id, context, presented)
+
+        async def run() -> TokenResponse:
+            attempt.subject = f"token:{event['token_fingerprint']}"
+            wanted = tuple(dict.fromkeys(scope.split())) if scope is not None else None
+            if wanted == ():
+                raise InvalidScope("the requested scope is empty", reason="bad_scope")
+            now = self._clock()
+            successor, successor_hash = refresh_tokens.new()
+            interval = self._policy.reuse_interval
+            lock = self._guard.counter.window() if attempt.client is not None else None
+            result = await self._rotations.rotate(
+                RotationRequest(
+                    presented_hash=refresh_tokens.digest(presented),
+                    client_id=client_id,
+                    scope=wanted,
+                    successor_hash=successor_hash,
+                    sealed=refresh_tokens.seal(successor, parent=presented) if interval else None,
+                    interval=interval,
+                    now=utc(now),
+                    idle_since=idle_since(utc(now), self._policy.idle_ttl),
+                    context=context,
+                    lock_prefix=user_key_prefix(client_id) if lock is not None else None,
+                    lock=lock,
+                    budget=self._budget.window(),
+                )
+            )
+            if result.user_id is not None:
+                attempt.subject = f"user:{result.user_id}"
+                event.update(user_id=result.user_id, sid=result.session_id)
+            if result.outcome == "reused":
+                opened = refresh_tokens.unseal(result.sealed or b"", parent=presented)
+                if opened is None:  # only the parent opens it: never seen, but never trusted
+                    raise InvalidGrant("the refresh token is invalid", reason="unsealable")
+                successor = opened
+            elif result.outcome == "locked":
+                raise self._locked(attempt, lock)
+            elif result.outcome == "rate_limited":
+                raise self._over_budget()
+            elif result.outcome == "bad_scope":
+                raise InvalidScope(
+                    "the requested scope exceeds what was granted", reason="bad_scope"
+                )
+            elif result.outcome != "rotated":
+                # One answer for unknown, expired, reused, revoked and other clients' tokens.
+                raise InvalidGrant(
+                    "the refresh token is invalid, expired or revoked", reason=result.outcome
+                )
+            event["reason"] = result.outcome
+            granted = " ".join(wanted) if wanted is not None else str(result.scope)
+            profile = Profile(result.email, result.email_verified, result.name, result.image)
+            return TokenResponse(
+                access_token=self._tokens.mint(
+                    subject=str(result.user_id),
+                    session_id=str(result.session_id),
+                    client_id=client_id,
+                    scope=granted,
+                    profile=profile,
+                ),
+                expires_in=self._tokens.ttl,
+                refresh_token=successor,
+            )
+
+        return await self._observed(event, run, self._metrics.refreshes)
+
+    def _locked(self, attempt: Attempt, lock: Window | None) -> RateLimited:
+        """The caller's key was found past the failure limit by the grant's own statement."""
+        retry_after = lock.retry_after if lock is not None else 1
+        if lock is not None:
+            self._guard.locked(attempt.key(), lock.ends)
+        return RateLimited("too many failed requests; try again later", retry_after=retry_after)
+
+    def _over_budget(self) -> RateLimited:
+        window = self._budget.window()
+        return RateLimited(
+            "too many sign-ins and refreshes for this user; try again later",
+            retry_after=window.retry_after if window else 1,
+            reason="subject_rate_limited",
+        )
+
+    async def _observed(
+        self, event: dict[str, Any], run: Callable[[], Awaitable[T]], counter: PromCounter
+    ) -> T:
+        """Run a grant; count and log its outcome (one auth event per grant)."""
+        try:
+            result = await run()
+        except IdentityError as error:
+            if error.reason == "reuse_detected":
+                self._metrics.reuse.inc()
+            counter.labels("failure", error.reason).inc()
+            logs.auth_event(**event, outcome="failure", reason=error.reason)
+            raise
+        counter.labels("success", event.get("reason", "ok")).inc()
+        logs.auth_event(**event, outcome="success")
+        return result
+
+
+def _event(kind: str, client_id: str, context: Context, token: str) -> dict[str, Any]:
+    return {
+        "event": kind,
+        "client": client_id,
+        "request_id": context.request_id,
+        "token_fingerprint": jws.fingerprint(token),
+    }

@@ -1,0 +1,191 @@
+"""Rate limits, counted in the database so every worker and replica counts together.
+
+A fixed-window counter per key: `INSERT … ON CONFLICT DO UPDATE SET count = count + 1 RETURNING
+count`, atomic on PostgreSQL and SQLite alike, and the decision is made on the count that
+increment returned, so a concurrent burst gets at most the limit through.
+
+The failure limit (IDENTITY_RATE_LIMIT_FAILURES, docs/security.md "Rate limits") is keyed so one
+user's broken session never locks out the others behind the same web server:
+- a request without client authentication, or whose client authentication failed: its IP
+  (an IPv6 address by its /64);
+- a request of an authenticated client: (client, subject), the subject being the provider
+  account or user the request is about, or the presented token's fingerprint.
+A key past the limit gets 429 until its window ends. The success path reads nothing for it: the
+subject check runs inside the grant's own statement, and IP checks are answered from a cache
+(keys known locked until their window ends, keys known under the limit for one second).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import math
+import time
+from dataclasses import dataclass
+
+from identity.clock import Clock, utc
+from identity.environment import RateLimit
+from identity.errors import RateLimited, TemporarilyUnavailable
+from identity.store.database import Database, Sql
+
+INCREMENT = """
+INSERT INTO rate_limits (key, window_start, count, expires_at) VALUES ($1, $2, 1, $3)
+ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limits.count + 1
+RETURNING count
+"""
+COUNT = "SELECT count FROM rate_limits WHERE key = $1 AND window_start = $2"
+UNDER_LIMIT_FOR = 1.0  # seconds an IP key known to be under the limit is not read again
+_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    limit: RateLimit
+    start: int
+    now: float
+
+    @property
+    def ends(self) -> int:
+        return self.start + self.limit.period
+
+    @property
+    def retry_after(self) -> int:
+        return max(1, math.ceil(self.ends - self.now))
+
+
+class Counter:
+    """One rate limit's windows (the subject and mail limits, and the failure limit)."""
+
+    def __init__(self, limit: RateLimit | None, *, clock: Clock = time.time) -> None:
+        self.limit = limit
+        self._clock = clock
+
+    def window(self) -> Window | None:
+        if self.limit is None:
+            return None
+        now = self._clock()
+        return Window(self.limit, int(now // self.limit.period * self.limit.period), now)
+
+    async def increment(self, sql: Sql, key: str) -> tuple[int, Window] | None:
+        """Count one event for `key` on `sql`: the window's count with it, and the window."""
+        window = self.window()
+        if window is None:
+            return None
+        row = await sql.fetchone(INCREMENT, key[:200], window.start, utc(window.ends))
+        return int(row["count"]), window
+
+    async def hit(self, sql: Sql, key: str) -> RateLimited | None:
+        """Count one event for `key`; the 429 to answer when that went past the limit."""
+        counted = await self.increment(sql, key)
+        if counted is not None and counted[0] > counted[1].limit.count:
+            return RateLimited(
+                "too many requests; try again later", retry_after=counted[1].retry_after
+            )
+        return None
+
+
+async def reached(sql: Sql, key: str, window: Window) -> bool:
+    """Whether `key` has reached its limit in `window` (for checks inside a grant's statement)."""
+    row = await sql.fetchrow(COUNT, key[:200], window.start)
+    return row is not None and row["count"] >= window.limit.count
+
+
+@dataclass
+class Attempt:
+    """What a guarded request is counted as, filled in as the request learns who it is."""
+
+    ip_key: str
+    client: str | None = None  # set once a client authenticated
+    subject: str | None = None  # "account:…", "user:…" or "token:…"
+
+    def key(self) -> str:
+        if self.client is None:
+            return self.ip_key
+        return subject_key(self.client, self.subject or "token:-")
+
+
+def ip_key(address: str | None) -> str:
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return "fail:ip:unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return f"fail:ip:{ip.ipv4_mapped}"
+        # One IPv6 host holds a whole /64: per-address keys would be free to rotate.
+        return f"fail:ip:{ipaddress.IPv6Network((ip, 64), strict=False)}"
+    return f"fail:ip:{ip}"
+
+
+def subject_key(client: str, subject: str) -> str:
+    kind, _, value = subject.partition(":")
+    if kind == "user":
+        # User ids are opaque random strings: short, not personal, and a statement can build
+        # this key itself from the row it finds (see `user_key_prefix`).
+        return f"{user_key_prefix(client)}{value}"
+    # Anything else hashed: bounded in length, and no account key or token sits in the table.
+    digest = hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"fail:{client}:{kind}:{digest}"
+
+
+def user_key_prefix(client: str) -> str:
+    return f"fail:{client}:user:"
+
+
+class FailureGuard:
+    def __init__(self, database: Database, limit: RateLimit | None, *, clock: Clock = time.time):
+        self.counter = Counter(limit, clock=clock)
+        self._db = database
+        self._clock = clock
+        self._locked: dict[str, float] = {}  # key -> window end
+        self._under: dict[str, float] = {}  # key -> when it was seen under the limit
+
+    @property
+    def enabled(self) -> bool:
+        return self.counter.limit is not None
+
+    async def check(self, key: str) -> None:
+        """RateLimited when `key` is past the limit (cached; at most one read a second)."""
+        window = self.counter.window()
+        if window is None:
+            return
+        now = window.now
+        if self._locked.get(key, 0.0) > now:
+            raise self._refusal(window)
+        if now - self._under.get(key, float("-inf")) < UNDER_LIMIT_FOR:
+            return
+        row = await self._db.fetchrow(COUNT, key[:200], window.start)
+        if row is not None and row["count"] >= window.limit.count:
+            self._remember(self._locked, key, window.ends)
+            raise self._refusal(window)
+        self._remember(self._under, key, now)
+
+    async def fail(self, key: str) -> RateLimited | None:
+        """Count one failure of `key`; the 429 to send instead when that passed the limit."""
+        try:
+            async with self._db.hot() as sql:
+                counted = await self.counter.increment(sql, key)
+        except TemporarilyUnavailable:
+            return None  # the database is down: counting is best effort, the answer stands
+        if counted is None:
+            return None
+        count, window = counted
+        self._under.pop(key, None)
+        if count >= window.limit.count:  # from now on this key is refused, here at once
+            self._remember(self._locked, key, window.ends)
+        return self._refusal(window) if count > window.limit.count else None
+
+    def locked(self, key: str, until: float) -> None:
+        """A statement found `key` past the limit: remember it for the rest of its window."""
+        self._remember(self._locked, key, until)
+
+    def _refusal(self, window: Window) -> RateLimited:
+        return RateLimited(
+            "too many failed requests; try again later", retry_after=window.retry_after
+        )
+
+    @staticmethod
+    def _remember(cache: dict[str, float], key: str, value: float) -> None:
+        if len(cache) >= _CACHE_SIZE:
+            cache.clear()  # bounded memory; the database stays the truth
+        cache[key] = value

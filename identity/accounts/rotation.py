@@ -1,0 +1,220 @@
+"""Refresh-token rotation with a reuse interval (docs/sessions.md).
+
+A session row holds the hash of its current refresh token and, for the reuse interval, the hash
+of its parent with the current token sealed under a key derived from that parent. Presented
+with a token T:
+
+ 1. T is current: compare-and-swap to a new token N (`UPDATE … WHERE session_token = hash(T)`:
+    of concurrent twins exactly one matches); T becomes the parent, N is sealed under T;
+ 2. T is the parent, within IDENTITY_REFRESH_REUSE_INTERVAL of that rotation: the same N again
+    (the caller opens the seal with T), so concurrent refreshes all end holding one live token;
+ 3. T is any earlier token (or the parent after the interval): reuse — the session is revoked;
+ 4. otherwise unknown, expired or another client's: refused, nothing written.
+
+With the interval 0 nothing is sealed and step 2 never applies: any reuse revokes.
+
+Two implementations, as for the sign-in: `identity_refresh` in PostgreSQL (one round trip,
+installed by migration 0005) and the statements below on SQLite; the suite runs both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from identity.clock import as_utc, utc
+from identity.store.database import Database, Row, Sql
+
+from . import audit
+from .limits import INCREMENT, Window, reached
+
+Outcome = Literal[
+    "rotated",
+    "reused",
+    "reuse_detected",
+    "client_mismatch",
+    "session_expired",
+    "unknown_token",
+    "locked",
+    "rate_limited",
+    "bad_scope",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RotationRequest:
+    presented_hash: str
+    client_id: str
+    scope: tuple[str, ...] | None  # a narrower scope asked for, or None
+    successor_hash: str
+    sealed: bytes | None  # the successor sealed under the presented token (None: interval 0)
+    interval: int
+    now: datetime
+    idle_since: datetime  # sessions unused since then have expired
+    context: audit.Context
+    lock_prefix: str | None = None  # the failure-limit key is this plus the session's user id
+    lock: Window | None = None
+    budget: Window | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RotationResult:
+    outcome: Outcome
+    session_id: str | None = None
+    user_id: str | None = None
+    scope: str | None = None
+    sealed: bytes | None = None  # the successor, sealed ("reused")
+    email: str | None = None
+    email_verified: bool = False
+    name: str | None = None
+    image: str | None = None
+
+
+class Rotations:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def rotate(self, request: RotationRequest) -> RotationResult:
+        async with self._db.hot() as sql:
+            if self._db.postgres:
+                return await _postgres(sql, request)
+            return await _sqlite(sql, request)
+
+
+def _result(outcome: str, row: Row | None, sealed: bytes | None = None) -> RotationResult:
+    if row is None:
+        return RotationResult(outcome)  # type: ignore[arg-type]
+    return RotationResult(
+        outcome,  # type: ignore[arg-type]
+        session_id=row["session_id"],
+        user_id=row["user_id"],
+        scope=row["scope"],
+        sealed=sealed,
+        email=row["email"],
+        email_verified=row["email_verified"] is not None,
+        name=row["name"],
+        image=row["image"],
+    )
+
+
+async def _postgres(sql: Sql, r: RotationRequest) -> RotationResult:
+    row = await sql.fetchone(
+        "SELECT * FROM identity_refresh($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+        " $14, $15, $16, $17, $18)",
+        r.presented_hash,
+        r.client_id,
+        list(r.scope) if r.scope is not None else None,
+        r.successor_hash,
+        r.sealed,
+        r.interval,
+        r.now,
+        r.idle_since,
+        r.lock_prefix,
+        r.lock.limit.count if r.lock else None,
+        r.lock.start if r.lock else None,
+        r.budget.limit.count if r.budget else None,
+        r.budget.start if r.budget else None,
+        utc(r.budget.ends) if r.budget else None,
+        *r.context.fields(),
+    )
+    if row["session_id"] is None:
+        return RotationResult(row["outcome"])
+    return _result(row["outcome"], row, row["sealed"])
+
+
+# -- SQLite: the same steps as statements ---------------------------------------------------
+
+_SESSION = """
+SELECT s.id AS session_id, s.user_id, s.scope, s.client_id, s.expires, s.last_used_at,
+       s.rotated_at, s.previous_sealed, u.email, u.email_verified, u.name, u.image
+FROM sessions s JOIN users u ON u.id = s.user_id
+WHERE s.{column} = $1
+"""
+_ROTATE = """
+UPDATE sessions SET session_token = $2, previous_hash = $3, previous_sealed = $4,
+                    rotated_at = $5, last_used_at = $5
+WHERE id = $1 AND session_token = $3
+"""
+_REMEMBER = (
+    "INSERT INTO rotated_refresh_tokens (token_hash, session_id, rotated_at) VALUES ($1, $2, $3)"
+)
+_USED = "UPDATE sessions SET last_used_at = $2 WHERE id = $1"
+_REUSED = """
+SELECT r.session_id, s.user_id FROM rotated_refresh_tokens r JOIN sessions s ON s.id = r.session_id
+WHERE r.token_hash = $1
+"""
+_END = "DELETE FROM sessions WHERE id = $1"
+
+
+async def _sqlite(sql: Sql, r: RotationRequest) -> RotationResult:
+    current = await sql.fetchrow(_SESSION.format(column="session_token"), r.presented_hash)
+    if current is not None:
+        refusal = await _admissible(sql, r, current)
+        if refusal is not None:
+            return refusal
+        await sql.fetch(
+            _ROTATE, current["session_id"], r.successor_hash, r.presented_hash, r.sealed, r.now
+        )
+        await sql.fetch(_REMEMBER, r.presented_hash, current["session_id"], r.now)
+        return _result("rotated", current)
+
+    parent = await sql.fetchrow(_SESSION.format(column="previous_hash"), r.presented_hash)
+    if (
+        parent is not None
+        and r.interval > 0
+        and parent["previous_sealed"] is not None
+        and as_utc(parent["rotated_at"]) > r.now - timedelta(seconds=r.interval)
+    ):
+        refusal = await _admissible(sql, r, parent)
+        if refusal is not None:
+            return refusal
+        await sql.fetch(_USED, parent["session_id"], r.now)
+        return _result("reused", parent, bytes(parent["previous_sealed"]))
+
+    reused = await sql.fetchrow(_REUSED, r.presented_hash)
+    if reused is not None:
+        # Nobody can tell the thief from the owner, so neither keeps the session.
+        await sql.fetch(_END, reused["session_id"])
+        await audit.record(
+            sql,
+            "refresh_reuse",
+            at=r.now,
+            context=r.context,
+            user_id=reused["user_id"],
+            session_id=reused["session_id"],
+            reason="reuse_detected",
+        )
+        return RotationResult(
+            "reuse_detected", session_id=reused["session_id"], user_id=reused["user_id"]
+        )
+    return RotationResult("unknown_token")
+
+
+async def _admissible(sql: Sql, r: RotationRequest, s: Row) -> RotationResult | None:
+    """Why this session may not be refreshed now, or None (its budget then counted)."""
+    if s["client_id"] != r.client_id:
+        return _result("client_mismatch", s)  # bound to another client; that session stays
+    if as_utc(s["expires"]) <= r.now or as_utc(s["last_used_at"]) <= r.idle_since:
+        await sql.fetch(_END, s["session_id"])  # expired: nothing can revive it
+        return _result("session_expired", s)
+    lock = r.lock
+    if (
+        r.lock_prefix is not None
+        and lock
+        and await reached(sql, r.lock_prefix + s["user_id"], lock)
+    ):
+        return _result("locked", s)
+    if r.scope is not None and not set(r.scope) <= set(str(s["scope"]).split()):
+        return _result("bad_scope", s)
+    if r.budget is not None:
+        counted = await sql.fetchrow(
+            INCREMENT, f"user:{s['user_id']}", r.budget.start, utc(r.budget.ends)
+        )
+        if counted is not None and counted["count"] > r.budget.limit.count:
+            return _result("rate_limited", s)
+    return None
+
+
+def idle_since(now: datetime, idle_ttl: int) -> datetime:
+    return now - timedelta(seconds=idle_ttl)

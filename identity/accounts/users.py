@@ -1,0 +1,220 @@
+"""A user's own account: reading it, changing it, deleting it, linking and unlinking providers.
+
+Access style: SQLAlchemy Core on the typed tables, one transaction per operation, each audit
+event in the transaction of its change. The rules for addresses are docs/accounts.md's: a new
+address is only pending until its mailed link is redeemed, and an address held verified by
+another user is refused at once.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from identity.clock import Clock, utc
+from identity.errors import AccountConflict, Conflict, InvalidRequest, NotFound
+from identity.store.database import Database, Tx
+from identity.store.models import (
+    ACCOUNTS,
+    USERS,
+    AccountPublic,
+    UserPublic,
+    UserRecord,
+    UserUpdate,
+    new_id,
+)
+from identity.tokens.id_tokens import VerifiedIdentity
+
+from . import audit
+from .email_verification import EmailVerification
+from .sign_in import REMEMBER_REPLAY
+
+
+async def public_user(tx: Tx, user_id: str, *, lock: bool = False) -> UserPublic | None:
+    """The user's public form, read in `tx` (locked for update when asked)."""
+    statement = select(USERS).where(USERS.c.id == user_id)
+    row = (await tx.execute(statement.with_for_update() if lock else statement)).mappings().first()
+    if row is None:
+        return None
+    accounts = (
+        await tx.execute(
+            select(ACCOUNTS.c.provider, ACCOUNTS.c.provider_account_id)
+            .where(ACCOUNTS.c.user_id == user_id)
+            .order_by(ACCOUNTS.c.created_at, ACCOUNTS.c.id)
+        )
+    ).mappings()
+    return UserRecord.of(row).public([AccountPublic(**a) for a in accounts])
+
+
+class Users:
+    def __init__(
+        self, database: Database, verification: EmailVerification, *, clock: Clock = time.time
+    ) -> None:
+        self._db = database
+        self._verification = verification
+        self._clock = clock
+
+    async def get(self, user_id: str) -> UserPublic:
+        async with self._db.transaction() as tx:
+            user = await public_user(tx, user_id)
+        if user is None:
+            raise NotFound("no such user")
+        return user
+
+    async def update(
+        self, user_id: str, changes: UserUpdate, *, context: audit.Context
+    ) -> UserPublic:
+        """Apply a validated PATCH: nothing changes unless all of it can."""
+        fields = changes.model_fields_set
+        if "email" in fields:
+            self._verification.require_enabled()  # before anything is written
+        now = utc(self._clock())
+        async with self._db.transaction() as tx:
+            user = await public_user(tx, user_id, lock=True)
+            if user is None:
+                raise NotFound("no such user")
+            values: dict[str, object] = {}
+            if "name" in fields:
+                values.update(name=changes.name, name_edited=True)
+            if "image" in fields:
+                values.update(image=changes.image, image_edited=True)
+            if changes.email is not None and changes.email != user.email:
+                await self._ask_for(tx, user_id, changes.email, now, context)
+                values["pending_email"] = changes.email
+            elif changes.email is not None and user.pending_email is not None:
+                values["pending_email"] = None  # back to the current address: nothing pending
+            if values:
+                values["updated_at"] = now
+                await tx.execute(update(USERS).where(USERS.c.id == user_id).values(**values))
+                edited = sorted(fields & {"name", "image"})
+                if edited:
+                    await audit.record(
+                        tx, "user_updated", at=now, context=context, user_id=user_id, fields=edited
+                    )
+            result = await public_user(tx, user_id)
+        if result is None:  # we hold its row lock: it cannot have gone
+            raise NotFound("no such user")
+        return result
+
+    async def _ask_for(
+        self, tx: Tx, user_id: str, address: str, now: datetime, context: audit.Context
+    ) -> None:
+        holder = (
+            (await tx.execute(select(USERS.c.email_verified).where(USERS.c.email == address)))
+            .mappings()
+            .first()
+        )
+        if holder is not None and holder["email_verified"] is not None:
+            raise Conflict("this email address belongs to another account")
+        # Mail inside the transaction: if it cannot be sent, nothing changes.
+        await self._verification.send(tx, user_id, address)
+        await audit.record(
+            tx, "email_change_requested", at=now, context=context, user_id=user_id, fields=["email"]
+        )
+
+    async def delete(self, user_id: str, *, context: audit.Context, **detail: Any) -> None:
+        """The user, accounts, sessions and mail tokens, gone in one transaction."""
+        async with self._db.transaction() as tx:
+            # Accounts, sessions, rotated tokens and mail tokens go with it (ON DELETE CASCADE).
+            result = await tx.execute(delete(USERS).where(USERS.c.id == user_id))
+            if not result.rowcount:
+                raise NotFound("no such user")
+            await audit.record(
+                tx,
+                "user_deleted",
+                at=utc(self._clock()),
+                context=context,
+                user_id=user_id,
+                **detail,
+            )
+
+    async def link(
+        self,
+        user_id: str,
+        identity: VerifiedIdentity,
+        *,
+        replay_expires: datetime,
+        context: audit.Context,
+    ) -> UserPublic:
+        """Link another provider's account to this user, whatever its address says."""
+        now = utc(self._clock())
+        try:
+            async with self._db.transaction() as tx:
+                owner = (
+                    await tx.execute(
+                        select(ACCOUNTS.c.user_id).where(
+                            ACCOUNTS.c.provider == identity.provider,
+                            ACCOUNTS.c.provider_account_id == identity.account_key,
+                        )
+                    )
+                ).first()
+                if owner is not None and owner.user_id != user_id:
+                    raise AccountConflict(
+                        "this account belongs to another user", reason="account_conflict"
+                    )
+                if await tx.fetchrow(REMEMBER_REPLAY, identity.replay_key, replay_expires) is None:
+                    raise InvalidRequest("the id_token was already used", reason="replayed")
+                if owner is None:
+                    await tx.execute(
+                        ACCOUNTS.insert().values(
+                            id=new_id(),
+                            user_id=user_id,
+                            type="oidc",
+                            provider=identity.provider,
+                            provider_account_id=identity.account_key,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                    )
+                    await audit.record(
+                        tx,
+                        "account_linked",
+                        at=now,
+                        context=context,
+                        user_id=user_id,
+                        provider=identity.provider,
+                    )
+                user = await public_user(tx, user_id)
+        except IntegrityError:
+            # The same account was linked elsewhere between our read and our write.
+            raise AccountConflict("this account belongs to another user") from None
+        if user is None:
+            raise NotFound("no such user")
+        return user
+
+    async def unlink(
+        self, user_id: str, provider: str, account_key: str, *, context: audit.Context
+    ) -> None:
+        async with self._db.transaction() as tx:
+            # The user's row, locked: two concurrent unlinks cannot both see a second account.
+            if await public_user(tx, user_id, lock=True) is None:
+                raise NotFound("no such user")
+            accounts = (
+                await tx.execute(
+                    select(
+                        ACCOUNTS.c.id, ACCOUNTS.c.provider, ACCOUNTS.c.provider_account_id
+                    ).where(ACCOUNTS.c.user_id == user_id)
+                )
+            ).all()
+            target = [
+                a.id
+                for a in accounts
+                if (a.provider, a.provider_account_id) == (provider, account_key)
+            ]
+            if not target:
+                raise NotFound("no such account of this user")
+            if len(accounts) == 1:
+                raise Conflict("this is the user's only account: they could never sign in again")
+            await tx.execute(delete(ACCOUNTS).where(ACCOUNTS.c.id == target[0]))
+            await audit.record(
+                tx,
+                "account_unlinked",
+                at=utc(self._clock()),
+                context=context,
+                user_id=user_id,
+                provider=provider,
+            )

@@ -1,0 +1,485 @@
+"""The data model: tables, and the one public shape of each resource (docs/architecture.md).
+
+Tables follow the Auth.js adapter schema (`users`, `accounts`, `sessions`,
+`verification_tokens`) plus what token exchange needs; Alembic migrations create them and a
+test holds models and migrations together. The public family (`UserPublic`, `SessionPublic`,
+`TokenResponse`, …) validates input, renders output and feeds the OpenAPI document, as in
+fastapi/full-stack-fastapi-template's models.py. Typed handles of the tables (`USERS`, …) are
+declared once at the bottom for SQLAlchemy Core statements.
+
+Times are stored timezone-aware and always come back in UTC, on SQLite as on PostgreSQL.
+
+Longer than most modules: every table and every public shape, in one place on purpose.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import sqlalchemy as sa
+from pydantic import ConfigDict, ValidationError, field_validator
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+from identity import addresses
+from identity.clock import as_utc
+from identity.errors import InvalidRequest
+
+DEFAULT_SCOPE = "openid email profile"
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp with time zone that SQLite, which drops the zone, returns in UTC too."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+        return value.astimezone(UTC)  # type: ignore[no-any-return]
+
+
+def new_id() -> str:
+    # 128 bits from the OS generator: opaque and unguessable, never a counter. Never with a
+    # leading "-", which command lines read as an option (one draw in 64 is drawn again).
+    while True:
+        value = secrets.token_urlsafe(16)
+        if not value.startswith("-"):
+            return value
+
+
+def _time(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None, sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+def _user_fk(*, nullable: bool = False) -> Any:
+    return Field(
+        sa_column=sa.Column(
+            sa.String(32),
+            sa.ForeignKey("users.id", ondelete="CASCADE"),
+            nullable=nullable,
+            index=True,
+        )
+    )
+
+
+# -- tables ------------------------------------------------------------------------------------
+
+
+class UserBase(SQLModel):
+    name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=320)
+    image: str | None = Field(default=None, max_length=2048)
+
+
+class User(UserBase, table=True):
+    __tablename__ = "users"
+    __table_args__ = (sa.Index("ix_users_created", "created_at", "id"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    email: str | None = Field(default=None, max_length=320, unique=True)
+    email_verified: datetime | None = _time(nullable=True)
+    # An address asked for through PATCH /users/me; it becomes `email` when its link is redeemed.
+    pending_email: str | None = Field(default=None, max_length=320)
+    # Fields the user set through PATCH /users/me: their own edits win over later sign-ins.
+    name_edited: bool = Field(default=False)
+    image_edited: bool = Field(default=False)
+    email_edited: bool = Field(default=False)
+    disabled_at: datetime | None = _time(nullable=True)
+    last_sign_in_at: datetime | None = _time(nullable=True)
+    created_at: datetime = _time()
+    updated_at: datetime = _time()
+
+
+class Account(SQLModel, table=True):
+    __tablename__ = "accounts"
+    __table_args__ = (
+        sa.UniqueConstraint("provider", "provider_account_id", name="uq_accounts_provider"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    user_id: str = _user_fk()
+    type: str = Field(default="oidc", max_length=32)
+    provider: str = Field(max_length=32)
+    provider_account_id: str = Field(max_length=255)
+    # Provider tokens are stored only encrypted, or not at all.
+    access_token: str | None = Field(default=None, sa_type=sa.Text)
+    refresh_token: str | None = Field(default=None, sa_type=sa.Text)
+    expires_at: int | None = Field(default=None, sa_type=sa.BigInteger)
+    token_type: str | None = Field(default=None, max_length=64)
+    scope: str | None = Field(default=None, sa_type=sa.Text)
+    id_token: str | None = Field(default=None, sa_type=sa.Text)
+    session_state: str | None = Field(default=None, sa_type=sa.Text)
+    created_at: datetime = _time()
+    updated_at: datetime = _time()
+
+
+class Session(SQLModel, table=True):
+    """One sign-in. `session_token` is the SHA-256 of the current refresh token, never it."""
+
+    __tablename__ = "sessions"
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
+    session_token: str = Field(max_length=64, unique=True)
+    user_id: str = _user_fk()
+    expires: datetime = _time()  # absolute end (IDENTITY_REFRESH_TOKEN_TTL)
+    client_id: str = Field(max_length=128)
+    scope: str = Field(default=DEFAULT_SCOPE, max_length=256)
+    user_agent: str | None = Field(default=None, max_length=512)
+    created_at: datetime = _time()
+    last_used_at: datetime = _time()
+    # The reuse interval: the parent of the current token, and the current token sealed under a
+    # key derived from that parent (refresh_tokens.seal); cleared when the interval ends.
+    previous_hash: str | None = Field(default=None, max_length=64, index=True)
+    previous_sealed: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    rotated_at: datetime | None = _time(nullable=True)
+
+
+class RotatedRefreshToken(SQLModel, table=True):
+    """Hashes of a session's earlier refresh tokens: presenting one is reuse (RFC 9700 4.14.2)."""
+
+    __tablename__ = "rotated_refresh_tokens"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    session_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(32),
+            sa.ForeignKey("sessions.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        )
+    )
+    rotated_at: datetime = _time()
+
+
+class VerificationToken(SQLModel, table=True):
+    __tablename__ = "verification_tokens"
+
+    identifier: str = Field(primary_key=True, max_length=320)  # the address being proven
+    token: str = Field(primary_key=True, max_length=64)  # SHA-256 of the mailed token
+    expires: datetime = _time()
+    user_id: str = _user_fk()  # who asked: the address moves to this user only
+
+
+class UsedIdToken(SQLModel, table=True):
+    """Replay keys of exchanged id_tokens, kept while the token could still be accepted."""
+
+    __tablename__ = "used_id_tokens"
+
+    replay_key: str = Field(primary_key=True, max_length=64)
+    expires_at: datetime = _time(index=True)
+
+
+class RateLimitWindow(SQLModel, table=True):
+    """One fixed window of a rate limit: how many events `key` had since `window_start`."""
+
+    __tablename__ = "rate_limits"
+
+    key: str = Field(primary_key=True, max_length=200)
+    window_start: int = Field(
+        primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={"autoincrement": False}
+    )
+    count: int = Field(default=0)
+    expires_at: datetime = _time(index=True)
+
+
+class AuditEvent(SQLModel, table=True):
+    """What happened to whom (docs/admin.md). `user_id` is kept when the user is deleted."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        sa.Index("ix_audit_user", "user_id", "id"),
+        sa.Index("ix_audit_type", "type", "id"),
+    )
+
+    id: int | None = Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+    )
+    created_at: datetime = _time(index=True)
+    type: str = Field(max_length=40)
+    user_id: str | None = Field(default=None, max_length=32)
+    session_id: str | None = Field(default=None, max_length=32)
+    client_id: str | None = Field(default=None, max_length=128)
+    ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=512)
+    request_id: str | None = Field(default=None, max_length=128)
+    detail: dict[str, Any] = Field(
+        default_factory=dict, sa_type=sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+    )
+
+
+# -- the public family -------------------------------------------------------------------------
+
+
+class AccountPublic(SQLModel):
+    provider: str
+    provider_account_id: str
+
+
+class UserPublic(UserBase):
+    """GET /users/me; `email_verified` is the time of verification, or null."""
+
+    id: str
+    email_verified: datetime | None
+    pending_email: str | None
+    created_at: datetime
+    updated_at: datetime
+    accounts: list[AccountPublic]
+
+
+class UserUpdate(SQLModel):
+    """PATCH /users/me: every field optional, nothing else allowed, each value checked."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)  # type: ignore[assignment]
+
+    name: str | None = None
+    image: str | None = None
+    email: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if len(value) > 200:
+            raise ValueError("at most 200 characters")
+        if not value.isprintable():  # control characters, NUL, lone surrogates
+            raise ValueError("must be printable text")
+        return value or None
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value) if value.isprintable() and value.isascii() else None
+        # http(s) only (javascript: and data: would run or render in the app); no user:password@
+        # either, which hides the real host from whoever reads the URL.
+        if (
+            parts is None
+            or len(value) > 2048
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or "@" in parts.netloc
+            or any(c.isspace() for c in value)
+        ):
+            raise ValueError("must be an http(s) URL of at most 2048 characters")
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str:
+        if value is None:
+            raise ValueError("must be a string")  # an address can be replaced, not removed
+        address = addresses.normalize(value)
+        if address is None:
+            raise ValueError("not a plain address (local@domain, at most 254 characters)")
+        return address
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> UserUpdate:
+        """Validate a request body; InvalidRequest naming the first bad field (never its value)."""
+        try:
+            return cls.model_validate(body)
+        except ValidationError as error:
+            first = error.errors(include_input=False, include_url=False)[0]
+            field = str(first["loc"][0]) if first["loc"] else "body"
+            if first["type"] == "extra_forbidden":
+                raise InvalidRequest(f"unknown field: {_printable(field)}") from None
+            if first["type"] == "value_error":
+                message = str(first["ctx"]["error"])
+            elif field == "email":
+                message = "must be a string"
+            else:
+                message = "must be a string or null"
+            raise InvalidRequest(f"{field}: {message}") from None
+
+
+def _printable(name: str) -> str:
+    return repr(name) if len(name) <= 40 and name.isprintable() else "(unprintable)"
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A user row as the services hand it around (the hot paths build it from SQL rows)."""
+
+    id: str
+    name: str | None
+    email: str | None
+    email_verified: datetime | None
+    image: str | None
+    pending_email: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, row: Mapping[str, Any]) -> UserRecord:
+        verified = row["email_verified"]
+        return cls(
+            id=row["id"],
+            name=row["name"],
+            email=row["email"],
+            email_verified=as_utc(verified) if verified is not None else None,
+            image=row["image"],
+            pending_email=row["pending_email"],
+            created_at=as_utc(row["created_at"]),
+            updated_at=as_utc(row["updated_at"]),
+        )
+
+    def public(self, accounts: Sequence[AccountPublic]) -> UserPublic:
+        return UserPublic(
+            id=self.id,
+            name=self.name,
+            email=self.email,
+            email_verified=self.email_verified,
+            image=self.image,
+            pending_email=self.pending_email,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            accounts=list(accounts),
+        )
+
+
+class UserInfo(SQLModel):
+    """GET /userinfo: the OpenID Connect form."""
+
+    sub: str
+    name: str | None
+    email: str | None
+    email_verified: bool
+    picture: str | None
+
+
+class SessionPublic(SQLModel):
+    id: str
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime  # when it dies unless used: absolute or idle end, whichever is first
+    user_agent: str | None
+    client_id: str
+    current: bool = False
+
+
+class SessionList(SQLModel):
+    sessions: list[SessionPublic]
+
+
+class TokenResponse(SQLModel):
+    """A successful exchange (with `user`) or refresh (without)."""
+
+    access_token: str
+    issued_token_type: str | None = None
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - a token type name, not a secret
+    expires_in: int
+    refresh_token: str
+    user: UserPublic | None = None
+
+
+class Introspection(SQLModel):
+    """RFC 7662: only `active` when the token is not active."""
+
+    active: bool
+    token_type: str | None = None
+    iss: str | None = None
+    sub: str | None = None
+    aud: str | list[str] | None = None
+    exp: int | None = None
+    iat: int | None = None
+    jti: str | None = None
+    sid: str | None = None
+    client_id: str | None = None
+    scope: str | None = None
+
+
+class AdminAccount(AccountPublic):
+    created_at: datetime
+
+
+class AdminUser(UserPublic):
+    """The admin API's user: GET /users/me's form plus what operators need."""
+
+    accounts: list[AdminAccount]  # type: ignore[assignment]
+    disabled_at: datetime | None
+    last_sign_in_at: datetime | None
+    sessions: list[SessionPublic] | None = None  # in the detail view only
+
+
+class AdminUserUpdate(SQLModel):
+    """PATCH /admin/users/{id}."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)  # type: ignore[assignment]
+
+    disabled: bool
+
+    @classmethod
+    def parse(cls, body: dict[str, Any]) -> AdminUserUpdate:
+        try:
+            return cls.model_validate(body)
+        except ValidationError as error:
+            first = error.errors(include_input=False, include_url=False)[0]
+            if first["type"] == "extra_forbidden":
+                raise InvalidRequest(f"unknown field: {_printable(str(first['loc'][0]))}") from None
+            raise InvalidRequest("disabled: required, true or false") from None
+
+
+class AdminUserList(SQLModel):
+    users: list[AdminUser]
+    next_cursor: str | None
+
+
+class AuditEventPublic(SQLModel):
+    id: int
+    created_at: datetime
+    type: str
+    user_id: str | None
+    session_id: str | None
+    client_id: str | None
+    ip: str | None
+    user_agent: str | None
+    request_id: str | None
+    detail: dict[str, Any]
+
+
+class AuditEventList(SQLModel):
+    events: list[AuditEventPublic]
+    next_cursor: str | None
+
+
+class ErrorBody(SQLModel):
+    """Every error (RFC 6749 §5.2): a code, and a description written for the client."""
+
+    error: str
+    error_description: str
+
+
+# -- typed table handles, declared once --------------------------------------------------------
+
+_tables = SQLModel.metadata.tables
+USERS: sa.Table = _tables["users"]
+ACCOUNTS: sa.Table = _tables["accounts"]
+SESSIONS: sa.Table = _tables["sessions"]
+ROTATED: sa.Table = _tables["rotated_refresh_tokens"]
+VERIFICATION_TOKENS: sa.Table = _tables["verification_tokens"]
+USED_ID_TOKENS: sa.Table = _tables["used_id_tokens"]
+RATE_LIMITS: sa.Table = _tables["rate_limits"]
+AUDIT_EVENTS: sa.Table = _tables["audit_events"]

@@ -1,0 +1,45 @@
+"""The caller of a protected endpoint: their access token, verified, their session alive.
+
+Protected endpoints accept only our own `typ: at+jwt` tokens, and only while the session they
+were minted for exists: a revoked session's or a deleted user's token stops working here at
+once, though services verifying offline accept it until its `exp` (docs/api.md).
+"""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from identity.accounts.sessions import Sessions
+from identity.errors import InvalidToken, TokenRejected
+from identity.tokens.access_tokens import AccessClaims, AccessTokens
+
+from . import inputs
+
+
+class Bearer:
+    def __init__(self, tokens: AccessTokens, sessions: Sessions) -> None:
+        self._tokens = tokens
+        self._sessions = sessions
+
+    def verify(self, token: str) -> AccessClaims:
+        """Signature, `typ`, `iss`, `aud`, times; InvalidToken otherwise. No session check."""
+        try:
+            return self._tokens.verify(token)
+        except TokenRejected as error:
+            raise InvalidToken("the access token is not valid", reason=error.reason) from None
+
+    def claims_or_none(self, token: str) -> AccessClaims | None:
+        """The claims when `token` is one of our access tokens (for /revoke, /introspect)."""
+        if token.count(".") != 2:  # refresh tokens are opaque, never three segments
+            return None
+        try:
+            return self.verify(token)
+        except InvalidToken:
+            return None
+
+    async def authenticate(self, request: Request) -> AccessClaims:
+        """The caller's access token, verified, whose session is still alive."""
+        claims = self.verify(inputs.bearer(request))
+        if not await self._sessions.alive(claims.session_id, claims.subject):
+            raise InvalidToken("the access token is no longer valid", reason="session_ended")
+        return claims

@@ -1,0 +1,256 @@
+"""The ASGI layers around the routes (outermost first).
+
+`RequestContext`: the request id (echoed when short and plain), the 64 KiB body cap, tokens in
+query strings refused, one access-log line and the metrics per request, a trace span when
+tracing is on. It sits outside Starlette's own error handling, so even a 500 carries
+X-Request-ID and is logged like every other request.
+
+`FailureLimit`: IDENTITY_RATE_LIMIT_FAILURES on /token, /auth/*, /revoke and /introspect. It
+hands the route an `Attempt` to fill in (who the request is about), refuses IP-keyed callers
+that are past the limit before the route runs, and counts every 4xx answer (429s aside): when
+that count passes the limit, the client gets the 429 instead of the answer it would have had.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from identity import tracing
+from identity.accounts.limits import Attempt, FailureGuard, ip_key
+from identity.errors import IdentityError, InvalidRequest, PayloadTooLarge, render
+from identity.logs import AccessLog
+from identity.metrics import Metrics
+from identity.tracing import NO_TRACING, Tracer
+
+MAX_BODY = 64 * 1024
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_QUERY_TOKENS = frozenset({"access_token", "subject_token", "refresh_token", "token"})
+# The verification link carries a single-use mail token, not a credential (docs/api.md).
+_QUERY_TOKEN_ALLOWED = frozenset({("GET", "/auth/verify-email")})
+GUARDED = ("/token", "/auth/", "/revoke", "/introspect")
+# Endpoints that authenticate clients: once a client authenticated, the key is (client, subject).
+# A precomputed answer the middleware sends as it is: status, raw headers, body.
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+CLIENT_AUTHENTICATED = frozenset({"/token", "/auth/oauth/callback", "/revoke", "/introspect"})
+
+
+async def send_error(send: Send, error: IdentityError) -> None:
+    status, headers, body = render(error)
+    raw = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *((k.lower().encode(), v.encode()) for k, v in headers.items()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestContext:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        tracer: Tracer = NO_TRACING,
+        access: AccessLog | None = None,
+        documents: Mapping[str, Callable[[str | None], Answer]] | None = None,
+    ) -> None:
+        self.app = app
+        self._metrics = metrics
+        self._tracer = tracer
+        self._access = access or AccessLog()
+        # GET and HEAD of the public documents (JWKS, discovery), answered here from bytes made
+        # once: the most requested path of all never builds a Request or walks the routes.
+        self._documents = documents or {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        offered = _header(scope, b"x-request-id")
+        # Echo a caller's id only when it is short and plain: it ends up in every log line.
+        request_id = offered if offered and _REQUEST_ID.match(offered) else _new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        outcome: list[Any] = [500, None]  # the status sent, and the route when answered here
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                outcome[0] = message["status"]
+                message["headers"] = [
+                    *message.get("headers", ()),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            if self._tracer.enabled:
+                await self._traced(scope, receive, send_with_id, request_id, outcome)
+            else:
+                await self._answer(scope, receive, send_with_id, outcome)
+        finally:
+            route = _route(scope, outcome)
+            seconds = time.perf_counter() - started
+            status = outcome[0]
+            self._metrics.request(route, scope["method"], status, seconds)
+            self._access(
+                {
+                    "method": scope["method"],
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(seconds * 1000, 2),
+                    "request_id": request_id,
+                    "client_ip": (scope.get("client") or ("", 0))[0],
+                }
+            )
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send, outcome: list[Any]) -> None:
+        refusal = _refuse_early(scope)
+        if refusal is not None:
+            await send_error(send, refusal)
+            return
+        document = self._documents.get(scope["path"])
+        if document is not None and scope["method"] in ("GET", "HEAD"):
+            outcome[1] = scope["path"]
+            status, headers, body = document(_header(scope, b"if-none-match"))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, _limited(receive), send)
+
+    async def _traced(
+        self, scope: Scope, receive: Receive, send: Send, request_id: str, outcome: list[Any]
+    ) -> None:
+        request_token = tracing.REQUEST_ID.set(request_id)
+        parent = _trace_headers(scope)
+        try:
+            with self._tracer.span(
+                "http.request", {"http.method": scope["method"]}, headers=parent
+            ) as span:
+                try:
+                    await self._answer(scope, receive, send, outcome)
+                finally:
+                    span.set_attribute("http.route", _route(scope, outcome))
+                    span.set_attribute("http.status_code", outcome[0])
+        finally:
+            tracing.REQUEST_ID.reset(request_token)
+
+
+# Request ids: a random per-process prefix and a counter. Unique across workers and replicas
+# (64 random bits, drawn again in a forked child), not secret (it is echoed to the caller), and
+# far cheaper than 16 fresh random bytes per request.
+class _RequestIds:
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{next(self._counter):016x}"
+
+
+_new_request_id = _RequestIds()
+os.register_at_fork(after_in_child=_new_request_id.reseed)
+
+
+class FailureLimit:
+    def __init__(self, app: ASGIApp, *, guard: FailureGuard, clients_required: bool) -> None:
+        self.app = app
+        self._guard = guard
+        self._clients_required = clients_required
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not self._guard.enabled or not path.startswith(GUARDED):
+            await self.app(scope, receive, send)
+            return
+        attempt = Attempt(ip_key((scope.get("client") or ("",))[0]))
+        scope.setdefault("state", {})["attempt"] = attempt
+        if not (self._clients_required and path in CLIENT_AUTHENTICATED):
+            # Keyed by IP whatever happens: refuse before any work when it is past the limit.
+            try:
+                await self._guard.check(attempt.ip_key)
+            except IdentityError as error:  # 429, or a 503 when the count cannot be read
+                await send_error(send, error)
+                return
+        replaced = False
+
+        async def counting(message: Message) -> None:
+            nonlocal replaced
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                # Client errors count; our own failures (5xx) and the 429s themselves do not.
+                if 400 <= status < 500 and status != 429:
+                    refusal = await self._guard.fail(attempt.key())
+                    if refusal is not None:
+                        replaced = True
+                        await send_error(send, refusal)
+                        return
+            elif replaced:
+                return  # the body of the answer the 429 replaced
+            await send(message)
+
+        await self.app(scope, receive, counting)
+
+
+def _route(scope: Scope, outcome: list[Any]) -> str:
+    # The route's template, never the raw path: bounded labels, no ids in logs.
+    return outcome[1] or getattr(scope.get("route"), "path", None) or "(unmatched)"
+
+
+def _trace_headers(scope: Scope) -> dict[str, str]:
+    # Only the W3C trace context headers: nothing else of the request reaches the tracer.
+    return {
+        key.decode("latin-1"): value.decode("latin-1")
+        for key, value in scope.get("headers", ())
+        if key in (b"traceparent", b"tracestate")
+    }
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _refuse_early(scope: Scope) -> IdentityError | None:
+    length = _header(scope, b"content-length")
+    if length is not None:
+        if not length.isdigit():
+            return InvalidRequest("malformed Content-Length")
+        if int(length) > MAX_BODY:
+            return PayloadTooLarge(f"the body exceeds {MAX_BODY} bytes")
+    query = scope.get("query_string", b"")
+    if query and (scope["method"], scope["path"]) not in _QUERY_TOKEN_ALLOWED:
+        names = {name for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True)}
+        if names & _QUERY_TOKENS:
+            # Query strings end up in proxy logs and browser history: tokens never go there.
+            return InvalidRequest("tokens must not be sent in the query string")
+    return None
+
+
+def _limited(receive: Receive) -> Receive:
+    total = 0
+
+    async def receive_limited() -> Message:
+        nonlocal total
+        message = await receive()
+        if message["type"] == "http.request":
+            total += len(message.get("body", b""))
+            if total > MAX_BODY:
+                raise PayloadTooLarge(f"the body exceeds {MAX_BODY} bytes")
+        return message
+
+    return receive_limited
