@@ -34,11 +34,11 @@ from identity.accounts import housekeeping
 from identity.accounts.admin import Admin
 from identity.accounts.audit import AuditLog
 from identity.accounts.email_verification import EmailVerification
-from identity.accounts.grants import Grants, SessionPolicy
+from identity.accounts.grants import Grants
 from identity.accounts.limits import Counter, FailureGuard
 from identity.accounts.mail import LogMailer, Mailer, SmtpMailer
 from identity.accounts.rotation import Rotations
-from identity.accounts.sessions import Sessions
+from identity.accounts.sessions import SessionPolicy, Sessions
 from identity.accounts.sign_in import SignIns
 from identity.accounts.users import Users
 from identity.clock import Clock
@@ -126,12 +126,7 @@ def create_app(
         tokens=tokens,
         guard=guard,
         budget=Counter(settings.rate_limit_subject, clock=clock),
-        policy=SessionPolicy(
-            absolute_ttl=settings.refresh_token_ttl,
-            idle_ttl=settings.refresh_idle_ttl,
-            reuse_interval=settings.refresh_reuse_interval,
-            clock_skew=settings.clock_skew,
-        ),
+        policy=sessions.policy,
         metrics=metrics,
         clock=clock,
     )
@@ -157,7 +152,11 @@ def create_app(
         ).routes(),
         *public.routes(),
         *UserEndpoints(
-            bearer=bearer, sessions=sessions, users=users, verification=verification, grants=grants
+            bearer=bearer,
+            sessions=sessions,
+            users=users,
+            verification=verification,
+            verifier=verifier,
         ).routes(),
         *AdminEndpoints(admin=data.admin, audit_log=audit_log, clients=clients).routes(),
     ]
@@ -232,13 +231,13 @@ def data_services(
     mailer: Mailer | None = None,
     clock: Clock = time.time,
 ) -> DataServices:
-    sessions = Sessions(
-        database,
+    policy = SessionPolicy(
         absolute_ttl=settings.refresh_token_ttl,
         idle_ttl=settings.refresh_idle_ttl,
         reuse_interval=settings.refresh_reuse_interval,
-        clock=clock,
+        clock_skew=settings.clock_skew,
     )
+    sessions = Sessions(database, policy, clock=clock)
     if mailer is None:
         mailer = (
             SmtpMailer(settings.smtp_url)

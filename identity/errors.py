@@ -2,6 +2,7 @@
 
     IdentityError                     400 invalid_request   a client may see it (base)
     ├── InvalidRequest                400 invalid_request
+    ├── InvalidSubjectToken           400 invalid_request   a provider's id_token broke a rule
     ├── InvalidGrant                  400 invalid_grant
     ├── InvalidScope                  400 invalid_scope
     ├── InvalidTarget                 400 invalid_target
@@ -48,6 +49,14 @@ class IdentityError(Exception):
 
 class InvalidRequest(IdentityError):
     pass
+
+
+class InvalidSubjectToken(IdentityError):
+    """A provider's id_token broke a rule; which one (`reason`) goes to logs and metrics only.
+    The exchange answers 400, the callback 401 (docs/api.md)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("the id_token is not valid", reason=reason)
 
 
 class InvalidGrant(IdentityError):

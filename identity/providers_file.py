@@ -21,6 +21,7 @@ from typing import Any
 
 from identity.environment import ConfigError, check_url
 
+# The algorithms we verify (identity.tokens.jws); `none` and HMAC never.
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
 BUILT_IN = frozenset({"google", "microsoft", "apple"})
 _NAME = re.compile(r"^[a-z0-9-]{1,32}$")

@@ -10,7 +10,7 @@ import pytest
 
 from identity.accounts import housekeeping
 from identity.accounts.audit import AuditLog
-from identity.accounts.sessions import Sessions
+from identity.accounts.sessions import SessionPolicy, Sessions
 from identity.store.database import Database
 
 pytestmark = pytest.mark.anyio
@@ -58,7 +58,7 @@ async def test_every_item_of_a_round_survives_the_others_and_the_next_round_runs
 
 async def test_one_failing_kind_of_pruning_leaves_the_others(tmp_path: Any) -> None:
     database = Database(f"sqlite+aiosqlite:///{tmp_path}/none.db")  # no tables: each job fails
-    sessions = Sessions(database, absolute_ttl=60, idle_ttl=60, reuse_interval=10)
+    sessions = Sessions(database, SessionPolicy(absolute_ttl=60, idle_ttl=60, reuse_interval=10))
     audit = AuditLog(database, retention=60)
     ok = Flaky(0, RuntimeError())
     cast(Any, sessions).prune = ok.async_call  # this one works

@@ -38,7 +38,7 @@ async def test_verifier_rejects(
     build: Build,
 ) -> None:
     with pytest.raises(TokenRejected) as caught:
-        await verifier.verify(build(google, keys))
+        await verifier.check(build(google, keys))
     assert caught.value.reason == reason
 
 
@@ -65,7 +65,7 @@ async def test_exchange_rejects_without_writing(
 
 
 async def test_accepts_a_good_token(verifier: IdTokenVerifier, google: FakeIssuer) -> None:
-    identity = await verifier.verify(google.mint())
+    identity = await verifier.check(google.mint())
     assert identity.provider == "google"
     assert identity.account_key == "110000000000000000001"
     assert identity.email == "ada@gmail.com"
@@ -90,15 +90,15 @@ async def test_accepts_a_good_token(verifier: IdTokenVerifier, google: FakeIssue
 async def test_accepts_within_rules(
     verifier: IdTokenVerifier, google: FakeIssuer, claims: dict[str, Any]
 ) -> None:
-    assert (await verifier.verify(google.mint(**claims))).account_key
+    assert (await verifier.check(google.mint(**claims))).account_key
 
 
 async def test_nonce_raw_or_hashed_must_match(
     verifier: IdTokenVerifier, google: FakeIssuer
 ) -> None:
-    assert await verifier.verify(google.mint(nonce="n-123"), nonce="n-123")
+    assert await verifier.check(google.mint(nonce="n-123"), nonce="n-123")
     hashed = hashlib.sha256(b"n-456").hexdigest()
-    assert await verifier.verify(google.mint(nonce=hashed), nonce="n-456")
+    assert await verifier.check(google.mint(nonce=hashed), nonce="n-456")
     for token in (
         google.mint(nonce="other"),
         google.mint(),
@@ -106,7 +106,7 @@ async def test_nonce_raw_or_hashed_must_match(
         google.mint(nonce="\ud800"),
     ):
         with pytest.raises(TokenRejected) as caught:
-            await verifier.verify(token, nonce="n-123")
+            await verifier.check(token, nonce="n-123")
         assert caught.value.reason == "nonce_mismatch"
 
 
@@ -119,21 +119,21 @@ async def test_a_token_signed_by_one_provider_claiming_anothers_issuer_is_refuse
         json.dumps(issuers.google.claims()).encode(),
     )
     with pytest.raises(TokenRejected) as caught:
-        await verifier.verify(forged)
+        await verifier.check(forged)
     assert caught.value.reason == "bad_signature"
     # And with Apple's kid, Google's key set does not know it.
     named = issuers.apple.mint_raw(
         {"alg": "RS256", "kid": issuers.apple.kid}, json.dumps(issuers.google.claims()).encode()
     )
     with pytest.raises(TokenRejected) as caught:
-        await verifier.verify(named)
+        await verifier.check(named)
     assert caught.value.reason == "unknown_kid"
 
 
 async def test_the_callers_provider_must_agree(verifier: IdTokenVerifier, issuers: Issuers) -> None:
-    assert await verifier.verify(issuers.google.mint(), provider="google")
+    assert await verifier.check(issuers.google.mint(), provider="google")
     with pytest.raises(TokenRejected) as caught:
-        await verifier.verify(issuers.google.mint(), provider="microsoft")
+        await verifier.check(issuers.google.mint(), provider="microsoft")
     assert caught.value.reason == "provider_mismatch"
 
 

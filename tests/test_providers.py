@@ -36,7 +36,7 @@ def verifier(settings: Settings, issuers: Issuers, clock: FakeClock) -> IdTokenV
 
 async def rejected(verifier: IdTokenVerifier, token: str, **options: Any) -> str:
     with pytest.raises(TokenRejected) as caught:
-        await verifier.verify(token, **options)
+        await verifier.check(token, **options)
     return caught.value.reason
 
 
@@ -47,7 +47,7 @@ async def rejected(verifier: IdTokenVerifier, token: str, **options: Any) -> str
 async def test_google_email_verified_only_as_json_true(
     verifier: IdTokenVerifier, google: FakeIssuer, value: object
 ) -> None:
-    identity = await verifier.verify(google.mint(email_verified=value))
+    identity = await verifier.check(google.mint(email_verified=value))
     assert (identity.email_verified, identity.authoritative) == (False, False)
 
 
@@ -69,7 +69,7 @@ async def test_google_email_verified_only_as_json_true(
 async def test_google_is_authoritative_for(
     verifier: IdTokenVerifier, google: FakeIssuer, claims: dict[str, Any], authoritative: bool
 ) -> None:
-    assert (await verifier.verify(google.mint(**claims))).authoritative is authoritative
+    assert (await verifier.check(google.mint(**claims))).authoritative is authoritative
 
 
 async def test_google_hosted_domain_must_be_listed(
@@ -79,7 +79,7 @@ async def test_google_hosted_domain_must_be_listed(
         dataclasses.replace(settings, google_hosted_domains=("example.com",)), issuers, clock
     )
     google = issuers.google
-    assert await verifier.verify(google.mint(hd="example.com", email="a@example.com"))
+    assert await verifier.check(google.mint(hd="example.com", email="a@example.com"))
     for token in (google.mint(hd="evil.com"), google.mint(), google.mint(hd="EXAMPLE.COM")):
         assert await rejected(verifier, token) == "bad_hosted_domain"
 
@@ -94,7 +94,7 @@ def ms(issuers: Issuers, tid: str = MS_TENANT, **claims: Any) -> str:
 async def test_microsoft_account_key_is_tid_and_oid(
     verifier: IdTokenVerifier, issuers: Issuers
 ) -> None:
-    identity = await verifier.verify(ms(issuers))
+    identity = await verifier.check(ms(issuers))
     assert identity.provider == "microsoft"
     assert identity.account_key == f"{MS_TENANT}:00000000-0000-0000-66f3-3332eca7ea81"
     # The email claim is informational: unverified unless the tenant proved the domain.
@@ -169,7 +169,7 @@ async def test_microsoft_tenant_allowlist(
     )
     token = ms(issuers, tid=tid)
     if allowed:
-        assert (await verifier.verify(token)).account_key.startswith(tid)
+        assert (await verifier.check(token)).account_key.startswith(tid)
     else:
         assert await rejected(verifier, token) == "tenant_not_allowed"
 
@@ -177,11 +177,11 @@ async def test_microsoft_tenant_allowlist(
 async def test_microsoft_xms_edov_makes_the_address_authoritative(
     verifier: IdTokenVerifier, issuers: Issuers
 ) -> None:
-    assert (await verifier.verify(ms(issuers, xms_edov=True))).authoritative is True
+    assert (await verifier.check(ms(issuers, xms_edov=True))).authoritative is True
     for value in ("true", 1, False):
-        assert (await verifier.verify(ms(issuers, xms_edov=value))).authoritative is False
+        assert (await verifier.check(ms(issuers, xms_edov=value))).authoritative is False
     # preferred_username is never read as an address.
-    identity = await verifier.verify(
+    identity = await verifier.check(
         ms(issuers, email=DROP, preferred_username="grace@contoso.example")
     )
     assert identity.email is None
@@ -213,7 +213,7 @@ async def test_sovereign_cloud_authority(
     verifier = verifier_for(
         dataclasses.replace(settings, microsoft_authority=authority), issuers, clock
     )
-    assert (await verifier.verify(cloud.mint())).provider == "microsoft"
+    assert (await verifier.check(cloud.mint())).provider == "microsoft"
     public_cloud = cloud.mint(iss=f"{fakes.MS_AUTHORITY}/{MS_TENANT}/v2.0")
     assert await rejected(verifier, public_cloud) == "unknown_issuer"
 
@@ -228,7 +228,7 @@ async def test_sovereign_cloud_authority(
 async def test_apple_booleans_as_json_or_strings(
     verifier: IdTokenVerifier, issuers: Issuers, value: object, verified: bool
 ) -> None:
-    identity = await verifier.verify(
+    identity = await verifier.check(
         issuers.apple.mint(email_verified=value, is_private_email=value)
     )
     assert identity.email_verified is verified
@@ -256,7 +256,7 @@ async def test_apple_refuses_other_boolean_spellings(
 async def test_apple_is_authoritative_for_its_own_domains(
     verifier: IdTokenVerifier, issuers: Issuers, email: str, authoritative: bool
 ) -> None:
-    identity = await verifier.verify(issuers.apple.mint(email=email))
+    identity = await verifier.check(issuers.apple.mint(email=email))
     assert (identity.email_verified, identity.authoritative) == (True, authoritative)
 
 
@@ -264,13 +264,13 @@ async def test_apple_services_id_and_bundle_id_and_hashed_nonce(
     verifier: IdTokenVerifier, issuers: Issuers
 ) -> None:
     apple = issuers.apple
-    assert await verifier.verify(apple.mint(aud=fakes.APPLE_WEB))
-    assert await verifier.verify(apple.mint(aud=fakes.APPLE_APP))
+    assert await verifier.check(apple.mint(aud=fakes.APPLE_WEB))
+    assert await verifier.check(apple.mint(aud=fakes.APPLE_APP))
     assert await rejected(verifier, apple.mint(aud="com.other.app")) == "bad_audience"
     # A native app hands Apple the SHA-256 of its nonce and us the nonce itself.
     hashed = hashlib.sha256(b"raw-nonce").hexdigest()
-    assert await verifier.verify(apple.mint(nonce=hashed), nonce="raw-nonce")
-    identity = await verifier.verify(apple.mint())
+    assert await verifier.check(apple.mint(nonce=hashed), nonce="raw-nonce")
+    identity = await verifier.check(apple.mint())
     assert identity.name is None  # Apple's id_token carries no name
 
 
@@ -281,13 +281,13 @@ async def test_generic_issuer_through_discovery_with_es256(
     verifier: IdTokenVerifier, issuers: Issuers
 ) -> None:
     okta = issuers.okta
-    identity = await verifier.verify(okta.mint())
+    identity = await verifier.check(okta.mint())
     assert (identity.provider, identity.account_key, identity.authoritative) == (
         "okta",
         "00u1example",
         True,
     )
-    assert (await verifier.verify(okta.mint(email="alan@elsewhere.test"))).authoritative is False
+    assert (await verifier.check(okta.mint(email="alan@elsewhere.test"))).authoritative is False
     # RS256 is not among its configured algorithms.
     rs = okta.mint_raw(
         {"alg": "RS256", "kid": okta.kid}, json.dumps(okta.claims()).encode(), issuers.google.key
@@ -303,7 +303,7 @@ async def test_generic_issuer_discovery_must_name_the_configured_issuer(
     from identity.errors import KeysUnavailable
 
     with pytest.raises(KeysUnavailable):
-        await verifier.verify(issuers.okta.mint())
+        await verifier.check(issuers.okta.mint())
 
 
 @pytest.mark.parametrize(
@@ -323,7 +323,7 @@ async def test_generic_issuer_algorithms(
     verifier = verifier_for(
         dataclasses.replace(settings, oidc_providers=(provider,)), issuers, clock
     )
-    assert (await verifier.verify(okta.mint())).provider == "okta"
+    assert (await verifier.check(okta.mint())).provider == "okta"
 
 
 # -- end to end, per provider --------------------------------------------------------------------

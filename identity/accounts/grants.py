@@ -8,12 +8,10 @@ auth event; the raw token never is, only its fingerprint. A bad id_token raises
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
-
-from prometheus_client import Counter as PromCounter
+from collections.abc import AsyncIterator
+from typing import Any
 
 from identity import logs
 from identity.clock import Clock, utc
@@ -22,42 +20,24 @@ from identity.errors import (
     AccountConflict,
     IdentityError,
     InvalidGrant,
-    InvalidRequest,
     InvalidScope,
+    InvalidSubjectToken,
     InvalidTarget,
-    KeysUnavailable,
     RateLimited,
-    TemporarilyUnavailable,
-    TokenRejected,
 )
 from identity.metrics import Metrics
 from identity.store.models import DEFAULT_SCOPE, TokenResponse, new_id
 from identity.tokens import jws, refresh_tokens
 from identity.tokens.access_tokens import AccessTokens, Profile
-from identity.tokens.id_tokens import IdTokenVerifier, VerifiedIdentity
+from identity.tokens.id_tokens import IdTokenVerifier
 
 from .audit import Context
 from .limits import Attempt, Counter, FailureGuard, Window, user_key_prefix
-from .rotation import RotationRequest, Rotations, idle_since
+from .rotation import RotationRequest, Rotations
+from .sessions import SessionPolicy
 from .sign_in import ProviderTokens, SignInRequest, SignIns
 
 ACCESS_TOKEN_TYPE_URN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105
-T = TypeVar("T")
-
-
-class InvalidSubjectToken(IdentityError):
-    """The id_token broke a rule; which one (`reason`) goes to logs and metrics only."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__("the id_token is not valid", reason=reason)
-
-
-@dataclass(frozen=True)
-class SessionPolicy:
-    absolute_ttl: int
-    idle_ttl: int
-    reuse_interval: int
-    clock_skew: int
 
 
 def granted_scope(requested: str | None, allowed: str = DEFAULT_SCOPE) -> tuple[str, ...] | None:
@@ -94,31 +74,6 @@ class Grants:
         self._metrics = metrics
         self._clock = clock
 
-    async def verify(
-        self, id_token: str, *, nonce: str | None, provider: str | None = None
-    ) -> VerifiedIdentity:
-        """Every rule of a provider's id_token; InvalidSubjectToken or a 503 otherwise."""
-        if not self._verifier.providers:
-            raise InvalidRequest(
-                "token exchange is disabled: no provider is configured "
-                "(set IDENTITY_GOOGLE_CLIENT_IDS or another provider's variables)",
-                reason="no_provider_configured",
-            )
-        try:
-            return await self._verifier.verify(id_token, nonce=nonce, provider=provider)
-        except TokenRejected as error:
-            raise InvalidSubjectToken(error.reason) from None
-        except KeysUnavailable:
-            raise TemporarilyUnavailable(
-                "the provider's signing keys are unavailable; try again shortly",
-                reason="upstream_keys_unavailable",
-                retry_after=30,
-            ) from None
-
-    def replay_expires(self, identity: VerifiedIdentity) -> Any:
-        # As long as the token could still be accepted: its exp plus the clock skew.
-        return utc(identity.expires_at + self._policy.clock_skew)
-
     async def exchange(
         self,
         id_token: str,
@@ -133,14 +88,12 @@ class Grants:
         provider: str | None = None,
         provider_tokens: ProviderTokens | None = None,
     ) -> TokenResponse:
-        event = _event("exchange", client_id, context, id_token)
-
-        async def run() -> TokenResponse:
+        async with self._observed("exchange", client_id, context, id_token) as event:
             if audience is not None and audience not in self._tokens.audience:
                 raise InvalidTarget("audience is not served here", reason="bad_target")
             granted = " ".join(granted_scope(scope) or DEFAULT_SCOPE.split())
             attempt.subject = f"token:{event['token_fingerprint']}"
-            identity = await self.verify(id_token, nonce=nonce, provider=provider)
+            identity = await self._verifier.verify(id_token, nonce=nonce, provider=provider)
             event["provider"] = identity.provider
             attempt.subject = f"account:{identity.provider}:{identity.account_key}"
             now = self._clock()
@@ -152,7 +105,6 @@ class Grants:
             result = await self._sign_ins.sign_in(
                 SignInRequest(
                     identity=identity,
-                    replay_expires=self.replay_expires(identity),
                     client_id=client_id,
                     scope=granted,
                     session_id=session_id,
@@ -201,8 +153,6 @@ class Grants:
                 user=user.public(result.accounts),
             )
 
-        return await self._observed(event, run, self._metrics.exchanges)
-
     async def refresh(
         self,
         presented: str,
@@ -212,14 +162,12 @@ class Grants:
         context: Context,
         scope: str | None = None,
     ) -> TokenResponse:
-        event = _event("refresh", client_id, context, presented)
-
-        async def run() -> TokenResponse:
+        async with self._observed("refresh", client_id, context, presented) as event:
             attempt.subject = f"token:{event['token_fingerprint']}"
             wanted = tuple(dict.fromkeys(scope.split())) if scope is not None else None
             if wanted == ():
                 raise InvalidScope("the requested scope is empty", reason="bad_scope")
-            now = self._clock()
+            now = utc(self._clock())
             successor, successor_hash = refresh_tokens.new()
             interval = self._policy.reuse_interval
             lock = self._guard.counter.window() if attempt.client is not None else None
@@ -231,8 +179,8 @@ class Grants:
                     successor_hash=successor_hash,
                     sealed=refresh_tokens.seal(successor, parent=presented) if interval else None,
                     interval=interval,
-                    now=utc(now),
-                    idle_since=idle_since(utc(now), self._policy.idle_ttl),
+                    now=now,
+                    idle_since=self._policy.idle_since(now),
                     context=context,
                     lock_prefix=user_key_prefix(client_id) if lock is not None else None,
                     lock=lock,
@@ -275,8 +223,6 @@ class Grants:
                 refresh_token=successor,
             )
 
-        return await self._observed(event, run, self._metrics.refreshes)
-
     def _locked(self, attempt: Attempt, lock: Window | None) -> RateLimited:
         """The caller's key was found past the failure limit by the grant's own statement."""
         retry_after = lock.retry_after if lock is not None else 1
@@ -292,12 +238,21 @@ class Grants:
             reason="subject_rate_limited",
         )
 
+    @contextlib.asynccontextmanager
     async def _observed(
-        self, event: dict[str, Any], run: Callable[[], Awaitable[T]], counter: PromCounter
-    ) -> T:
-        """Run a grant; count and log its outcome (one auth event per grant)."""
+        self, kind: str, client_id: str, context: Context, token: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """One grant's auth event: the block fills it in; its outcome is counted in the metrics
+        and logged as one line (the token only by its fingerprint)."""
+        event: dict[str, Any] = {
+            "event": kind,
+            "client": client_id,
+            "request_id": context.request_id,
+            "token_fingerprint": jws.fingerprint(token),
+        }
+        counter = self._metrics.exchanges if kind == "exchange" else self._metrics.refreshes
         try:
-            result = await run()
+            yield event
         except IdentityError as error:
             if error.reason == "reuse_detected":
                 self._metrics.reuse.inc()
@@ -306,13 +261,3 @@ class Grants:
             raise
         counter.labels("success", event.get("reason", "ok")).inc()
         logs.auth_event(**event, outcome="success")
-        return result
-
-
-def _event(kind: str, client_id: str, context: Context, token: str) -> dict[str, Any]:
-    return {
-        "event": kind,
-        "client": client_id,
-        "request_id": context.request_id,
-        "token_fingerprint": jws.fingerprint(token),
-    }

@@ -214,7 +214,3 @@ async def _admissible(sql: Sql, r: RotationRequest, s: Row) -> RotationResult | 
         if counted is not None and counted["count"] > r.budget.limit.count:
             return _result("rate_limited", s)
     return None
-
-
-def idle_since(now: datetime, idle_ttl: int) -> datetime:
-    return now - timedelta(seconds=idle_ttl)

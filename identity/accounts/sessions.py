@@ -9,6 +9,7 @@ IDENTITY_REFRESH_IDLE_TTL, whichever comes first (docs/sessions.md).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,25 +42,32 @@ WHERE id = $1 AND user_id = $2 AND expires > $3 AND last_used_at > $4
 """
 
 
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    """How long sessions live and how refresh tokens rotate (docs/sessions.md): one object,
+    built once from the settings, shared by `Sessions` and the grants."""
+
+    absolute_ttl: int  # IDENTITY_REFRESH_TOKEN_TTL
+    idle_ttl: int  # IDENTITY_REFRESH_IDLE_TTL
+    reuse_interval: int  # IDENTITY_REFRESH_REUSE_INTERVAL
+    clock_skew: int = 60  # IDENTITY_CLOCK_SKEW
+
+    def idle_since(self, now: datetime) -> datetime:
+        """Sessions unused since this moment have expired."""
+        return now - timedelta(seconds=self.idle_ttl)
+
+
 class Sessions:
     def __init__(
-        self,
-        database: Database,
-        *,
-        absolute_ttl: int,
-        idle_ttl: int,
-        reuse_interval: int,
-        clock: Clock = time.time,
+        self, database: Database, policy: SessionPolicy, *, clock: Clock = time.time
     ) -> None:
         self._db = database
         self._clock = clock
-        self.absolute_ttl = absolute_ttl
-        self.idle_ttl = idle_ttl
-        self._reuse_interval = reuse_interval
+        self.policy = policy
 
     def _bounds(self) -> tuple[datetime, datetime]:
-        now = self._clock()
-        return utc(now), utc(now - self.idle_ttl)
+        now = utc(self._clock())
+        return now, self.policy.idle_since(now)
 
     async def profile(
         self, session_id: str, user_id: str
@@ -85,7 +93,7 @@ class Sessions:
 
     def ends(self, expires: datetime, last_used_at: datetime) -> datetime:
         """When a session dies unless used: absolute end or idle limit, whichever is first."""
-        return min(as_utc(expires), as_utc(last_used_at) + timedelta(seconds=self.idle_ttl))
+        return min(as_utc(expires), as_utc(last_used_at) + timedelta(seconds=self.policy.idle_ttl))
 
     async def live(self, user_id: str, current: str | None = None) -> list[SessionPublic]:
         statement = (
@@ -213,7 +221,7 @@ class Sessions:
     async def forget_sealed(self) -> int:
         """Delete sealed successors whose reuse interval has ended (every housekeeping round;
         they are never used after it, sealed or not)."""
-        interval_end = utc(self._clock() - self._reuse_interval)
+        interval_end = utc(self._clock() - self.policy.reuse_interval)
         async with self._db.transaction() as tx:
             result = await tx.execute(
                 update(SESSIONS)

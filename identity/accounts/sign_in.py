@@ -69,7 +69,6 @@ class ProviderTokens:
 @dataclass(frozen=True, slots=True)
 class SignInRequest:
     identity: VerifiedIdentity
-    replay_expires: datetime  # the token's exp plus the clock skew: as long as it is accepted
     client_id: str
     scope: str
     session_id: str
@@ -136,7 +135,7 @@ async def _postgres(sql: Sql, r: SignInRequest) -> SignInResult:
     row = await sql.fetchone(
         _CALL,
         i.replay_key,
-        r.replay_expires,
+        i.replay_expires,
         i.provider,
         i.account_key,
         i.email,
@@ -246,7 +245,7 @@ async def _sqlite(sql: Sql, r: SignInRequest) -> SignInResult:
         await _refused(sql, r, "disabled", user["id"])
         return SignInResult("disabled")
 
-    if await sql.fetchrow(REMEMBER_REPLAY, i.replay_key, r.replay_expires) is None:
+    if await sql.fetchrow(REMEMBER_REPLAY, i.replay_key, i.replay_expires) is None:
         return SignInResult("replayed")
     if user is not None and await _over_budget(sql, r, user["id"]):
         await sql.fetch(_FORGET, i.replay_key)  # a 429 does not spend the id_token

@@ -137,7 +137,6 @@ class Users:
         user_id: str,
         identity: VerifiedIdentity,
         *,
-        replay_expires: datetime,
         context: audit.Context,
     ) -> UserPublic:
         """Link another provider's account to this user, whatever its address says."""
@@ -156,7 +155,10 @@ class Users:
                     raise AccountConflict(
                         "this account belongs to another user", reason="account_conflict"
                     )
-                if await tx.fetchrow(REMEMBER_REPLAY, identity.replay_key, replay_expires) is None:
+                if (
+                    await tx.fetchrow(REMEMBER_REPLAY, identity.replay_key, identity.replay_expires)
+                    is None
+                ):
                     raise InvalidRequest("the id_token was already used", reason="replayed")
                 if owner is None:
                     await tx.execute(

@@ -15,11 +15,18 @@ import hmac
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import httpx
 
-from identity.clock import Clock
-from identity.errors import TokenRejected
+from identity.clock import Clock, utc
+from identity.errors import (
+    InvalidRequest,
+    InvalidSubjectToken,
+    KeysUnavailable,
+    TemporarilyUnavailable,
+    TokenRejected,
+)
 from identity.tracing import NO_TRACING, Tracer
 
 from . import jws
@@ -40,7 +47,8 @@ class VerifiedIdentity:
     name: str | None
     picture: str | None
     expires_at: int
-    replay_key: str
+    replay_key: str  # the single-use key (jws.replay_key): the same for every spelling
+    replay_expires: datetime  # how long the single-use record is kept: as long as it is accepted
 
 
 class IdTokenVerifier:
@@ -56,6 +64,7 @@ class IdTokenVerifier:
         self.providers = tuple(providers)
         self._keys = key_sets  # by provider name
         self._clock = clock
+        self._leeway = leeway
         self._by_issuer = {iss: p for p in providers for iss in p.issuers}
         self._templated = [p for p in providers if p.issuer_template is not None]
         self._rules = {
@@ -73,7 +82,31 @@ class IdTokenVerifier:
     async def verify(
         self, token: object, *, nonce: str | None = None, provider: str | None = None
     ) -> VerifiedIdentity:
-        """The verified identity, or TokenRejected (a 4xx) / KeysUnavailable (a 503)."""
+        """Every rule of a provider's id_token: the identity, or InvalidSubjectToken (the rule
+        broken is its `reason`), TemporarilyUnavailable when the provider's keys cannot be had,
+        InvalidRequest when no provider is configured at all."""
+        if not self.providers:
+            raise InvalidRequest(
+                "token exchange is disabled: no provider is configured "
+                "(set IDENTITY_GOOGLE_CLIENT_IDS or another provider's variables)",
+                reason="no_provider_configured",
+            )
+        try:
+            return await self.check(token, nonce=nonce, provider=provider)
+        except TokenRejected as error:
+            raise InvalidSubjectToken(error.reason) from None
+        except KeysUnavailable:
+            # Fail closed: without the provider's keys nothing is accepted (docs/security.md).
+            raise TemporarilyUnavailable(
+                "the provider's signing keys are unavailable; try again shortly",
+                reason="upstream_keys_unavailable",
+                retry_after=30,
+            ) from None
+
+    async def check(
+        self, token: object, *, nonce: str | None = None, provider: str | None = None
+    ) -> VerifiedIdentity:
+        """The rules themselves: the identity, or TokenRejected / KeysUnavailable."""
         compact = jws.parse(token)
         claims = compact.claims()
         chosen = self._provider_of(claims)
@@ -97,6 +130,8 @@ class IdTokenVerifier:
             picture=found.picture,
             expires_at=checked.expires_at,
             replay_key=jws.replay_key(compact),
+            # As long as the token could still be accepted: its exp plus the clock skew.
+            replay_expires=utc(checked.expires_at + self._leeway),
         )
 
     def _provider_of(self, claims: dict[str, object]) -> Provider:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from identity import providers_file
 from identity.errors import TokenRejected
 
 MAX_TOKEN_BYTES = 8192
@@ -45,11 +46,10 @@ _ORDERS = {
         16,
     ),
 }
-# Every algorithm we can verify; `none` and HMAC are absent on purpose (no shared secrets, and a
-# public key must never become an HMAC secret).
-ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"}
-)
+# Every algorithm we can verify, which is what a provider may be configured with (the list lives
+# with the configuration, the layer below); `none` and HMAC are absent on purpose (no shared
+# secrets, and a public key must never become an HMAC secret).
+ALGORITHMS = frozenset(providers_file.ALGORITHMS)
 
 PublicKey = (
     rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey

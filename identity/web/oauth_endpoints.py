@@ -14,10 +14,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from identity import logs
-from identity.accounts.grants import Grants, InvalidSubjectToken
+from identity.accounts.grants import Grants
 from identity.accounts.sessions import Sessions
 from identity.accounts.sign_in import ProviderTokens
-from identity.errors import InvalidRequest, InvalidToken, UnsupportedGrantType
+from identity.errors import (
+    InvalidRequest,
+    InvalidSubjectToken,
+    InvalidToken,
+    UnsupportedGrantType,
+)
 from identity.store.models import Introspection
 from identity.tokens import jws
 from identity.tokens.provider_tokens import Sealer

@@ -8,11 +8,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from identity.accounts.email_verification import EmailVerification
-from identity.accounts.grants import Grants
 from identity.accounts.sessions import Sessions
 from identity.accounts.users import Users
 from identity.errors import Conflict, InvalidToken, InvalidVerificationToken, MailDisabled, NotFound
 from identity.store.models import SessionList, UserInfo, UserPublic, UserUpdate
+from identity.tokens.id_tokens import IdTokenVerifier
 
 from . import inputs, pages
 from .bearer import Bearer
@@ -27,13 +27,13 @@ class UserEndpoints:
         sessions: Sessions,
         users: Users,
         verification: EmailVerification,
-        grants: Grants,
+        verifier: IdTokenVerifier,
     ) -> None:
         self._bearer = bearer
         self._sessions = sessions
         self._users = users
         self._verification = verification
-        self._grants = grants
+        self._verifier = verifier
 
     def routes(self) -> list[Route]:
         return [
@@ -114,13 +114,12 @@ class UserEndpoints:
     async def link_account(self, request: Request) -> Response:
         claims = await self._bearer.authenticate(request)
         body = await inputs.json_object(request)
-        identity = await self._grants.verify(
+        identity = await self._verifier.verify(
             inputs.required(body, "id_token", limit=65_536), nonce=inputs.nonce(body)
         )
         user = await self._users.link(
             claims.subject,
             identity,
-            replay_expires=self._grants.replay_expires(identity),
             context=context(request, claims.client_id),
         )
         return json_response(user)
