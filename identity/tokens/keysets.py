@@ -1,6 +1,7 @@
 """Caches of remote JSON documents: a provider's (or our own) key set, and discovery documents.
 
-One `KeySetCache` instance per key set. Rules (docs/security.md, "Provider keys"):
+One `KeySetCache` instance per key set. Rules (docs/security.md, "Keys" and "Key sets and
+discovery documents"):
 - keys are kept for as long as the response's `Cache-Control: max-age` says (one hour when
   absent, at most a day, at least a second: `no-store` cannot make it a fetch per request);
 - an unknown `kid` refetches at most once per cooldown (30 s), single flight across concurrent

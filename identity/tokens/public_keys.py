@@ -4,7 +4,7 @@ A key set is a remote document we do not control: every member of every entry is
 entry is used only when it is a public signing key we are willing to trust, and an entry that
 is anything else — an unknown type, a member of the wrong JSON type, a private key, a weak or
 oversized RSA key, something the importer chokes on — is skipped on its own, so one odd entry
-never disables the rest of the set (docs/security.md, "Provider keys").
+never disables the rest of the set (docs/security.md, "Key sets and discovery documents").
 """
 
 from __future__ import annotations
