@@ -6,8 +6,9 @@
 
 It reads the issuer's discovery document, then keeps the key set in the same cache the service
 uses for providers' keys (Cache-Control honoured, single-flight refetch on an unknown kid, old
-keys kept while the issuer is unreachable, at most one fetch per 30 s while it is down). It
-accepts only `typ: at+jwt` RS256 tokens with the right `iss` and `aud` that have not expired.
+keys kept while the issuer is unreachable, at most one fetch per 30 s while it is down or serving
+something unusable). It accepts only `typ: at+jwt` RS256 tokens with the right `iss` and `aud`
+that have not expired.
 
 Two exceptions, and no others: `InvalidAccessToken` (answer 401) whatever the token is, and
 `VerifierUnavailable` (answer 503) whatever the issuer serves or fails to serve. It does not know
@@ -16,6 +17,7 @@ about revoked sessions: call POST /introspect where revocation must take effect 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 
@@ -27,6 +29,7 @@ from identity.tokens.access_tokens import TYPE, AccessClaims, accept, rules
 from identity.tokens.keysets import Discovery, KeySetCache
 
 __all__ = ["AccessClaims", "InvalidAccessToken", "TokenVerifier", "VerifierUnavailable"]
+logger = logging.getLogger("identity.verifier")
 
 
 class InvalidAccessToken(Exception):
@@ -57,31 +60,32 @@ class TokenVerifier:
         self._own_http = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=5.0, follow_redirects=False)
         self._clock = clock
-        self._cooldown = refetch_cooldown
         self._rules = rules(self.issuer, self.audience, leeway)
-        self._discovery = Discovery(self.issuer, self._http, clock=clock, cooldown=refetch_cooldown)
-        self._keys: KeySetCache | None = None
+        discovery = Discovery(self.issuer, self._http, clock=clock, cooldown=refetch_cooldown)
+        # One cache behind the discovery document, as for a provider found by discovery: the
+        # key set's cooldown holds whatever `jwks_uri` the issuer names from one fetch to the
+        # next, so nothing the issuer serves makes more than one fetch per cooldown.
+        self._keys = KeySetCache(
+            discovery, self._http, clock=clock, refetch_cooldown=refetch_cooldown
+        )
 
     async def verify(self, token: str) -> AccessClaims:
+        """The claims of a valid access token; InvalidAccessToken or VerifierUnavailable."""
         try:
             compact = jws.parse(token, typ=TYPE)
             if compact.alg != "RS256":
                 raise TokenRejected("bad_alg")
-            keys = await self._key_set()
-            jws.verify(compact, await keys.get(compact.kid, "RS256"))
+            jws.verify(compact, await self._keys.get(compact.kid, "RS256"))
             return accept(compact.claims(), self._rules, self._clock())
         except TokenRejected as error:
             raise InvalidAccessToken(error.reason) from None
         except KeysUnavailable:
             raise VerifierUnavailable(self.issuer) from None
-
-    async def _key_set(self) -> KeySetCache:
-        uri = await self._discovery.jwks_uri()
-        if self._keys is None or self._keys.source != uri:
-            self._keys = KeySetCache(
-                uri, self._http, clock=self._clock, refetch_cooldown=self._cooldown
-            )
-        return self._keys
+        except Exception as error:
+            # The public contract is two exceptions: a surprise (a bug of ours) must not become
+            # a 500 in the caller's service. Logged by type, never by message (it may echo input).
+            logger.error("token verification failed unexpectedly: %s", type(error).__name__)
+            raise VerifierUnavailable(self.issuer) from None
 
     async def aclose(self) -> None:
         if self._own_http:

@@ -107,6 +107,7 @@ class FakeIssuer:
     status: int = 200
     cache_control: str = "public, max-age=3600"
     body: bytes | None = None  # overrides the key set (garbage tests)
+    headers: dict[bytes, bytes] = field(default_factory=dict)  # more key-set headers
     fetches: int = 0
     extra_keys: list[dict[str, Any]] = field(default_factory=list)
     counter: int = 0
@@ -132,7 +133,8 @@ class FakeIssuer:
         if self.status != 200:
             return httpx.Response(self.status, text="unavailable")
         body = self.body if self.body is not None else json.dumps(self.jwks()).encode()
-        return httpx.Response(200, content=body, headers={"Cache-Control": self.cache_control})
+        headers = {b"Cache-Control": self.cache_control.encode(), **self.headers}
+        return httpx.Response(200, content=body, headers=headers)
 
     def claims(self, **overrides: Any) -> dict[str, Any]:
         self.counter += 1

@@ -146,6 +146,17 @@ REJECTED: list[tuple[str, str, Build]] = [
     ("exp_fraction", "bad_exp", lambda g, k: g.mint(exp=int(g.clock()) + 3600.5)),
     ("exp_string", "bad_exp", lambda g, k: g.mint(exp=str(int(g.clock()) + 3600))),
     ("exp_boolean", "bad_exp", lambda g, k: g.mint(exp=True)),
+    # A huge time once overflowed the date arithmetic of the replay record: a 500, no event.
+    ("exp_huge", "lifetime_too_long", lambda g, k: g.mint(exp=10**15)),
+    ("exp_past_2_53", "bad_exp", lambda g, k: g.mint(exp=2**53 + 1)),
+    ("exp_negative", "bad_exp", lambda g, k: g.mint(exp=-1)),
+    ("iat_past_2_53", "bad_iat", lambda g, k: g.mint(iat=2**53 + 1)),
+    ("nbf_huge", "bad_nbf", lambda g, k: g.mint(nbf=2**53 + 1)),
+    (
+        "lifetime_over_a_day",
+        "lifetime_too_long",
+        lambda g, k: g.mint(iat=int(g.clock()), exp=int(g.clock()) + 86_401),
+    ),
     ("iat_missing", "missing_iat", lambda g, k: g.mint(iat=DROP)),
     ("iat_fraction", "bad_iat", lambda g, k: g.mint(iat=g.clock() - 0.5)),
     (

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 from identity.errors import TokenRejected
 from identity.tokens.access_tokens import AccessTokens, Profile
 from identity.tokens.signing_keys import KeyManager, KeyStore
 
-from .fakes import FakeClock
+from .fakes import FakeClock, FakeIssuer
+from .support import bearer, exchange, resign
 
 ISSUER = "https://id.example.com"
 T0 = 1_800_000_000.0
@@ -72,3 +74,17 @@ def test_only_the_exact_text_is_remembered(tmp_path: Path) -> None:
     for variant in (token + "\n", token + "A", " " + token, token.replace(".", "..", 1)):
         with pytest.raises(TokenRejected):
             tokens.verify(variant)
+
+
+@pytest.mark.anyio
+async def test_absurd_times_in_our_own_tokens_are_refused(
+    client: httpx.AsyncClient, google: FakeIssuer, keys_dir: Path
+) -> None:
+    """Signed with our own key: the time bounds are the claim checker's, not the minter's."""
+    access = (await exchange(client, google.mint())).json()["access_token"]
+    assert (await client.get("/users/me", headers=bearer(access))).status_code == 200
+    now = 1_800_000_000
+    for claims in ({"exp": 10**15}, {"iat": now, "exp": now + 86_401}, {"nbf": 2**53 + 1}):
+        token = resign(keys_dir, access, None, **claims)
+        response = await client.get("/users/me", headers=bearer(token))
+        assert response.status_code == 401, claims

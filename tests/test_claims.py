@@ -54,6 +54,11 @@ def test_audience_modes(mode: str, aud: Any, ok: bool) -> None:
         (NOW, {"nbf": NOW + 11}, "not_yet_valid"),
         (NOW, {"iss": "https://other.test"}, "bad_issuer"),
         (NOW, {"azp": "x"}, "bad_azp"),
+        (NOW, {"exp": 2**53 + 1}, "bad_exp"),
+        (NOW, {"iat": -1}, "bad_iat"),
+        (NOW, {"nbf": 2**53 + 1}, "bad_nbf"),
+        (NOW, {"exp": NOW + 86_401}, "lifetime_too_long"),
+        (NOW, {"exp": 10**15}, "lifetime_too_long"),
     ],
 )
 def test_refusals(now: int, claims: dict[str, Any], reason: str) -> None:

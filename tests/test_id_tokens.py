@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from typing import Any
 
 import httpx
@@ -85,6 +86,8 @@ async def test_accepts_a_good_token(verifier: IdTokenVerifier, google: FakeIssue
         pytest.param({"aud": IOS_CLIENT, "azp": IOS_CLIENT}, id="ios_client"),
         pytest.param({"iss": "accounts.google.com"}, id="iss_without_scheme"),
         pytest.param({"azp": DROP}, id="azp_absent"),
+        # Apple's id_tokens live exactly a day: the longest lifetime accepted.
+        pytest.param({"iat": 1_800_000_000, "exp": 1_800_000_000 + 86_400}, id="lifetime_of_a_day"),
     ],
 )
 async def test_accepts_within_rules(
@@ -166,3 +169,32 @@ async def test_the_replay_record_lasts_as_long_as_the_token_is_accepted(
         await database.close()
     assert await sql.scalar("SELECT count(*) FROM used_id_tokens") == 1
     assert (await exchange(client, token)).status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        pytest.param({"exp": 10**15}, "lifetime_too_long", id="exp_1e15"),
+        pytest.param({"exp": 2**53 + 1}, "bad_exp", id="exp_past_2_53"),
+        pytest.param({"exp": 1_800_000_000 + 2 * 86_400}, "lifetime_too_long", id="two_days"),
+    ],
+)
+async def test_an_absurd_time_is_a_refusal_with_its_auth_event(
+    client: httpx.AsyncClient,
+    google: FakeIssuer,
+    sql: Sql,
+    caplog: pytest.LogCaptureFixture,
+    claims: dict[str, Any],
+    reason: str,
+) -> None:
+    """A time of 10^15 once overflowed the replay record's date: a 500 and no auth event."""
+    caplog.set_level(logging.INFO, logger="identity.auth")
+    before = await sql.counts()
+    response = await exchange(client, google.mint(**claims))
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+    events = [getattr(r, "event", {}) for r in caplog.records if r.name == "identity.auth"]
+    assert [(e["event"], e["outcome"], e["reason"]) for e in events] == [
+        ("exchange", "failure", reason)
+    ]
+    assert await sql.counts() == before

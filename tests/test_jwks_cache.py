@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 
 import httpx
@@ -132,6 +133,12 @@ FAILURES = [
     "small_key",
     "private_members",
     "too_large",
+    "alg_a_list",
+    "exponent_3",
+    "modulus_over_8192_bits",
+    "kid_an_object",
+    "content_length_superscript",
+    "content_length_5000_digits",
 ]
 
 
@@ -156,7 +163,7 @@ async def test_no_usable_keys_fails_closed(
     with pytest.raises(KeysUnavailable):
         await cache.get(google.kid, "RS256")
     # Nothing was cached: once the provider is back (after the cooldown) keys return.
-    google.status, google.body = 200, None
+    google.status, google.body, google.headers = 200, None, {}
     clock.advance(31)
     assert await cache.get(google.kid, "RS256")
 
@@ -248,3 +255,17 @@ def _break(issuer: FakeIssuer, failure: str) -> None:
         issuer.body = httpx.Response(
             200, json={"keys": [entry], "pad": "x" * MAX_DOCUMENT_BYTES}
         ).content
+    elif failure == "alg_a_list":  # once a TypeError (unhashable) out of the cache: a 500
+        issuer.body = httpx.Response(200, json={"keys": [{**entry, "alg": ["RS256"]}]}).content
+    elif failure == "exponent_3":  # the right modulus, but not F4
+        issuer.body = httpx.Response(200, json={"keys": [{**entry, "e": "Aw"}]}).content
+    elif failure == "modulus_over_8192_bits":
+        n = secrets.randbits(8256) | (1 << 8255) | 1
+        huge = {**entry, "n": b64(n.to_bytes(1032, "big"))}
+        issuer.body = httpx.Response(200, json={"keys": [huge]}).content
+    elif failure == "kid_an_object":
+        issuer.body = httpx.Response(200, json={"keys": [{**entry, "kid": {"a": 1}}]}).content
+    elif failure == "content_length_superscript":  # "²".isdigit(), but int("²") fails
+        issuer.headers = {b"Content-Length": "²".encode()}
+    elif failure == "content_length_5000_digits":  # int() refuses 4,300+ digits
+        issuer.headers = {b"Content-Length": b"9" * 5000}

@@ -132,6 +132,18 @@ async def test_microsoft_account_key_is_tid_and_oid(
         pytest.param({"ver": "1.0"}, "bad_version", id="ver_1"),
         pytest.param({"oid": DROP}, "bad_object_id", id="oid_missing"),
         pytest.param({"oid": "x"}, "bad_object_id", id="oid_not_a_guid"),
+        pytest.param(
+            {"oid": "00000000-0000-0000-66f3-3332eca7ea81\n"},
+            "bad_object_id",
+            id="oid_trailing_newline",
+        ),
+        pytest.param(
+            {"tid": MS_TENANT + "\n", "iss": f"{fakes.MS_AUTHORITY}/{MS_TENANT}\n/v2.0"},
+            "unknown_issuer",
+            id="tid_trailing_newline",
+        ),
+        pytest.param({"scp": "User.Read"}, "not_an_id_token", id="access_token_scp"),
+        pytest.param({"idtyp": "app", "roles": ["Tasks.Read"]}, "not_an_id_token", id="app_token"),
         pytest.param({"aud": "some-other-app"}, "bad_audience", id="aud_other_app"),
     ],
 )
@@ -172,6 +184,20 @@ async def test_microsoft_tenant_allowlist(
         assert (await verifier.check(token)).account_key.startswith(tid)
     else:
         assert await rejected(verifier, token) == "tenant_not_allowed"
+
+
+async def test_a_tid_with_a_trailing_newline_is_no_tenant(
+    settings: Settings, issuers: Issuers, clock: FakeClock
+) -> None:
+    """With every tenant allowed, "<tid>\\n" once passed `re.match(...$)` and signed in."""
+    every_tenant = dataclasses.replace(settings, microsoft_tenants=("common",))
+    async with running(every_tenant, issuers, clock) as (_, client):
+        assert (await exchange(client, ms(issuers))).status_code == 200
+        tid = MS_TENANT + "\n"
+        token = issuers.microsoft.mint(iss=f"{fakes.MS_AUTHORITY}/{tid}/v2.0", tid=tid)
+        response = await exchange(client, token)
+        assert response.status_code == 400
+        assert response.json()["error_description"] == "the id_token is not valid"
 
 
 async def test_microsoft_xms_edov_makes_the_address_authoritative(
@@ -351,6 +377,10 @@ async def test_provider_rules_through_http_write_nothing(
     for token in (
         issuers.microsoft.mint(ver="1.0"),
         ms(issuers, tid="00000000-1111-2222-3333-444444444444"),
+        # Entra access tokens: for our own API (aud is our client ID), delegated or app-only.
+        ms(issuers, scp="access_as_user"),
+        ms(issuers, idtyp="app", roles=["Tasks.Read"]),
+        ms(issuers, oid="00000000-0000-0000-66f3-3332eca7ea81\n"),
         issuers.apple.mint(email_verified="yes"),
         issuers.okta.mint(aud="someone-else"),
     ):

@@ -46,6 +46,16 @@ def test_a_passphrase_still_loads_existing_plaintext_keys(
     assert {k.kid for k in store.load()} == {plain.kid, rotated.kid}
 
 
+def test_only_exact_key_file_names_are_read(tmp_path: Path) -> None:
+    """`re.match(...$)` also took a name ending in a newline: a stray file became a key."""
+    store = KeyStore(tmp_path)
+    key = store.generate(now=T0)
+    stray = tmp_path / (key.path.name + "\n")
+    stray.write_bytes(KeyStore(tmp_path / "other").generate(now=T0).path.read_bytes())
+    stray.chmod(0o600)
+    assert [k.kid for k in store.load()] == [key.kid]
+
+
 @pytest.mark.parametrize("problem", ["corrupt", "truncated", "not_rsa", "too_open", "small"])
 def test_bad_key_files_are_named(tmp_path: Path, problem: str) -> None:
     store = KeyStore(tmp_path)

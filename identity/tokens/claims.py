@@ -14,6 +14,13 @@ from typing import Any, Literal
 from identity.errors import TokenRejected
 
 MAX_SUBJECT_LENGTH = 255
+# Times are seconds since 1970 as JSON integers. 2^53 is the largest every JSON reader holds
+# exactly (a double's integers); past it, or below 0, a time is nonsense, and a huge one once
+# overflowed the date arithmetic behind it (a 500 instead of a refusal).
+MAX_TIME = 2**53
+# No token we accept lives longer than a day (ours live at most IDENTITY_ACCESS_TOKEN_TTL, a day
+# at most); a longer one is a mistake or a forgery meant to outlive every key rotation.
+MAX_LIFETIME = 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +51,10 @@ class ClaimRules:
         self._check_audience(claims.get("aud"))
         if self.check_azp and "azp" in claims and claims["azp"] not in self.audiences:
             raise TokenRejected("bad_azp")
-        exp = _integer(claims, "exp")
-        iat = _integer(claims, "iat")
+        exp = _time(claims, "exp")
+        iat = _time(claims, "iat")
+        if exp - iat > MAX_LIFETIME:
+            raise TokenRejected("lifetime_too_long")
         leeway = self.leeway
         if exp + leeway <= now:
             raise TokenRejected("expired")
@@ -53,7 +62,7 @@ class ClaimRules:
             raise TokenRejected("issued_in_future")
         if self.max_age is not None and now - iat > self.max_age + leeway:
             raise TokenRejected("too_old")
-        if "nbf" in claims and _integer(claims, "nbf") - leeway > now:
+        if "nbf" in claims and _time(claims, "nbf") - leeway > now:
             raise TokenRejected("not_yet_valid")
         sub = claims.get("sub")
         # Printable text only: a NUL or a lone surrogate would reach the database as input.
@@ -77,11 +86,11 @@ class ClaimRules:
             raise TokenRejected("bad_audience")
 
 
-def _integer(claims: dict[str, Any], name: str) -> int:
+def _time(claims: dict[str, Any], name: str) -> int:
     if name not in claims:
         raise TokenRejected(f"missing_{name}")
     value = claims[name]
     # A JSON integer only: bool is an int in Python, and a fraction or a string is not a time.
-    if type(value) is not int:
+    if type(value) is not int or not 0 <= value <= MAX_TIME:
         raise TokenRejected(f"bad_{name}")
     return value

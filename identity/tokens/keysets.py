@@ -1,24 +1,25 @@
 """Caches of remote JSON documents: a provider's (or our own) key set, and discovery documents.
 
-One `KeySetCache` instance per key set. Rules (docs/security.md, "Provider keys"):
+One `KeySetCache` instance per key set. Rules (docs/security.md, "Keys" and "Key sets and
+discovery documents"):
 - keys are kept for as long as the response's `Cache-Control: max-age` says (one hour when
   absent, at most a day, at least a second: `no-store` cannot make it a fetch per request);
 - an unknown `kid` refetches at most once per cooldown (30 s), single flight across concurrent
   callers; a failed fetch keeps the keys we had and is retried only after the cooldown; an
   empty or unusable set is never cached;
+- any failure to fetch or parse a document — a bad URL, status, header or body, whatever
+  exception httpx or a parser raises — is a fetch failure, never an error of the caller;
 - with no usable keys at all the caller gets KeysUnavailable (fail closed, a 503);
 - a response is read in chunks and refused past 256 KiB, without reading the rest; redirects
   are not followed, and no URL found inside a token is ever requested.
 
 `Discovery` fetches an OpenID discovery document the same way, holds its `issuer` to the one
-configured, and hands out `jwks_uri`.
+configured, and hands out `jwks_uri`. Reading the entries of a key set is `public_keys.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 import re
 import time
@@ -27,64 +28,87 @@ from typing import Any
 
 import httpx
 import orjson
-from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from identity.clock import Clock
 from identity.errors import KeysUnavailable, TokenRejected
 from identity.tracing import NO_TRACING, Tracer
 
-from .jws import ALGORITHMS, PublicKey, compatible
+from .jws import PublicKey, compatible
+from .public_keys import KeysByKid, NotAKeySet, usable_keys
 
 logger = logging.getLogger("identity.jwks")
-_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?", re.IGNORECASE | re.ASCII)
 MAX_DOCUMENT_BYTES = 256 * 1024
 MIN_MAX_AGE = 1.0
-MIN_RSA_BITS = 2048
-_PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "k")
-_CURVES = {"EC": ("P-256", "P-384"), "OKP": ("Ed25519", "Ed448")}
+MAX_MAX_AGE = 86_400.0
+# More digits than this is more than a day anyway; int() of 4,300+ digits raises ValueError.
+_MAX_DIGITS = 9
 
 
 class FetchFailed(Exception):
     """A remote document could not be used; the message is a short reason for the log."""
 
 
+def failure_reason(error: Exception) -> str:
+    """A short reason for the log: our own wording, or the exception's type, never its
+    message (which may echo what the remote side sent)."""
+    return str(error) if isinstance(error, FetchFailed | NotAKeySet) else type(error).__name__
+
+
 async def fetch_json(
     http: httpx.AsyncClient, url: str, tracer: Tracer = NO_TRACING
 ) -> tuple[Any, str]:
-    """GET `url` as JSON, at most 256 KiB; returns the document and its Cache-Control."""
+    """GET `url` as JSON, at most 256 KiB; returns the document and its Cache-Control.
+
+    Any failure is FetchFailed: httpx raises more than HTTPError (InvalidURL for a bad URL,
+    StreamError, ValueError and UnicodeError from odd URLs and headers), and a remote document
+    must never turn into an error of ours."""
     with tracer.span("identity.fetch", {"http.url": url}) as span:
         try:
             async with http.stream("GET", url, headers={"Accept": "application/json"}) as response:
                 span.set_attribute("http.status_code", response.status_code)
                 if response.status_code != 200:
                     raise FetchFailed(f"status {response.status_code}")
-                length = response.headers.get("content-length", "")
-                if length.isdigit() and int(length) > MAX_DOCUMENT_BYTES:
-                    raise FetchFailed("too large")
+                _check_length(response.headers.get("content-length"))
                 body = bytearray()
                 async for chunk in response.aiter_bytes():
                     body += chunk
                     if len(body) > MAX_DOCUMENT_BYTES:
                         raise FetchFailed("too large")  # stop reading here
                 cache_control = response.headers.get("cache-control", "")
-        except httpx.HTTPError as error:
-            raise FetchFailed(type(error).__name__) from None
-        try:
             return orjson.loads(bytes(body)), cache_control
+        except FetchFailed:
+            raise
         except orjson.JSONDecodeError:
             raise FetchFailed("not JSON") from None
+        except Exception as error:
+            raise FetchFailed(type(error).__name__) from None
+
+
+def _check_length(length: str | None) -> None:
+    """A declared Content-Length is ASCII digits ("²".isdigit() is true) and within the cap;
+    one too long to parse (int() refuses 4,300 digits) is too large without parsing it."""
+    if length is None:
+        return
+    if not (length.isascii() and length.isdigit()):
+        raise FetchFailed("bad content-length")
+    if len(length) > _MAX_DIGITS or int(length) > MAX_DOCUMENT_BYTES:
+        raise FetchFailed("too large")
 
 
 def max_age(cache_control: str, default: float) -> float:
+    """Seconds to keep a response, from its Cache-Control: within a second and a day."""
     lowered = cache_control.lower()
     if "no-store" in lowered or "no-cache" in lowered:
         return MIN_MAX_AGE
     match = _MAX_AGE.search(cache_control)
     if match is None:
         return default
-    # Bound a hostile or mistaken max-age to a day so key removals are noticed eventually.
-    return float(min(max(int(match.group(1)), MIN_MAX_AGE), 86_400))
+    digits = match.group(1)
+    # RFC 9111 §1.2.2: a delta-seconds too large to represent counts as very large; bound a
+    # hostile or mistaken max-age to a day so key removals are noticed eventually.
+    seconds = MAX_MAX_AGE if len(digits) > _MAX_DIGITS else float(int(digits))
+    return min(max(seconds, MIN_MAX_AGE), MAX_MAX_AGE)
 
 
 class _Refetcher:
@@ -166,18 +190,30 @@ class Discovery:
             # The document must be about this issuer (OpenID Connect Discovery §4.3).
             if document.get("issuer") != self.issuer:
                 raise FetchFailed("issuer mismatch")
-            jwks_uri = document.get("jwks_uri")
-            if not isinstance(jwks_uri, str) or not jwks_uri.startswith(
-                ("https://",) if self._https else ("https://", "http://")
-            ):
-                raise FetchFailed("bad jwks_uri")
-        except FetchFailed as failure:
+            jwks_uri = _jwks_uri(document.get("jwks_uri"), self._https)
+            expires_at = self._clock() + max_age(cache_control, 3600.0)
+        except Exception as error:
+            reason = failure_reason(error)
             logger.warning(
-                "discovery fetch failed", extra={"event": {"url": self.url, "error": str(failure)}}
+                "discovery fetch failed", extra={"event": {"url": self.url, "error": reason}}
             )
-            raise
+            raise FetchFailed(reason) from None
         self._jwks_uri = jwks_uri
-        self._expires_at = self._clock() + max_age(cache_control, 3600.0)
+        self._expires_at = expires_at
+
+
+def _jwks_uri(value: object, require_https: bool) -> str:
+    """A `jwks_uri` we can request: a string httpx parses as an absolute URL with a host."""
+    if not isinstance(value, str):
+        raise FetchFailed("bad jwks_uri")
+    try:
+        url = httpx.URL(value)
+    except Exception:  # InvalidURL, or whatever else a hostile string makes httpx raise
+        raise FetchFailed("bad jwks_uri") from None
+    schemes = ("https",) if require_https else ("https", "http")
+    if url.scheme not in schemes or not url.host:
+        raise FetchFailed("bad jwks_uri")
+    return value
 
 
 class KeySetCache:
@@ -198,7 +234,7 @@ class KeySetCache:
         self._default_max_age = default_max_age
         self._on_fetch = on_fetch
         self._tracer = tracer
-        self._keys: dict[str, list[tuple[PublicKey, str | None]]] = {}
+        self._keys: KeysByKid = {}
         self._expires_at = 0.0
         self._refetch = _Refetcher(clock, refetch_cooldown)
 
@@ -241,65 +277,18 @@ class KeySetCache:
             if not keys:
                 # Never cache an empty set: it would turn a provider glitch into an outage.
                 raise FetchFailed("no usable keys")
-        except FetchFailed as failure:
+            expires_at = self._clock() + max_age(cache_control, self._default_max_age)
+        except Exception as error:
+            # Whatever went wrong is a fetch failure: the refetcher then waits for the cooldown,
+            # and cached keys keep working while the provider is down or serving nonsense.
+            reason = failure_reason(error)
             self._report("failure")
-            # Keep whatever we had: cached keys keep working while the provider is down.
-            logger.warning(
-                "key set fetch failed", extra={"event": {"url": url, "error": str(failure)}}
-            )
-            raise
+            logger.warning("key set fetch failed", extra={"event": {"url": url, "error": reason}})
+            raise FetchFailed(reason) from None
         self._report("success")
         self._keys = keys
-        self._expires_at = self._clock() + max_age(cache_control, self._default_max_age)
+        self._expires_at = expires_at
 
     def _report(self, outcome: str) -> None:
         if self._on_fetch is not None:
             self._on_fetch(outcome)
-
-
-def usable_keys(document: Any) -> dict[str, list[tuple[PublicKey, str | None]]]:
-    """The verification keys of a JWKS document by kid; unusable entries are skipped."""
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise FetchFailed("not a key set")
-    keys: dict[str, list[tuple[PublicKey, str | None]]] = {}
-    for entry in document["keys"]:
-        parsed = _key(entry)
-        if parsed is not None:
-            keys.setdefault(entry["kid"], []).append(parsed)
-    return keys
-
-
-def _key(entry: Any) -> tuple[PublicKey, str | None] | None:
-    if not isinstance(entry, dict) or entry.get("kty") not in ("RSA", "EC", "OKP"):
-        return None
-    kid, alg, use = entry.get("kid"), entry.get("alg"), entry.get("use", "sig")
-    if not isinstance(kid, str) or not kid or use != "sig":
-        return None
-    if alg is not None and alg not in ALGORITHMS:
-        return None
-    if any(name in entry for name in _PRIVATE_MEMBERS):
-        return None  # a published private key is a provider mistake; never use it
-    kty = entry["kty"]
-    if kty == "RSA":
-        n, e = entry.get("n"), entry.get("e")
-        if not isinstance(n, str) or not isinstance(e, str) or _bits(n) < MIN_RSA_BITS:
-            return None  # weak keys are skipped before import
-        members = {"kty": "RSA", "n": n, "e": e}
-        importer: Any = RSAKey
-    else:
-        if entry.get("crv") not in _CURVES[kty]:
-            return None
-        members = {k: entry[k] for k in ("kty", "crv", "x", "y") if k in entry}
-        importer = ECKey if kty == "EC" else OKPKey
-    try:
-        return importer.import_key(members).public_key, alg
-    except (JoseError, ValueError, TypeError, KeyError):
-        return None
-
-
-def _bits(modulus: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(modulus + "=" * (-len(modulus) % 4))
-    except (binascii.Error, ValueError):
-        return 0
-    return int.from_bytes(raw, "big").bit_length()

@@ -19,7 +19,9 @@ from identity.errors import TokenRejected
 from identity.providers_file import OidcProviderConfig
 from identity.settings import Settings
 
-GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# Used with fullmatch only: `$` also matches before a trailing newline, so `re.match(…$)` once
+# let a tid of "<guid>\n" through. Lower case only: the canonical form, one spelling per tenant.
+GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 MICROSOFT_CONSUMERS_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"
 APPLE_DOMAINS = frozenset({"privaterelay.appleid.com", "icloud.com", "me.com", "mac.com"})
 MAX_NAME = 200
@@ -64,7 +66,9 @@ class Provider:
         prefix, suffix = self.issuer_template
         tid = claims.get("tid")
         return (
-            isinstance(tid, str) and GUID.match(tid) is not None and iss == f"{prefix}{tid}{suffix}"
+            isinstance(tid, str)
+            and GUID.fullmatch(tid) is not None
+            and iss == f"{prefix}{tid}{suffix}"
         )
 
 
@@ -146,16 +150,21 @@ def google_rules(claims: dict[str, Any], *, hosted_domains: frozenset[str]) -> P
 
 
 def microsoft_rules(claims: dict[str, Any], *, tenants: frozenset[str]) -> ProviderClaims:
+    # Entra signs its access tokens with the same keys and issuer as its id_tokens, and one
+    # meant for our app's own API even has our client ID as `aud`; only access tokens carry
+    # `scp` (delegated scopes) or `idtyp` (the optional token-type claim, "app" or "user").
+    if "scp" in claims or "idtyp" in claims:
+        raise TokenRejected("not_an_id_token")
     tid = claims.get("tid")
     # The issuer already matched the template with this tid; v1 tokens (sts.windows.net) did not.
-    if not isinstance(tid, str) or not GUID.match(tid):
+    if not isinstance(tid, str) or not GUID.fullmatch(tid):
         raise TokenRejected("bad_tenant")
     if not _tenant_allowed(tid, tenants):
         raise TokenRejected("tenant_not_allowed")
     if "ver" in claims and claims["ver"] != "2.0":
         raise TokenRejected("bad_version")
     oid = claims.get("oid")
-    if not isinstance(oid, str) or not GUID.match(oid):
+    if not isinstance(oid, str) or not GUID.fullmatch(oid):
         raise TokenRejected("bad_object_id")
     email = addresses.normalize(claims.get("email"))
     # Entra does not verify `email`; `xms_edov: true` says the tenant proved it owns the domain.

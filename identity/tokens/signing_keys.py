@@ -38,7 +38,8 @@ from identity.clock import Clock
 
 logger = logging.getLogger("identity.keys")
 MIN_BITS = 2048
-_NAME = re.compile(r"^rsa-(\d{8}T\d{6}Z)(?:-\d+)?\.pem$")
+# fullmatch only: `$` would also accept a name ending in a newline.
+_NAME = re.compile(r"rsa-(\d{8}T\d{6}Z)(?:-\d+)?\.pem")
 _STAMP = "%Y%m%dT%H%M%SZ"
 Signature = tuple[tuple[str, float, int], ...]
 
@@ -143,7 +144,7 @@ class KeyStore:
             return []
         found = []
         for path in sorted(self.directory.iterdir()):
-            match = _NAME.match(path.name)
+            match = _NAME.fullmatch(path.name)
             if match is not None:
                 found.append((path, match.group(1)))
         return found
