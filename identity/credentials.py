@@ -21,7 +21,8 @@ MIN_SECRET = 16  # characters, everywhere
 PRODUCTION_SECRET = 32  # characters, in production
 PRODUCTION_BITS = 128  # estimated, in production
 _STRETCH = 4  # a shorter repeat or run happens by chance in random text
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
+# What a client id may be (RFC 6749 allows more; ours stay plain). Always `fullmatch`.
+CLIENT_ID = re.compile(r"[A-Za-z0-9._~-]{1,128}")
 # Words that mark a secret typed as a placeholder. Six letters or more, so that a random
 # secret contains one by chance less than once in a million.
 _PLACEHOLDERS = (
@@ -45,7 +46,7 @@ def clients(raw: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for item in entries(raw):
         client_id, sep, secret = item.partition(":")
-        if not sep or not _CLIENT_ID.match(client_id):
+        if not sep or not CLIENT_ID.fullmatch(client_id):
             raise Invalid("each entry must be id:secret with a plain id")
         if len(secret) < MIN_SECRET:
             # Short shared secrets are guessable; refuse them rather than warn.

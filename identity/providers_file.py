@@ -24,8 +24,8 @@ from identity.environment import ConfigError, Invalid, check_url
 # The algorithms we verify (identity.tokens.jws); `none` and HMAC never.
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
 BUILT_IN = frozenset({"google", "microsoft", "apple"})
-_NAME = re.compile(r"^[a-z0-9-]{1,32}$")
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+_NAME = re.compile(r"[a-z0-9-]{1,32}")
+_DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 _KEYS = frozenset({"issuer", "client_ids", "jwks_url", "algorithms", "email_domains"})
 
 
@@ -59,7 +59,7 @@ def load(path: Path) -> tuple[OidcProviderConfig, ...]:
 
 def _provider(where: str, name: str, table: Any) -> OidcProviderConfig:
     key = f"{where}: providers.{name}"
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise ConfigError(f"{key}: names are 1-32 lower-case letters, digits and '-'")
     if name in BUILT_IN:
         raise ConfigError(f"{key}: {name!r} is a built-in provider; choose another name")
@@ -86,7 +86,7 @@ def _provider(where: str, name: str, table: Any) -> OidcProviderConfig:
             )
     domains = _strings(f"{key}.email_domains", table.get("email_domains", []), required=False)
     for domain in domains:
-        if not _DOMAIN.match(domain):
+        if not _DOMAIN.fullmatch(domain):
             raise ConfigError(f"{key}.email_domains: {domain!r} is not a lower-case domain name")
     return OidcProviderConfig(name, issuer, client_ids, jwks_url, algorithms, domains)
 

@@ -48,7 +48,8 @@ from identity.providers_file import OidcProviderConfig
 
 __all__ = ["ConfigError", "RateLimit", "Settings"]
 
-_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+# A tenant or object id in canonical lower-case form; always `fullmatch` (a `$` lets "\n" in).
+GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 MICROSOFT_TENANT_GROUPS = ("organizations", "consumers", "common")
 MAIL_OFF = "off"
 _DRIVERS = {
@@ -82,7 +83,7 @@ def _tenants(raw: str) -> tuple[str, ...]:
     if groups and len(lowered) > 1:
         raise Invalid("organizations, consumers or common stands alone")
     for value in lowered:
-        if value not in MICROSOFT_TENANT_GROUPS and not _GUID.match(value):
+        if value not in MICROSOFT_TENANT_GROUPS and not GUID.fullmatch(value):
             raise Invalid(f"{value!r} is not a tenant GUID")
     return lowered
 

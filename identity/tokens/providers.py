@@ -8,7 +8,6 @@ verifier (`id_tokens.py`) is one code path for all of them.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -17,11 +16,11 @@ from typing import Any
 from identity import addresses
 from identity.errors import TokenRejected
 from identity.providers_file import OidcProviderConfig
-from identity.settings import Settings
+from identity.settings import GUID, Settings
 
-# Used with fullmatch only: `$` also matches before a trailing newline, so `re.match(…$)` once
-# let a tid of "<guid>\n" through. Lower case only: the canonical form, one spelling per tenant.
-GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# GUID (the settings' pattern) is used with fullmatch only: `$` also matches before a trailing
+# newline, so `re.match(…$)` once let a tid of "<guid>\n" through. Lower case only: the
+# canonical form, one spelling per tenant.
 MICROSOFT_CONSUMERS_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"
 APPLE_DOMAINS = frozenset({"privaterelay.appleid.com", "icloud.com", "me.com", "mac.com"})
 MAX_NAME = 200
