@@ -98,7 +98,6 @@ def document(routes: Sequence[BaseRoute], *, issuer: str, version: str) -> bytes
     )
 
 
-
 def _operation(api: ApiRoute, refs: Refs) -> dict[str, Any]:
     op = api.operation
     described: dict[str, Any] = {"summary": op.summary, "responses": _responses(op, refs)}
