@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from identity.environment import ConfigError, check_url
+from identity.environment import ConfigError, Invalid, check_url
 
 # The algorithms we verify (identity.tokens.jws); `none` and HMAC never.
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
@@ -101,6 +101,6 @@ def _strings(key: str, value: Any, *, required: bool) -> tuple[str, ...]:
 
 def _url(key: str, value: str) -> None:
     try:
-        check_url(key, value)
-    except ConfigError:
+        check_url(value)
+    except Invalid:
         raise ConfigError(f"{key}: must be an http(s) URL without query or fragment") from None

@@ -1,87 +1,217 @@
 """Configuration, read from an environment mapping in exactly one place per entry point.
 
-Every variable is described in docs/configuration.md (a test keeps the two in step). A bad value
-raises ConfigError naming the variable; entry points print it as one line and stop.
+Each setting is declared once: a field whose metadata names its variable and parser
+(`environment.setting`) and whose default is the one both `Settings()` and an empty environment
+get. Every variable is described in docs/configuration.md (a test keeps the two in step).
+`from_env` reports every problem at once, each naming its variable; entry points print one
+line per problem and stop.
 
-Longer than most modules: one field and one line of parsing per variable, and the rules that
-tie them together; splitting them would split each variable in two places.
+Longer than most modules: one field per variable, and the rules that tie them together.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from identity import providers_file
-from identity.environment import ConfigError, RateLimit, Reader, unknown_variables
+from identity import credentials, providers_file
+from identity.environment import (
+    ConfigError,
+    Invalid,
+    RateLimit,
+    attribute,
+    base_url,
+    boolean,
+    choice,
+    integer,
+    items,
+    lowered_items,
+    path,
+    rate,
+    read,
+    setting,
+    text,
+    unknown_variables,
+    url,
+    urls,
+    variable_of,
+)
 from identity.providers_file import OidcProviderConfig
 
 __all__ = ["ConfigError", "RateLimit", "Settings"]
 
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 MICROSOFT_TENANT_GROUPS = ("organizations", "consumers", "common")
 MAIL_OFF = "off"
+_DRIVERS = {
+    # Spellings platforms hand out, for the one driver we run each database with.
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+
+def _database_url(value: str) -> str:
+    try:
+        drivername = make_url(value).drivername
+    except ArgumentError:
+        raise Invalid("not a database URL") from None
+    driver = _DRIVERS.get(drivername)
+    if driver is None:
+        raise Invalid(
+            f"use postgresql+asyncpg://user:pass@host/db or sqlite+aiosqlite:///path "
+            f"(got {drivername!r})"
+        )
+    # Only the scheme changes: the rest (password, options) stays exactly as written.
+    return driver + value[value.index(":") :]
+
+
+def _tenants(raw: str) -> tuple[str, ...]:
+    lowered = lowered_items(raw)
+    groups = [v for v in lowered if v in MICROSOFT_TENANT_GROUPS]
+    if groups and len(lowered) > 1:
+        raise Invalid("organizations, consumers or common stands alone")
+    for value in lowered:
+        if value not in MICROSOFT_TENANT_GROUPS and not _GUID.match(value):
+            raise Invalid(f"{value!r} is not a tenant GUID")
+    return lowered
+
+
+def _smtp_url(value: str) -> str:
+    if value.lower() == MAIL_OFF:
+        return MAIL_OFF
+    credentials.smtp_server(value)  # refuses what the mailer could not use
+    return value
+
+
+def _address(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}", value):
+        raise Invalid("must be a plain address like identity@example.com")
+    return value
+
+
+def _fernet_keys(raw: str) -> tuple[str, ...]:
+    keys = items(raw)
+    for key in keys:
+        try:
+            decoded = base64.urlsafe_b64decode(key.encode())
+        except (binascii.Error, ValueError):
+            decoded = b""
+        if len(decoded) != 32:
+            # Refuse anything but a real Fernet key: a typo must not disable encryption.
+            raise Invalid(
+                "each key must be a Fernet key (python -c 'from cryptography.fernet import "
+                "Fernet; print(Fernet.generate_key().decode())')"
+            )
+    return keys
+
+
+def _local_issuer(host: str, port: int) -> str:
+    # A wildcard listen address is not one to be reached at; loopback is.
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - compared
+    return f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
 
 
 @dataclass(frozen=True)
 class Settings:
-    env: str = "development"
-    issuer: str = "http://127.0.0.1:8001"
-    database_url: str = "sqlite+aiosqlite:///./identity.db"
-    database_pool_size: int = 20
-    keys_dir: Path = Path("./keys")
-    keys_passphrase: str | None = None
-    google_client_ids: tuple[str, ...] = ()
-    google_jwks_url: str = "https://www.googleapis.com/oauth2/v3/certs"
-    google_issuers: tuple[str, ...] = ("https://accounts.google.com", "accounts.google.com")
-    google_hosted_domains: tuple[str, ...] = ()
-    microsoft_client_ids: tuple[str, ...] = ()
-    microsoft_tenants: tuple[str, ...] = ()
-    microsoft_authority: str = "https://login.microsoftonline.com"
-    microsoft_jwks_url: str | None = None  # None: {authority}/common/discovery/v2.0/keys
-    apple_client_ids: tuple[str, ...] = ()
-    apple_issuers: tuple[str, ...] = ("https://appleid.apple.com",)
-    apple_jwks_url: str = "https://appleid.apple.com/auth/keys"
-    providers_file: Path | None = None
-    oidc_providers: tuple[OidcProviderConfig, ...] = ()
-    audience: tuple[str, ...] = ()
-    access_token_ttl: int = 900
-    refresh_token_ttl: int = 2_592_000
-    refresh_idle_ttl: int = 1_209_600
-    refresh_reuse_interval: int = 10
-    clock_skew: int = 60
-    id_token_max_age: int = 3600
-    clients: Mapping[str, str] = field(default_factory=dict)
-    admin_clients: tuple[str, ...] = ()
-    key_publish_lead: int = 1200
-    jwks_max_age: int = 600
-    log_format: str | None = None  # None: text on a terminal, JSON otherwise (always in production)
-    migrate_on_start: bool = False
-    host: str = "127.0.0.1"
-    port: int = 8001
-    forwarded_allow_ips: str = "127.0.0.1"
-    smtp_url: str | None = None  # None: mails go to the log; "off": email verification is off
-    mail_from: str = "identity@localhost"
-    verify_email_url: str | None = None  # None: {issuer}/auth/verify-email
-    token_encryption_keys: tuple[str, ...] = ()
-    audit_retention: int = 7_776_000
-    rate_limit_mail: RateLimit | None = field(default_factory=lambda: RateLimit(5, 3600))
-    # Off when Settings is built directly (tests); from the environment they default to on.
-    rate_limit_failures: RateLimit | None = None
-    rate_limit_subject: RateLimit | None = None
+    env: str = setting("IDENTITY_ENV", "development", choice("development", "production"))
+    # Empty: http://{host}:{port} of this very process (development; production refuses it).
+    issuer: str = setting("IDENTITY_ISSUER", "", base_url)
+    database_url: str = setting(
+        "IDENTITY_DATABASE_URL", "sqlite+aiosqlite:///./identity.db", _database_url
+    )
+    database_pool_size: int = setting("IDENTITY_DATABASE_POOL_SIZE", 20, integer(2, 200))
+    keys_dir: Path = setting("IDENTITY_KEYS_DIR", Path("./keys"), path)
+    keys_passphrase: str | None = setting("IDENTITY_KEYS_PASSPHRASE", None, text)
+    google_client_ids: tuple[str, ...] = setting("IDENTITY_GOOGLE_CLIENT_IDS", (), items)
+    google_jwks_url: str = setting(
+        "IDENTITY_GOOGLE_JWKS_URL", "https://www.googleapis.com/oauth2/v3/certs", url
+    )
+    google_issuers: tuple[str, ...] = setting(
+        "IDENTITY_GOOGLE_ISSUERS", ("https://accounts.google.com", "accounts.google.com"), items
+    )
+    google_hosted_domains: tuple[str, ...] = setting(
+        "IDENTITY_GOOGLE_HOSTED_DOMAINS", (), lowered_items
+    )
+    microsoft_client_ids: tuple[str, ...] = setting("IDENTITY_MICROSOFT_CLIENT_IDS", (), items)
+    microsoft_tenants: tuple[str, ...] = setting("IDENTITY_MICROSOFT_TENANTS", (), _tenants)
+    microsoft_authority: str = setting(
+        "IDENTITY_MICROSOFT_AUTHORITY", "https://login.microsoftonline.com", base_url
+    )
+    # None: {authority}/common/discovery/v2.0/keys
+    microsoft_jwks_url: str | None = setting("IDENTITY_MICROSOFT_JWKS_URL", None, url)
+    apple_client_ids: tuple[str, ...] = setting("IDENTITY_APPLE_CLIENT_IDS", (), items)
+    apple_issuers: tuple[str, ...] = setting(
+        "IDENTITY_APPLE_ISSUERS", ("https://appleid.apple.com",), urls
+    )
+    apple_jwks_url: str = setting(
+        "IDENTITY_APPLE_JWKS_URL", "https://appleid.apple.com/auth/keys", url
+    )
+    providers_file: Path | None = setting("IDENTITY_PROVIDERS_FILE", None, path)
+    oidc_providers: tuple[OidcProviderConfig, ...] = ()  # what `from_env` found in that file
+    audience: tuple[str, ...] = setting("IDENTITY_AUDIENCE", (), items)
+    access_token_ttl: int = setting("IDENTITY_ACCESS_TOKEN_TTL", 900, integer(5, 86_400))
+    refresh_token_ttl: int = setting(
+        "IDENTITY_REFRESH_TOKEN_TTL", 2_592_000, integer(60, 31_622_400)
+    )
+    refresh_idle_ttl: int = setting("IDENTITY_REFRESH_IDLE_TTL", 1_209_600, integer(60, 31_622_400))
+    refresh_reuse_interval: int = setting("IDENTITY_REFRESH_REUSE_INTERVAL", 10, integer(0, 60))
+    clock_skew: int = setting("IDENTITY_CLOCK_SKEW", 60, integer(0, 300))
+    id_token_max_age: int = setting("IDENTITY_ID_TOKEN_MAX_AGE", 3600, integer(60, 86_400))
+    clients: Mapping[str, str] = setting("IDENTITY_CLIENTS", {}, credentials.clients)
+    admin_clients: tuple[str, ...] = setting("IDENTITY_ADMIN_CLIENTS", (), items)
+    key_publish_lead: int = setting("IDENTITY_KEY_PUBLISH_LEAD", 1200, integer(0, 31_622_400))
+    jwks_max_age: int = setting("IDENTITY_JWKS_MAX_AGE", 600, integer(0, 86_400))
+    # None: text on a terminal, JSON otherwise (always in production)
+    log_format: str | None = setting("IDENTITY_LOG_FORMAT", None, choice("json", "text"))
+    # None: on in development with SQLite, else off (decided when built, below)
+    migrate_on_start: bool | None = setting("IDENTITY_MIGRATE_ON_START", None, boolean)
+    host: str = setting("IDENTITY_HOST", "127.0.0.1", text)
+    port: int = setting("IDENTITY_PORT", 8001, integer(1, 65_535))
+    forwarded_allow_ips: str = setting("IDENTITY_FORWARDED_ALLOW_IPS", "127.0.0.1", text)
+    # None: mails go to the log; "off": email verification is off
+    smtp_url: str | None = setting("IDENTITY_SMTP_URL", None, _smtp_url)
+    mail_from: str = setting("IDENTITY_MAIL_FROM", "identity@localhost", _address)
+    # None: {issuer}/auth/verify-email
+    verify_email_url: str | None = setting("IDENTITY_VERIFY_EMAIL_URL", None, url)
+    token_encryption_keys: tuple[str, ...] = setting(
+        "IDENTITY_TOKEN_ENCRYPTION_KEY", (), _fernet_keys
+    )
+    audit_retention: int = setting(
+        "IDENTITY_AUDIT_RETENTION", 7_776_000, integer(3600, 315_360_000)
+    )
+    # The limits are on wherever Settings comes from; tests that need them off say so.
+    rate_limit_mail: RateLimit | None = setting(
+        "IDENTITY_RATE_LIMIT_MAIL", RateLimit(5, 3600), rate
+    )
+    rate_limit_failures: RateLimit | None = setting(
+        "IDENTITY_RATE_LIMIT_FAILURES", RateLimit(60, 60), rate
+    )
+    rate_limit_subject: RateLimit | None = setting(
+        "IDENTITY_RATE_LIMIT_SUBJECT", RateLimit(30, 60), rate
+    )
     # Set by `identity serve --workers N` (or the operator): workers share metrics through it.
-    metrics_dir: str | None = None
-    otlp_endpoint: str | None = None
+    metrics_dir: str | None = setting("PROMETHEUS_MULTIPROC_DIR", None, text)
+    otlp_endpoint: str | None = setting("OTEL_EXPORTER_OTLP_ENDPOINT", None, text)
     unknown_variables: tuple[tuple[str, str | None], ...] = ()
+
+    def __post_init__(self) -> None:
+        # Defaults that follow other settings, decided here for code and environment alike.
+        if not self.issuer:
+            object.__setattr__(self, "issuer", _local_issuer(self.host, self.port))
+        if self.migrate_on_start is None:
+            local = not self.production and self.database_url.startswith("sqlite")
+            object.__setattr__(self, "migrate_on_start", local)
 
     @property
     def production(self) -> bool:
@@ -110,139 +240,110 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
-        """Parse and validate every variable; raise ConfigError naming the first bad one."""
-        settings, _ = cls._read(environ)
-        settings.check()
+        """Parse and validate every variable; raise one ConfigError listing every problem."""
+        reading = read(dataclasses.fields(cls), environ)
+        problems = reading.problems
+        providers_path = reading.values.get("providers_file")
+        if providers_path is not None:
+            try:
+                reading.values["oidc_providers"] = providers_file.load(providers_path)
+            except ConfigError as error:
+                problems += error.problems
+                reading.failed.add("IDENTITY_PROVIDERS_FILE")
+        known = cls.variables()
+        settings = cls(**reading.values, unknown_variables=tuple(unknown_variables(environ, known)))
+        # A rule about a variable whose value could not be read cannot be judged: skip it.
+        problems += [
+            p
+            for p in settings._problems()
+            if not any(re.search(rf"\b{name}\b", p) for name in reading.failed)
+        ]
+        if problems:
+            raise ConfigError(*(attribute(p, environ) for p in problems))
         return settings
 
     @classmethod
     def variables(cls) -> frozenset[str]:
         """Every variable `from_env` reads (what docs/configuration.md must describe)."""
-        return frozenset(cls._read({})[1])
-
-    @classmethod
-    def _read(cls, environ: Mapping[str, str]) -> tuple[Settings, set[str]]:
-        r = Reader(environ)
-        env = r.choice("IDENTITY_ENV", "development", ("development", "production")) or ""
-        production = env == "production"
-        issuer = r.url("IDENTITY_ISSUER", "http://127.0.0.1:8001").rstrip("/")
-        database_url = _database_url(r.text("IDENTITY_DATABASE_URL", cls.database_url))
-        providers_path = r.optional("IDENTITY_PROVIDERS_FILE")
-        log_format = r.choice("IDENTITY_LOG_FORMAT", None, ("json", "text"))
-        settings = cls(
-            env=env,
-            issuer=issuer,
-            database_url=database_url,
-            database_pool_size=r.integer("IDENTITY_DATABASE_POOL_SIZE", 20, 2, 200),
-            keys_dir=Path(r.text("IDENTITY_KEYS_DIR", "./keys")),
-            keys_passphrase=r.optional("IDENTITY_KEYS_PASSPHRASE"),
-            google_client_ids=r.items("IDENTITY_GOOGLE_CLIENT_IDS"),
-            google_jwks_url=r.url("IDENTITY_GOOGLE_JWKS_URL", cls.google_jwks_url),
-            google_issuers=r.items("IDENTITY_GOOGLE_ISSUERS", ",".join(cls.google_issuers)),
-            google_hosted_domains=tuple(
-                d.lower() for d in r.items("IDENTITY_GOOGLE_HOSTED_DOMAINS")
-            ),
-            microsoft_client_ids=r.items("IDENTITY_MICROSOFT_CLIENT_IDS"),
-            microsoft_tenants=_tenants(r.items("IDENTITY_MICROSOFT_TENANTS")),
-            microsoft_authority=r.url(
-                "IDENTITY_MICROSOFT_AUTHORITY", cls.microsoft_authority
-            ).rstrip("/"),
-            microsoft_jwks_url=r.optional_url("IDENTITY_MICROSOFT_JWKS_URL"),
-            apple_client_ids=r.items("IDENTITY_APPLE_CLIENT_IDS"),
-            apple_issuers=r.urls("IDENTITY_APPLE_ISSUERS", ",".join(cls.apple_issuers)),
-            apple_jwks_url=r.url("IDENTITY_APPLE_JWKS_URL", cls.apple_jwks_url),
-            providers_file=Path(providers_path) if providers_path else None,
-            oidc_providers=providers_file.load(Path(providers_path)) if providers_path else (),
-            audience=r.items("IDENTITY_AUDIENCE"),
-            access_token_ttl=r.integer("IDENTITY_ACCESS_TOKEN_TTL", 900, 5, 86_400),
-            refresh_token_ttl=r.integer("IDENTITY_REFRESH_TOKEN_TTL", 2_592_000, 60, 31_622_400),
-            refresh_idle_ttl=r.integer("IDENTITY_REFRESH_IDLE_TTL", 1_209_600, 60, 31_622_400),
-            refresh_reuse_interval=r.integer("IDENTITY_REFRESH_REUSE_INTERVAL", 10, 0, 60),
-            clock_skew=r.integer("IDENTITY_CLOCK_SKEW", 60, 0, 300),
-            id_token_max_age=r.integer("IDENTITY_ID_TOKEN_MAX_AGE", 3600, 60, 86_400),
-            clients=_clients(r.items("IDENTITY_CLIENTS", merge=False)),
-            admin_clients=r.items("IDENTITY_ADMIN_CLIENTS"),
-            key_publish_lead=r.integer("IDENTITY_KEY_PUBLISH_LEAD", 1200, 0, 31_622_400),
-            jwks_max_age=r.integer("IDENTITY_JWKS_MAX_AGE", 600, 0, 86_400),
-            log_format=log_format,
-            migrate_on_start=r.boolean(
-                "IDENTITY_MIGRATE_ON_START", not production and database_url.startswith("sqlite")
-            ),
-            host=r.text("IDENTITY_HOST", "127.0.0.1"),
-            port=r.integer("IDENTITY_PORT", 8001, 1, 65_535),
-            forwarded_allow_ips=r.text("IDENTITY_FORWARDED_ALLOW_IPS", "127.0.0.1"),
-            smtp_url=_smtp_url(r.optional("IDENTITY_SMTP_URL")),
-            mail_from=_address(r.text("IDENTITY_MAIL_FROM", "identity@localhost")),
-            verify_email_url=r.optional_url("IDENTITY_VERIFY_EMAIL_URL"),
-            token_encryption_keys=_fernet_keys(r.items("IDENTITY_TOKEN_ENCRYPTION_KEY")),
-            audit_retention=r.integer("IDENTITY_AUDIT_RETENTION", 7_776_000, 3600, 315_360_000),
-            rate_limit_mail=r.rate("IDENTITY_RATE_LIMIT_MAIL", "5/hour"),
-            rate_limit_failures=r.rate("IDENTITY_RATE_LIMIT_FAILURES", "60/minute"),
-            rate_limit_subject=r.rate("IDENTITY_RATE_LIMIT_SUBJECT", "30/minute"),
-            metrics_dir=r.optional("PROMETHEUS_MULTIPROC_DIR"),
-            otlp_endpoint=r.optional("OTEL_EXPORTER_OTLP_ENDPOINT"),
-        )
-        unknown = tuple(unknown_variables(environ, r.names))
-        return replace(settings, unknown_variables=unknown), r.names
+        found = (variable_of(f) for f in dataclasses.fields(cls))
+        return frozenset(v.name for v in found if v is not None)
 
     def check(self) -> None:
-        """Cross-variable rules, and the conveniences production refuses."""
+        """Raise ConfigError listing every cross-variable or production rule broken."""
+        problems = self._problems()
+        if problems:
+            raise ConfigError(*problems)
+
+    def _problems(self) -> list[str]:
+        problems = []
         if self.key_publish_lead < 2 * self.jwks_max_age:
             # A key must be published for two cache lifetimes before it signs, or downstream
             # caches that fetched just before the rotation reject the first tokens it signs.
-            raise ConfigError(
+            problems.append(
                 "IDENTITY_KEY_PUBLISH_LEAD: must be at least 2 x IDENTITY_JWKS_MAX_AGE "
                 f"({2 * self.jwks_max_age}s)"
             )
         if self.refresh_idle_ttl > self.refresh_token_ttl:
-            raise ConfigError(
-                "IDENTITY_REFRESH_IDLE_TTL: must not exceed IDENTITY_REFRESH_TOKEN_TTL"
-            )
+            problems.append("IDENTITY_REFRESH_IDLE_TTL: must not exceed IDENTITY_REFRESH_TOKEN_TTL")
         if self.microsoft_client_ids and not self.microsoft_tenants:
-            raise ConfigError(
+            problems.append(
                 "IDENTITY_MICROSOFT_TENANTS: required with IDENTITY_MICROSOFT_CLIENT_IDS "
                 "(tenant GUIDs, or one of organizations, consumers, common)"
             )
-        for admin in self.admin_clients:
-            if admin not in self.clients:
-                raise ConfigError(f"IDENTITY_ADMIN_CLIENTS: {admin!r} is not in IDENTITY_CLIENTS")
-        self._check_issuers()
+        problems += [
+            f"IDENTITY_ADMIN_CLIENTS: {admin!r} is not in IDENTITY_CLIENTS"
+            for admin in self.admin_clients
+            if admin not in self.clients
+        ]
+        problems += self._issuer_problems()
         if self.production:
-            self._check_production()
+            problems += self._production_problems()
+        return problems
 
-    def _check_issuers(self) -> None:
+    def _issuer_problems(self) -> list[str]:
         seen: dict[str, str] = {}
+        problems = []
         configured = [("google", i) for i in self.google_issuers if self.google_client_ids]
         configured += [("apple", i) for i in self.apple_issuers if self.apple_client_ids]
         configured += [(p.name, p.issuer) for p in self.oidc_providers]
         for name, issuer in configured:
             if issuer in seen and seen[issuer] != name:
                 # The issuer picks the provider: one issuer with two providers is ambiguous.
-                raise ConfigError(
+                problems.append(
                     f"IDENTITY_PROVIDERS_FILE: issuer {issuer!r} is also {seen[issuer]!r}"
                 )
             seen[issuer] = name
+        return problems
 
-    def _check_production(self) -> None:
+    def _production_problems(self) -> list[str]:
+        problems = []
         if not self.issuer.startswith("https://"):
-            raise ConfigError("IDENTITY_ISSUER: must be an https:// URL in production")
+            problems.append("IDENTITY_ISSUER: must be set to an https:// URL in production")
         if not self.any_provider:
-            raise ConfigError(
+            problems.append(
                 "IDENTITY_GOOGLE_CLIENT_IDS: production needs at least one provider "
                 "(Google, Microsoft, Apple or IDENTITY_PROVIDERS_FILE)"
             )
         if not self.clients:
-            raise ConfigError(
+            problems.append(
                 "IDENTITY_CLIENTS: must be set in production (open endpoints are refused)"
             )
+        # A guessable shared secret is a client anyone can be (docs/security.md).
+        problems += credentials.weak_clients(self.clients)
         if self.smtp_url is None:
             # The development mailer writes mail tokens to the log; production logs are shared.
-            raise ConfigError(
-                "IDENTITY_SMTP_URL: must be set in production (smtp://… or off to turn email "
-                "verification off)"
+            problems.append(
+                "IDENTITY_SMTP_URL: must be set in production (smtps://…, "
+                "smtp://…?starttls=required, or off to turn email verification off)"
+            )
+        elif self.mail_enabled and not credentials.smtp_server(self.smtp_url).encrypted:
+            # Whoever strips the STARTTLS offer reads the login and every live link.
+            problems.append(
+                "IDENTITY_SMTP_URL: must use TLS in production: smtps://…, or "
+                "smtp://…?starttls=required (plain smtp:// falls back to clear text)"
             )
         if self.log_format == "text":
-            raise ConfigError("IDENTITY_LOG_FORMAT: production logs are JSON")
+            problems.append("IDENTITY_LOG_FORMAT: production logs are JSON")
         # Whoever can answer a plain-http key-set request can forge id_tokens.
         urls = [("IDENTITY_VERIFY_EMAIL_URL", self.verify_email_url)]
         if self.google_client_ids:
@@ -256,84 +357,9 @@ class Settings:
         for p in self.oidc_providers:
             urls.append((f"IDENTITY_PROVIDERS_FILE: providers.{p.name}.issuer", p.issuer))
             urls.append((f"IDENTITY_PROVIDERS_FILE: providers.{p.name}.jwks_url", p.jwks_url))
-        for name, url in urls:
-            if url is not None and not url.startswith("https://"):
-                raise ConfigError(f"{name}: must be an https:// URL in production")
-
-
-def _database_url(value: str) -> str:
-    try:
-        url = make_url(value)
-    except ArgumentError:
-        raise ConfigError("IDENTITY_DATABASE_URL: not a database URL") from None
-    if url.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
-        raise ConfigError(
-            "IDENTITY_DATABASE_URL: driver must be sqlite+aiosqlite or postgresql+asyncpg "
-            f"(got {url.drivername!r})"
-        )
-    return value
-
-
-def _tenants(values: tuple[str, ...]) -> tuple[str, ...]:
-    lowered = tuple(v.lower() for v in values)
-    groups = [v for v in lowered if v in MICROSOFT_TENANT_GROUPS]
-    if groups and len(lowered) > 1:
-        raise ConfigError(
-            "IDENTITY_MICROSOFT_TENANTS: organizations, consumers or common stands alone"
-        )
-    for value in lowered:
-        if value not in MICROSOFT_TENANT_GROUPS and not _GUID.match(value):
-            raise ConfigError(f"IDENTITY_MICROSOFT_TENANTS: {value!r} is not a tenant GUID")
-    return lowered
-
-
-def _smtp_url(value: str | None) -> str | None:
-    if value is None or value.lower() == MAIL_OFF:
-        return None if value is None else MAIL_OFF
-    parts = urlsplit(value)
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if parts.scheme not in ("smtp", "smtps") or not parts.hostname or port == -1:
-        raise ConfigError(
-            "IDENTITY_SMTP_URL: must be smtp://[user:pass@]host[:port], smtps://…, or off"
-        )
-    return value
-
-
-def _address(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}", value):
-        raise ConfigError("IDENTITY_MAIL_FROM: must be a plain address like identity@example.com")
-    return value
-
-
-def _fernet_keys(keys: tuple[str, ...]) -> tuple[str, ...]:
-    for key in keys:
-        try:
-            raw = base64.urlsafe_b64decode(key.encode())
-        except (binascii.Error, ValueError):
-            raw = b""
-        if len(raw) != 32:
-            # Refuse anything but a real Fernet key: a typo must not disable encryption.
-            raise ConfigError(
-                "IDENTITY_TOKEN_ENCRYPTION_KEY: each key must be a Fernet key "
-                "(python -c 'from cryptography.fernet import Fernet; "
-                "print(Fernet.generate_key().decode())')"
-            )
-    return keys
-
-
-def _clients(items: tuple[str, ...]) -> dict[str, str]:
-    clients: dict[str, str] = {}
-    for item in items:
-        client_id, sep, secret = item.partition(":")
-        if not sep or not _CLIENT_ID.match(client_id):
-            raise ConfigError("IDENTITY_CLIENTS: each entry must be id:secret with a plain id")
-        if len(secret) < 16:
-            # Short shared secrets are guessable; refuse them rather than warn.
-            raise ConfigError(f"IDENTITY_CLIENTS: the secret of {client_id!r} is shorter than 16")
-        if client_id in clients:
-            raise ConfigError(f"IDENTITY_CLIENTS: client {client_id!r} is listed twice")
-        clients[client_id] = secret
-    return clients
+        problems += [
+            f"{name}: must be an https:// URL in production"
+            for name, value in urls
+            if value is not None and not value.startswith("https://")
+        ]
+        return problems

@@ -16,14 +16,18 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
 import identity.store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from identity.settings import Settings
 
 config = context.config
 target_metadata = SQLModel.metadata
 
 
 def _url() -> str:
-    url = config.attributes.get("database_url") or os.environ.get("IDENTITY_DATABASE_URL")
-    return str(url or "sqlite+aiosqlite:///./identity.db")
+    if config.attributes.get("database_url"):
+        return str(config.attributes["database_url"])
+    # Plain `alembic`: the one variable, with identity's default and spellings.
+    only = {"IDENTITY_DATABASE_URL": os.environ.get("IDENTITY_DATABASE_URL", "")}
+    return Settings.from_env(only).database_url
 
 
 def _configure(connection: Connection | None = None, url: str | None = None) -> None:

@@ -152,6 +152,10 @@ def settings(database_url: str, keys_dir: Path) -> Settings:
         apple_client_ids=(fakes.APPLE_WEB, fakes.APPLE_APP),
         oidc_providers=(OKTA,),
         log_format="json",
+        # Off here as in tests/servers.py: tests sign the same person in many times a minute.
+        # Settings() has them on, like an empty environment; test_limits.py turns them on.
+        rate_limit_failures=None,
+        rate_limit_subject=None,
     )
 
 

@@ -21,10 +21,11 @@ import pytest
 
 from . import fakes
 from .fakes import WEB_CLIENT, FakeIssuer, http_google, serve_issuers
-from .servers import base_env, free_port, run_cli, serve
+from .servers import base_env, free_port, run_cli, serve, wait_until_ok
 from .support import EXCHANGE, Sql, exchange, sign_in
 
 pytestmark = pytest.mark.anyio
+STRONG = "3f9a1c7e52b84d06a9e1f2c3b4d5e6f708192a3b4c5d6e7f"  # as `openssl rand -hex 24` prints
 
 
 def test_bad_configuration_is_one_line(tmp_path: Path) -> None:
@@ -36,12 +37,91 @@ def test_bad_configuration_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("command", ["serve", "check"])
+def test_every_production_problem_at_once(tmp_path: Path, command: str) -> None:
+    """An empty production environment: one line per problem, one run, exit 2."""
+    result = run_cli(command, env=base_env(IDENTITY_ENV="production"), cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert [line.split(":")[1].strip() for line in lines] == [
+        "IDENTITY_ISSUER",
+        "IDENTITY_GOOGLE_CLIENT_IDS",
+        "IDENTITY_CLIENTS",
+        "IDENTITY_SMTP_URL",
+    ]
+    assert all(line.startswith("identity: ") for line in lines)
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "check"])
+def test_production_refuses_plain_smtp_and_weak_secrets(tmp_path: Path, command: str) -> None:
+    weak = "my-placeholder-secret-for-the-backoffice"
+    env = base_env(
+        IDENTITY_ENV="production",
+        IDENTITY_ISSUER="https://id.example.com",
+        IDENTITY_GOOGLE_CLIENT_IDS=WEB_CLIENT,
+        IDENTITY_CLIENTS=f"nextjs:{STRONG},backoffice:{weak}",
+        IDENTITY_SMTP_URL="smtp://mailer:hunter2hunter2@mail.example.com:587",
+    )
+    result = run_cli(command, env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("identity: IDENTITY_CLIENTS: the secret of 'backoffice' is too weak")
+    assert lines[1].startswith("identity: IDENTITY_SMTP_URL: must use TLS in production")
+    assert weak not in result.stderr and "hunter2" not in result.stderr
+
+
+def test_a_bad_value_from_dotenv_says_so(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("IDENTITY_PORT=99999\n")
+    result = run_cli("check", env=base_env(), cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "identity: IDENTITY_PORT (from .env): must be between 1 and 65535 (got 99999)"
+    ]
+
+
+def test_serve_refuses_a_port_out_of_range(tmp_path: Path) -> None:
+    for port in ("99999", "0"):
+        result = run_cli("serve", "--port", port, env=base_env(), cwd=tmp_path)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            f"identity: --port: must be between 1 and 65535 (got {port})"
+        ]
+    assert not (tmp_path / "keys").exists()  # refused before anything was done
+
+
+def test_the_issuer_follows_the_port_served(tmp_path: Path) -> None:
+    """`serve --port N` in development: the workers' issuer, discovery and links name N."""
+    port = free_port()
+    # The flag wins over the variable (here an address the process must not take).
+    env = base_env(IDENTITY_PORT=str(free_port()))
+    with (tmp_path / "server.log").open("wb") as sink:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "identity", "serve", "--port", str(port), "--workers", "2"],
+            env=env,
+            cwd=tmp_path,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until_ok(base + "/readyz", process=process)
+        for _ in range(4):  # whichever worker answers
+            document = httpx.get(base + "/.well-known/openid-configuration").json()
+            assert document["issuer"] == base
+            assert document["jwks_uri"] == base + "/.well-known/jwks.json"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
 def test_production_refuses_to_generate_a_key(tmp_path: Path) -> None:
     env = base_env(
         IDENTITY_ENV="production",
         IDENTITY_ISSUER="https://id.example.com",
         IDENTITY_GOOGLE_CLIENT_IDS=WEB_CLIENT,
-        IDENTITY_CLIENTS="nextjs:0123456789abcdef",
+        IDENTITY_CLIENTS=f"nextjs:{STRONG}",
         IDENTITY_SMTP_URL="off",
     )
     result = run_cli("serve", env=env, cwd=tmp_path)
@@ -93,9 +173,8 @@ def test_zero_config_serve_end_to_end(tmp_path: Path, keys: dict[str, Any]) -> N
             signing_key = jwt.PyJWKClient(
                 server.url + "/.well-known/jwks.json"
             ).get_signing_key_from_jwt(access)
-            claims = jwt.decode(
-                access, signing_key.key, algorithms=["RS256"], audience="http://127.0.0.1:8001"
-            )
+            # The issuer, and so the audience, is the address served (no IDENTITY_ISSUER set).
+            claims = jwt.decode(access, signing_key.key, algorithms=["RS256"], audience=server.url)
             assert claims["sub"] == me.json()["id"]
             log = server.log_text()
         for line in log.splitlines():

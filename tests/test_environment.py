@@ -36,3 +36,15 @@ def test_dotenv_cannot_switch_production_on(tmp_path: Path) -> None:
 
 def test_without_a_file_nothing_changes(tmp_path: Path) -> None:
     assert environment.load({"A": "1"}, tmp_path) == {"A": "1"}
+
+
+def test_a_bad_value_from_the_file_says_so(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("IDENTITY_PORT=99999\nIDENTITY_KEY_PUBLISH_LEAD=10\n")
+    merged = environment.load({"IDENTITY_ACCESS_TOKEN_TTL": "soon"}, tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(merged)
+    assert sorted(caught.value.problems) == [
+        "IDENTITY_ACCESS_TOKEN_TTL: must be a whole number (got 'soon')",  # the environment's
+        "IDENTITY_KEY_PUBLISH_LEAD (from .env): must be at least 2 x IDENTITY_JWKS_MAX_AGE (1200s)",
+        "IDENTITY_PORT (from .env): must be between 1 and 65535 (got 99999)",
+    ]

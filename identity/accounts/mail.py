@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import ssl
 from email.message import EmailMessage
 from typing import Protocol
-from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
+
+from identity.credentials import smtp_server
 
 logger = logging.getLogger("identity.mail")
 
@@ -39,27 +41,35 @@ class LogMailer:
 
 
 class SmtpMailer:
-    """smtp://user:pass@host:port uses STARTTLS when the server offers it; smtps:// is TLS."""
+    """Sends through the server of an IDENTITY_SMTP_URL (docs/configuration.md, "Mail").
 
-    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
-        parts = urlsplit(url)
-        self._tls = parts.scheme == "smtps"
-        self._host = parts.hostname or "localhost"
-        self._port = parts.port or (465 if self._tls else 25)
-        self._username = unquote(parts.username) if parts.username else None
-        self._password = unquote(parts.password) if parts.password else None
+    smtps:// is TLS from the first byte; smtp://…?starttls=required upgrades with STARTTLS or
+    fails before the login or the message is sent; plain smtp:// upgrades only when offered.
+    `tls_context` replaces the system's trusted certificates (tests).
+    """
+
+    def __init__(
+        self, url: str, *, timeout: float = 10.0, tls_context: ssl.SSLContext | None = None
+    ) -> None:
+        self._server = smtp_server(url)
         self._timeout = timeout
+        self._tls_context = tls_context
 
     async def send(self, message: EmailMessage) -> None:
+        server = self._server
+        # True: STARTTLS or nothing (aiosmtplib raises when the server does not offer it);
+        # None: STARTTLS if offered; False: the connection is TLS already.
+        start_tls = {"required": True, "opportunistic": None, "implicit": False}[server.tls]
         try:
             await aiosmtplib.send(
                 message,
-                hostname=self._host,
-                port=self._port,
-                username=self._username,
-                password=self._password,
-                use_tls=self._tls,
-                start_tls=None if not self._tls else False,
+                hostname=server.host,
+                port=server.port,
+                username=server.username,
+                password=server.password,
+                use_tls=server.tls == "implicit",
+                start_tls=start_tls,
+                tls_context=self._tls_context,
                 timeout=self._timeout,
             )
         except (aiosmtplib.SMTPException, OSError) as error:

@@ -48,10 +48,13 @@ class CommandError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "serve":
+            _export_address(args)
         settings = Settings.from_env(environment.load(os.environ, Path.cwd()))
         return int(args.handler(settings, args))
     except ConfigError as error:
-        print(f"identity: {error}", file=sys.stderr)
+        for problem in error.problems:
+            print(f"identity: {problem}", file=sys.stderr)
         return 2
     except (CommandError, KeyFileError) as error:
         print(f"identity: {error}", file=sys.stderr)
@@ -93,6 +96,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _export_address(args: argparse.Namespace) -> None:
+    """`serve --host/--port` become IDENTITY_HOST/IDENTITY_PORT, read here and by each worker,
+    so the development issuer (and discovery, and mail links) names the port actually served."""
+    if args.port is not None:
+        if not 1 <= args.port <= 65_535:
+            # uvicorn would take 99999 modulo 65536 and listen somewhere else.
+            raise ConfigError(f"--port: must be between 1 and 65535 (got {args.port})")
+        os.environ["IDENTITY_PORT"] = str(args.port)
+    if args.host:
+        os.environ["IDENTITY_HOST"] = args.host
+
+
 def _store(settings: Settings) -> KeyStore:
     return KeyStore(settings.keys_dir, passphrase=settings.keys_passphrase)
 
@@ -128,8 +143,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     config = uvicorn.Config(
         "identity.app:app_from_environment",
         factory=True,
-        host=args.host or settings.host,
-        port=args.port or settings.port,
+        host=settings.host,
+        port=settings.port,
         workers=args.workers,
         log_config=log_config,
         access_log=False,
