@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute
 
-from identity.accounts.email_verification import EmailVerification
+from identity.accounts.email_verification import MAX_TOKEN_LENGTH, EmailVerification
 from identity.accounts.limits import Attempt
 from identity.accounts.sessions import Sessions
 from identity.accounts.users import Users
@@ -254,22 +254,22 @@ class UserEndpoints:
     async def verify_email(self, request: Request, attempt: Attempt) -> Response:
         """JSON in, JSON out; the confirm page's form in, a small HTML page out."""
         if inputs.media_type(request) == inputs.FORM:
-            form = inputs.parse(VerifyEmailBody, await inputs.form(request))
+            link = inputs.parse(VerifyEmailBody, await inputs.form(request))
             try:
                 user = await self._verification.redeem(
-                    form.email, form.token, context=context(request)
+                    link.email, link.token, context=context(request)
                 )
             except (InvalidVerificationToken, Conflict, MailDisabled) as error:
                 page = pages.result(False, conflict=isinstance(error, Conflict))
                 return HTMLResponse(page, status_code=error.status, headers=pages.HEADERS)
             return HTMLResponse(pages.result(True, user.email), headers=pages.HEADERS)
-        body = inputs.parse(VerifyEmailBody, await inputs.json_object(request))
-        user = await self._verification.redeem(body.email, body.token, context=context(request))
+        link = inputs.parse(VerifyEmailBody, await inputs.json_object(request))
+        user = await self._verification.redeem(link.email, link.token, context=context(request))
         return json_response(await self._users.get(user.id))
 
     async def verify_email_page(self, request: Request, attempt: Attempt) -> Response:
         email = request.query_params.get("email", "")
         token = request.query_params.get("token", "")
-        if not email or not token or len(email) > 320 or len(token) > 512:
+        if not email or not token or len(email) > 320 or len(token) > MAX_TOKEN_LENGTH:
             return HTMLResponse(pages.result(False), status_code=400, headers=pages.HEADERS)
         return HTMLResponse(pages.confirm(email, token), headers=pages.HEADERS)
