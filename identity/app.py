@@ -55,7 +55,8 @@ from identity.web import discovery, openapi
 from identity.web.admin_endpoints import AdminEndpoints
 from identity.web.bearer import Bearer
 from identity.web.clients import ClientAuthenticator
-from identity.web.middleware import FailureLimit, RequestContext
+from identity.web.failure_limit import FailureLimit
+from identity.web.middleware import RequestContext
 from identity.web.oauth_endpoints import OAuthEndpoints
 from identity.web.public_endpoints import PublicEndpoints
 from identity.web.user_endpoints import UserEndpoints
@@ -111,7 +112,6 @@ def create_app(
         leeway=settings.clock_skew,
         clock=clock,
     )
-    guard = FailureGuard(database, settings.rate_limit_failures, clock=clock)
     data = data_services(settings, database, mailer=mailer, clock=clock)
     sessions, users, verification, audit_log = (
         data.sessions,
@@ -124,20 +124,23 @@ def create_app(
         sign_ins=SignIns(database),
         rotations=Rotations(database),
         tokens=tokens,
-        guard=guard,
         budget=Counter(settings.rate_limit_subject, clock=clock),
         policy=sessions.policy,
         metrics=metrics,
         clock=clock,
     )
     clients = ClientAuthenticator(settings.clients, settings.admin_clients)
+    # IDENTITY_RATE_LIMIT_FAILURES: a step of each route it guards (the endpoint classes say which).
+    limit = FailureLimit(
+        FailureGuard(database, settings.rate_limit_failures, clock=clock),
+        clients_required=clients.required,
+    )
     bearer = Bearer(tokens, sessions)
     public = PublicEndpoints(
         keys=keys,
         database=database,
         metrics=metrics,
         discovery=discovery.document(settings.issuer, client_auth=bool(settings.clients)),
-        openapi=openapi.document(settings.issuer, __version__),
         max_age=settings.jwks_max_age,
     )
     # Starlette tries routes in order: the hot ones (/token, the JWKS, /users/me) come first.
@@ -149,6 +152,7 @@ def create_app(
             sessions=sessions,
             sealer=Sealer(settings.token_encryption_keys),
             providers=frozenset(p.name for p in enabled),
+            limit=limit,
         ).routes(),
         *public.routes(),
         *UserEndpoints(
@@ -157,9 +161,13 @@ def create_app(
             users=users,
             verification=verification,
             verifier=verifier,
+            limit=limit,
         ).routes(),
         *AdminEndpoints(admin=data.admin, audit_log=audit_log, clients=clients).routes(),
     ]
+    # Described from the routes themselves, itself included (a route without a description
+    # stops the app here).
+    routes.append(openapi.route(routes, issuer=settings.issuer, version=__version__))
     janitor = data.janitor
 
     @contextlib.asynccontextmanager
@@ -191,9 +199,8 @@ def create_app(
             await database.close()
 
     def outer(app: ASGIApp) -> ASGIApp:
-        limited = FailureLimit(app, guard=guard, clients_required=clients.required)
         return RequestContext(
-            limited,
+            app,
             metrics=metrics,
             tracer=tracer,
             access=access_log,

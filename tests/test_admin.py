@@ -264,3 +264,18 @@ async def test_events_with_filters_and_pages(
         "detail",
     }
     assert event["detail"]["by"] == "admin"
+
+
+async def test_the_mount_keeps_each_routes_full_template_in_the_metrics(
+    client: httpx.AsyncClient,
+) -> None:
+    """The admin routes live in one mount: their label is still the whole template."""
+    assert (await client.get("/admin/users/no-such-user", headers=ADMIN)).status_code == 404
+    assert (await client.post("/admin/users", headers=ADMIN)).status_code == 405
+    assert (await client.get("/admin/nowhere", headers=ADMIN)).status_code == 404
+    exposition = (await client.get("/metrics")).text
+    requests = [line for line in exposition.splitlines() if "identity_http_requests_total{" in line]
+    assert any('route="/admin/users/{id}"' in line and 'status="404"' in line for line in requests)
+    assert any('route="/admin/users"' in line and 'status="405"' in line for line in requests)
+    assert any('route="(unmatched)"' in line and 'status="404"' in line for line in requests)
+    assert not any('route="/users/{id}"' in line for line in requests)

@@ -89,6 +89,19 @@ async def test_without_client_authentication_failures_count_per_ip(
         assert (await exchange(attacker, google.mint())).status_code == 200
 
 
+async def test_a_page_the_handler_renders_counts_like_an_error(limited: Starlette) -> None:
+    """The verification link's page answers 400 as HTML, not as a raised error: it counts too."""
+    async with client_from(limited, "203.0.113.77") as browser:
+        statuses = [
+            (await browser.get("/auth/verify-email?email=a%40example.com")).status_code
+            for _ in range(7)
+        ]
+        refused = await browser.get("/auth/verify-email?email=a%40example.com&token=t")
+    assert statuses == [400] * 5 + [429] * 2
+    assert refused.status_code == 429
+    assert refused.json()["error"] == "rate_limited"
+
+
 async def test_ipv6_clients_are_counted_by_their_64(limited: Starlette, google: FakeIssuer) -> None:
     for i in range(5):
         async with client_from(limited, f"2001:db8:1:2::{i + 1:x}") as rotating:

@@ -11,13 +11,18 @@ import base64
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from starlette.applications import Starlette
-from starlette.routing import Route
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from identity.web import openapi
+from identity.web.routes import ApiRoute, Operation
 
 from .fakes import WEB_CLIENT, FakeIssuer, http_google, serve_issuers
 from .servers import base_env, serve
@@ -34,12 +39,8 @@ async def test_every_route_is_described(app: Starlette, client: httpx.AsyncClien
     doc = (await client.get("/openapi.json")).json()
     assert doc["openapi"].startswith("3.1")
     described = {(path, method.upper()) for path, ops in doc["paths"].items() for method in ops}
-    served = {
-        (route.path.replace(":path}", "}"), method)
-        for route in app.routes
-        if isinstance(route, Route)
-        for method in (route.methods or set()) - {"HEAD"}
-    }
+    served = set(_served(app.routes))
+    assert any(path.startswith("/admin/") for path, _ in served)  # the mount was walked
     assert served == described
     for path, ops in doc["paths"].items():
         for method, op in ops.items():
@@ -48,6 +49,63 @@ async def test_every_route_is_described(app: Starlette, client: httpx.AsyncClien
     assert {"UserPublic", "TokenResponse", "AdminUser", "AuditEventPublic", "ErrorBody"} <= set(
         doc["components"]["schemas"]
     )
+
+
+def _served(routes: Sequence[BaseRoute], prefix: str = "") -> Iterator[tuple[str, str]]:
+    for route in routes:
+        if isinstance(route, Mount):
+            yield from _served(route.routes, prefix + route.path)
+        elif isinstance(route, Route):
+            for method in (route.methods or set()) - {"HEAD"}:
+                yield prefix + route.path.replace(":path}", "}"), method
+
+
+async def _nothing(request: object) -> Response:
+    return Response()
+
+
+@pytest.mark.parametrize(
+    "undescribed",
+    [
+        Route("/plain", _nothing, methods=["GET"]),
+        Mount("/inner", routes=[Route("/plain", _nothing, methods=["GET"])]),
+        Mount("/raw", app=Response()),  # an ASGI app: nothing to describe it by
+    ],
+)
+def test_a_route_without_its_description_stops_the_document(undescribed: BaseRoute) -> None:
+    described = ApiRoute("/ok", _nothing, method="GET", operation=Operation("OK", {204: None}))
+    assert openapi.document([described], issuer="https://id.example", version="1")
+    with pytest.raises(TypeError, match="has no operation"):
+        openapi.document([described, undescribed], issuer="https://id.example", version="1")
+
+
+async def test_request_bodies_are_their_models_with_their_limits(
+    client_doc: dict[str, Any],
+) -> None:
+    schemas = client_doc["components"]["schemas"]
+    token = client_doc["paths"]["/token"]["post"]["requestBody"]["content"]
+    variants = token["application/x-www-form-urlencoded"]["schema"]["oneOf"]
+    assert [v["$ref"].rsplit("/", 1)[1] for v in variants] == ["TokenExchangeBody", "RefreshBody"]
+    exchange = schemas["TokenExchangeBody"]
+    assert exchange["required"] == ["grant_type", "subject_token_type", "subject_token"]
+    assert exchange["properties"]["subject_token"]["maxLength"] == 65_536
+    assert exchange["properties"]["nonce"]["maxLength"] == 512
+    callback = schemas["CallbackBody"]["properties"]
+    assert callback["expires_at"]["anyOf"][0]["maximum"] == 2**63 - 1
+    assert callback["token_type"]["maxLength"] == 64
+    # A form field cannot be null: no null type, and no null default, in any request body.
+    for name in ("TokenExchangeBody", "RefreshBody", "PresentedToken", "VerifyEmailBody"):
+        for member in schemas[name]["properties"].values():
+            assert member.get("type") == "string" or "const" in member, (name, member)
+            assert "default" not in member, (name, member)
+
+
+@pytest.fixture
+async def client_doc(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    document: dict[str, Any] = response.json()
+    return document
 
 
 def test_schemathesis_finds_nothing(tmp_path: Path, keys: dict[str, Any]) -> None:

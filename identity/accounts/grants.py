@@ -32,7 +32,7 @@ from identity.tokens.access_tokens import AccessTokens, Profile
 from identity.tokens.id_tokens import IdTokenVerifier
 
 from .audit import Context
-from .limits import Attempt, Counter, FailureGuard, Window, user_key_prefix
+from .limits import Attempt, Counter
 from .rotation import RotationRequest, Rotations
 from .sessions import SessionPolicy
 from .sign_in import ProviderTokens, SignInRequest, SignIns
@@ -58,7 +58,6 @@ class Grants:
         sign_ins: SignIns,
         rotations: Rotations,
         tokens: AccessTokens,
-        guard: FailureGuard,
         budget: Counter,
         policy: SessionPolicy,
         metrics: Metrics,
@@ -68,7 +67,6 @@ class Grants:
         self._sign_ins = sign_ins
         self._rotations = rotations
         self._tokens = tokens
-        self._guard = guard
         self._budget = budget
         self._policy = policy
         self._metrics = metrics
@@ -92,16 +90,16 @@ class Grants:
             if audience is not None and audience not in self._tokens.audience:
                 raise InvalidTarget("audience is not served here", reason="bad_target")
             granted = " ".join(granted_scope(scope) or DEFAULT_SCOPE.split())
-            attempt.subject = f"token:{event['token_fingerprint']}"
+            attempt.about_token(event["token_fingerprint"])
             identity = await self._verifier.verify(id_token, nonce=nonce, provider=provider)
             event["provider"] = identity.provider
-            attempt.subject = f"account:{identity.provider}:{identity.account_key}"
+            attempt.about_account(identity.provider, identity.account_key)
             now = self._clock()
             refresh_token, refresh_hash = refresh_tokens.new()
             session_id = event["sid"] = new_id()
             # An authenticated client's failure limit is checked inside the sign-in statement
             # (no read of its own); an IP-keyed caller was checked before the request ran.
-            lock = self._guard.counter.window() if attempt.client is not None else None
+            lock = attempt.lock()
             result = await self._sign_ins.sign_in(
                 SignInRequest(
                     identity=identity,
@@ -113,14 +111,14 @@ class Grants:
                     user_agent=user_agent[:512] if user_agent else None,
                     now=utc(now),
                     context=context,
-                    lock_key=attempt.key() if lock is not None else None,
-                    lock=lock,
+                    lock_key=lock.key if lock is not None else None,
+                    lock=lock.window if lock is not None else None,
                     budget=self._budget.window(),
                     provider_tokens=provider_tokens,
                 )
             )
             if result.outcome == "locked":
-                raise self._locked(attempt, lock)
+                raise attempt.locked(lock)
             if result.outcome == "replayed":
                 raise InvalidSubjectToken("replayed")
             if result.outcome == "conflict":
@@ -163,14 +161,14 @@ class Grants:
         scope: str | None = None,
     ) -> TokenResponse:
         async with self._observed("refresh", client_id, context, presented) as event:
-            attempt.subject = f"token:{event['token_fingerprint']}"
+            attempt.about_token(event["token_fingerprint"])
             wanted = tuple(dict.fromkeys(scope.split())) if scope is not None else None
             if wanted == ():
                 raise InvalidScope("the requested scope is empty", reason="bad_scope")
             now = utc(self._clock())
             successor, successor_hash = refresh_tokens.new()
             interval = self._policy.reuse_interval
-            lock = self._guard.counter.window() if attempt.client is not None else None
+            lock = attempt.lock()
             result = await self._rotations.rotate(
                 RotationRequest(
                     presented_hash=refresh_tokens.digest(presented),
@@ -182,13 +180,13 @@ class Grants:
                     now=now,
                     idle_since=self._policy.idle_since(now),
                     context=context,
-                    lock_prefix=user_key_prefix(client_id) if lock is not None else None,
-                    lock=lock,
+                    lock_prefix=lock.user_prefix if lock is not None else None,
+                    lock=lock.window if lock is not None else None,
                     budget=self._budget.window(),
                 )
             )
             if result.user_id is not None:
-                attempt.subject = f"user:{result.user_id}"
+                attempt.about_user(result.user_id)
                 event.update(user_id=result.user_id, sid=result.session_id)
             if result.outcome == "reused":
                 opened = refresh_tokens.unseal(result.sealed or b"", parent=presented)
@@ -196,7 +194,7 @@ class Grants:
                     raise InvalidGrant("the refresh token is invalid", reason="unsealable")
                 successor = opened
             elif result.outcome == "locked":
-                raise self._locked(attempt, lock)
+                raise attempt.locked(lock)
             elif result.outcome == "rate_limited":
                 raise self._over_budget()
             elif result.outcome == "bad_scope":
@@ -222,13 +220,6 @@ class Grants:
                 expires_in=self._tokens.ttl,
                 refresh_token=successor,
             )
-
-    def _locked(self, attempt: Attempt, lock: Window | None) -> RateLimited:
-        """The caller's key was found past the failure limit by the grant's own statement."""
-        retry_after = lock.retry_after if lock is not None else 1
-        if lock is not None:
-            self._guard.locked(attempt.key(), lock.ends)
-        return RateLimited("too many failed requests; try again later", retry_after=retry_after)
 
     def _over_budget(self) -> RateLimited:
         window = self._budget.window()

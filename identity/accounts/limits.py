@@ -13,6 +13,9 @@ user's broken session never locks out the others behind the same web server:
 A key past the limit gets 429 until its window ends. The success path reads nothing for it: the
 subject check runs inside the grant's own statement, and IP checks are answered from a cache
 (keys known locked until their window ends, keys known under the limit for one second).
+
+`Attempt` is one guarded request: its handler tells it who the request is about, and it alone
+decides which key that is; the web layer's `FailureLimit` checks and counts it around the route.
 """
 
 from __future__ import annotations
@@ -88,20 +91,6 @@ async def reached(sql: Sql, key: str, window: Window) -> bool:
     """Whether `key` has reached its limit in `window` (for checks inside a grant's statement)."""
     row = await sql.fetchrow(COUNT, key[:200], window.start)
     return row is not None and row["count"] >= window.limit.count
-
-
-@dataclass
-class Attempt:
-    """What a guarded request is counted as, filled in as the request learns who it is."""
-
-    ip_key: str
-    client: str | None = None  # set once a client authenticated
-    subject: str | None = None  # "account:…", "user:…" or "token:…"
-
-    def key(self) -> str:
-        if self.client is None:
-            return self.ip_key
-        return subject_key(self.client, self.subject or "token:-")
 
 
 def ip_key(address: str | None) -> str:
@@ -189,3 +178,72 @@ class FailureGuard:
         if len(cache) >= _CACHE_SIZE:
             cache.clear()  # bounded memory; the database stays the truth
         cache[key] = value
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """What a grant's own statement needs to check an attempt against the failure limit."""
+
+    window: Window
+    key: str  # the attempt's key when the statement was built
+    user_prefix: str  # for a statement that finds the user itself: its key is this + the user id
+
+
+class Attempt:
+    """One request behind the failure limit: who it is about, as its handler learns it, and so
+    the key its failure counts under. Which key is decided here and nowhere else."""
+
+    def __init__(self, guard: FailureGuard, address: str | None, *, client_keyed: bool) -> None:
+        self._guard = guard
+        self._ip_key = ip_key(address)
+        # The route authenticates clients and clients are configured: once one authenticated,
+        # its failures count per (client, subject) instead of per IP.
+        self._client_keyed = client_keyed
+        self._client: str | None = None
+        self._subject = "token:-"
+
+    def client_authenticated(self, client_id: str) -> None:
+        self._client = client_id
+
+    def about_token(self, fingerprint: str) -> None:
+        self._subject = f"token:{fingerprint}"
+
+    def about_account(self, provider: str, account_key: str) -> None:
+        self._subject = f"account:{provider}:{account_key}"
+
+    def about_user(self, user_id: str) -> None:
+        self._subject = f"user:{user_id}"
+
+    def key(self) -> str:
+        """The key a failure of this request counts under."""
+        if self._client is None:
+            return self._ip_key
+        return subject_key(self._client, self._subject)
+
+    async def check(self) -> None:
+        """Before the handler runs: RateLimited when this caller is already past the limit.
+        Only an IP-keyed caller can be told apart this early; a client's subject is checked
+        inside its grant's own statement (`lock`)."""
+        if not self._client_keyed:
+            await self._guard.check(self._ip_key)
+
+    async def fail(self) -> RateLimited | None:
+        """Count this request's failure; the 429 to answer instead when it passed the limit."""
+        return await self._guard.fail(self.key())
+
+    def lock(self) -> Lock | None:
+        """For the grant's statement: the window to check this attempt's key in, when the key
+        was not checked before the handler ran (a client's); None otherwise or when off."""
+        if self._client is None:
+            return None
+        window = self._guard.counter.window()
+        return Lock(window, self.key(), user_key_prefix(self._client)) if window else None
+
+    def locked(self, lock: Lock | None) -> RateLimited:
+        """The grant's statement found this attempt's key past the limit."""
+        if lock is None:
+            return RateLimited("too many failed requests; try again later", retry_after=1)
+        self._guard.locked(self.key(), lock.window.ends)
+        return RateLimited(
+            "too many failed requests; try again later", retry_after=lock.window.retry_after
+        )

@@ -9,6 +9,7 @@ another user is refused at once.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +25,6 @@ from identity.store.models import (
     AccountPublic,
     UserPublic,
     UserRecord,
-    UserUpdate,
     new_id,
 )
 from identity.tokens.id_tokens import VerifiedIdentity
@@ -50,6 +50,17 @@ async def public_user(tx: Tx, user_id: str, *, lock: bool = False) -> UserPublic
     return UserRecord.of(row).public([AccountPublic(**a) for a in accounts])
 
 
+@dataclass(frozen=True, slots=True)
+class ProfileChange:
+    """A validated PATCH /users/me: `fields` names what was sent (a `name` or `image` of None
+    clears it); `email` asks for a new address."""
+
+    fields: frozenset[str]
+    name: str | None = None
+    image: str | None = None
+    email: str | None = None
+
+
 class Users:
     def __init__(
         self, database: Database, verification: EmailVerification, *, clock: Clock = time.time
@@ -66,10 +77,10 @@ class Users:
         return user
 
     async def update(
-        self, user_id: str, changes: UserUpdate, *, context: audit.Context
+        self, user_id: str, changes: ProfileChange, *, context: audit.Context
     ) -> UserPublic:
         """Apply a validated PATCH: nothing changes unless all of it can."""
-        fields = changes.model_fields_set
+        fields = changes.fields
         if "email" in fields:
             self._verification.require_enabled()  # before anything is written
         now = utc(self._clock())

@@ -3,9 +3,10 @@
 Tables follow the Auth.js adapter schema (`users`, `accounts`, `sessions`,
 `verification_tokens`) plus what token exchange needs; Alembic migrations create them and a
 test holds models and migrations together. The public family (`UserPublic`, `SessionPublic`,
-`TokenResponse`, …) validates input, renders output and feeds the OpenAPI document, as in
-fastapi/full-stack-fastapi-template's models.py. Typed handles of the tables (`USERS`, …) are
-declared once at the bottom for SQLAlchemy Core statements.
+`TokenResponse`, …) is what the services hand back: it renders output and feeds the OpenAPI
+document, as in fastapi/full-stack-fastapi-template's models.py (request bodies, and the answers
+only HTTP builds, are the web layer's: `identity.web.requests`, `identity.web.responses`). Typed
+handles of the tables (`USERS`, …) are declared once at the bottom for SQLAlchemy Core statements.
 
 Times are stored timezone-aware and always come back in UTC, on SQLite as on PostgreSQL.
 
@@ -19,17 +20,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
-from pydantic import ConfigDict, ValidationError, field_validator
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
-from identity import addresses
 from identity.clock import as_utc
-from identity.errors import InvalidRequest
 
 DEFAULT_SCOPE = "openid email profile"
 
@@ -246,79 +243,6 @@ class UserPublic(UserBase):
     accounts: list[AccountPublic]
 
 
-class UserUpdate(SQLModel):
-    """PATCH /users/me: every field optional, nothing else allowed, each value checked."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)  # type: ignore[assignment]
-
-    name: str | None = None
-    image: str | None = None
-    email: str | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = value.strip()
-        if len(value) > 200:
-            raise ValueError("at most 200 characters")
-        if not value.isprintable():  # control characters, NUL, lone surrogates
-            raise ValueError("must be printable text")
-        return value or None
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value) if value.isprintable() and value.isascii() else None
-        # http(s) only (javascript: and data: would run or render in the app); no user:password@
-        # either, which hides the real host from whoever reads the URL.
-        if (
-            parts is None
-            or len(value) > 2048
-            or parts.scheme not in ("http", "https")
-            or not parts.hostname
-            or "@" in parts.netloc
-            or any(c.isspace() for c in value)
-        ):
-            raise ValueError("must be an http(s) URL of at most 2048 characters")
-        return value
-
-    @field_validator("email")
-    @classmethod
-    def _email(cls, value: str | None) -> str:
-        if value is None:
-            raise ValueError("must be a string")  # an address can be replaced, not removed
-        address = addresses.normalize(value)
-        if address is None:
-            raise ValueError("not a plain address (local@domain, at most 254 characters)")
-        return address
-
-    @classmethod
-    def parse(cls, body: dict[str, Any]) -> UserUpdate:
-        """Validate a request body; InvalidRequest naming the first bad field (never its value)."""
-        try:
-            return cls.model_validate(body)
-        except ValidationError as error:
-            first = error.errors(include_input=False, include_url=False)[0]
-            field = str(first["loc"][0]) if first["loc"] else "body"
-            if first["type"] == "extra_forbidden":
-                raise InvalidRequest(f"unknown field: {_printable(field)}") from None
-            if first["type"] == "value_error":
-                message = str(first["ctx"]["error"])
-            elif field == "email":
-                message = "must be a string"
-            else:
-                message = "must be a string or null"
-            raise InvalidRequest(f"{field}: {message}") from None
-
-
-def _printable(name: str) -> str:
-    return repr(name) if len(name) <= 40 and name.isprintable() else "(unprintable)"
-
-
 @dataclass(frozen=True, slots=True)
 class UserRecord:
     """A user row as the services hand it around (the hot paths build it from SQL rows)."""
@@ -360,16 +284,6 @@ class UserRecord:
         )
 
 
-class UserInfo(SQLModel):
-    """GET /userinfo: the OpenID Connect form."""
-
-    sub: str
-    name: str | None
-    email: str | None
-    email_verified: bool
-    picture: str | None
-
-
 class SessionPublic(SQLModel):
     id: str
     created_at: datetime
@@ -378,10 +292,6 @@ class SessionPublic(SQLModel):
     user_agent: str | None
     client_id: str
     current: bool = False
-
-
-class SessionList(SQLModel):
-    sessions: list[SessionPublic]
 
 
 class TokenResponse(SQLModel):
@@ -424,24 +334,6 @@ class AdminUser(UserPublic):
     sessions: list[SessionPublic] | None = None  # in the detail view only
 
 
-class AdminUserUpdate(SQLModel):
-    """PATCH /admin/users/{id}."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)  # type: ignore[assignment]
-
-    disabled: bool
-
-    @classmethod
-    def parse(cls, body: dict[str, Any]) -> AdminUserUpdate:
-        try:
-            return cls.model_validate(body)
-        except ValidationError as error:
-            first = error.errors(include_input=False, include_url=False)[0]
-            if first["type"] == "extra_forbidden":
-                raise InvalidRequest(f"unknown field: {_printable(str(first['loc'][0]))}") from None
-            raise InvalidRequest("disabled: required, true or false") from None
-
-
 class AdminUserList(SQLModel):
     users: list[AdminUser]
     next_cursor: str | None
@@ -458,18 +350,6 @@ class AuditEventPublic(SQLModel):
     user_agent: str | None
     request_id: str | None
     detail: dict[str, Any]
-
-
-class AuditEventList(SQLModel):
-    events: list[AuditEventPublic]
-    next_cursor: str | None
-
-
-class ErrorBody(SQLModel):
-    """Every error (RFC 6749 §5.2): a code, and a description written for the client."""
-
-    error: str
-    error_description: str
 
 
 # -- typed table handles, declared once --------------------------------------------------------

@@ -1,21 +1,36 @@
-"""The admin API (docs/admin.md): HTTP Basic as a client named in IDENTITY_ADMIN_CLIENTS."""
+"""The admin API (docs/admin.md): HTTP Basic as a client named in IDENTITY_ADMIN_CLIENTS.
+
+Every route sits in one mount, `/admin`, and reaches its handler only through the mount's guard,
+which authenticates the admin client and hands the handler its id: no handler authenticates.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount
 
 from identity.accounts.admin import MAX_LIMIT, Admin
 from identity.accounts.audit import AuditLog
 from identity.errors import InvalidRequest
-from identity.store.models import AdminUserUpdate, AuditEventList
+from identity.store.models import AdminUser, AdminUserList
 
 from . import inputs
 from .clients import ClientAuthenticator
 from .rendering import context, json_response
+from .requests import AdminUserUpdate
+from .responses import AuditEventList
+from .routes import ADMIN, ApiRoute, Operation, Query
+
+AdminHandler = Callable[[Request, str], Awaitable[Response]]
+_ADMIN_ERRORS = (400, 401, 403, 503)
+_PAGE = (
+    Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
+    Query("cursor"),
+)
 
 
 class AdminEndpoints:
@@ -24,18 +39,108 @@ class AdminEndpoints:
         self._audit = audit_log
         self._clients = clients
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:
+        """One mount. Its handlers take the admin's id, so none can be routed without the
+        guard that authenticates it (`_guarded`)."""
+        admin = self._guarded
+        user = "/users/{id}"
         return [
-            Route("/admin/users", self.list_users, methods=["GET"]),
-            Route("/admin/users/{id}", self.get_user, methods=["GET"]),
-            Route("/admin/users/{id}", self.patch_user, methods=["PATCH"]),
-            Route("/admin/users/{id}", self.delete_user, methods=["DELETE"]),
-            Route("/admin/users/{id}/sessions", self.delete_sessions, methods=["DELETE"]),
-            Route("/admin/events", self.list_events, methods=["GET"]),
+            Mount(
+                "/admin",
+                routes=[
+                    ApiRoute(
+                        "/users",
+                        admin(self.list_users),
+                        method="GET",
+                        operation=Operation(
+                            "Users, newest first",
+                            {200: AdminUserList},
+                            errors=_ADMIN_ERRORS,
+                            security=ADMIN,
+                            query=(
+                                Query("email"),
+                                Query("provider"),
+                                Query("provider_account_id"),
+                                *_PAGE,
+                            ),
+                        ),
+                    ),
+                    ApiRoute(
+                        user,
+                        admin(self.get_user),
+                        method="GET",
+                        operation=Operation(
+                            "A user, with accounts and live sessions",
+                            {200: AdminUser},
+                            errors=(*_ADMIN_ERRORS, 404),
+                            security=ADMIN,
+                        ),
+                    ),
+                    ApiRoute(
+                        user,
+                        admin(self.patch_user),
+                        method="PATCH",
+                        operation=Operation(
+                            "Disable or enable a user",
+                            {200: AdminUser},
+                            errors=(*_ADMIN_ERRORS, 404, 413),
+                            security=ADMIN,
+                            body=(AdminUserUpdate,),
+                        ),
+                    ),
+                    ApiRoute(
+                        user,
+                        admin(self.delete_user),
+                        method="DELETE",
+                        operation=Operation(
+                            "Delete a user",
+                            {204: None},
+                            errors=(*_ADMIN_ERRORS, 404),
+                            security=ADMIN,
+                        ),
+                    ),
+                    ApiRoute(
+                        f"{user}/sessions",
+                        admin(self.delete_sessions),
+                        method="DELETE",
+                        operation=Operation(
+                            "End every session of a user",
+                            {204: None},
+                            errors=(*_ADMIN_ERRORS, 404),
+                            security=ADMIN,
+                        ),
+                    ),
+                    ApiRoute(
+                        "/events",
+                        admin(self.list_events),
+                        method="GET",
+                        operation=Operation(
+                            "The audit log, newest first",
+                            {200: AuditEventList},
+                            errors=_ADMIN_ERRORS,
+                            security=ADMIN,
+                            query=(
+                                Query("user_id"),
+                                Query("type"),
+                                Query("since", {"type": "string", "format": "date-time"}),
+                                *_PAGE,
+                            ),
+                        ),
+                    ),
+                ],
+            )
         ]
 
-    async def list_users(self, request: Request) -> Response:
-        self._clients.admin(request.headers)
+    def _guarded(self, handler: AdminHandler) -> Callable[[Request], Awaitable[Response]]:
+        """The mount's guard: 401 without valid Basic credentials, 403 for a client that is not
+        an admin (or with the admin API off); the handler gets the admin client's id."""
+
+        async def endpoint(request: Request) -> Response:
+            return await handler(request, self._clients.admin(request.headers))
+
+        return endpoint
+
+    async def list_users(self, request: Request, admin: str) -> Response:
         q = request.query_params
         result = await self._admin.search(
             email=q.get("email") or None,
@@ -46,34 +151,29 @@ class AdminEndpoints:
         )
         return json_response(result)
 
-    async def get_user(self, request: Request) -> Response:
-        self._clients.admin(request.headers)
+    async def get_user(self, request: Request, admin: str) -> Response:
         return json_response(await self._admin.detail(request.path_params["id"]))
 
-    async def patch_user(self, request: Request) -> Response:
-        admin = self._clients.admin(request.headers)
-        change = AdminUserUpdate.parse(await inputs.json_object(request))
+    async def patch_user(self, request: Request, admin: str) -> Response:
+        change = inputs.parse(AdminUserUpdate, await inputs.json_object(request))
         user = await self._admin.set_disabled(
             request.path_params["id"], change.disabled, context=context(request, admin), by="admin"
         )
         return json_response(user)
 
-    async def delete_sessions(self, request: Request) -> Response:
-        admin = self._clients.admin(request.headers)
+    async def delete_sessions(self, request: Request, admin: str) -> Response:
         await self._admin.revoke_sessions(
             request.path_params["id"], context=context(request, admin), by="admin"
         )
         return Response(status_code=204)
 
-    async def delete_user(self, request: Request) -> Response:
-        admin = self._clients.admin(request.headers)
+    async def delete_user(self, request: Request, admin: str) -> Response:
         await self._admin.delete(
             request.path_params["id"], context=context(request, admin), by="admin"
         )
         return Response(status_code=204)
 
-    async def list_events(self, request: Request) -> Response:
-        self._clients.admin(request.headers)
+    async def list_events(self, request: Request, admin: str) -> Response:
         q = request.query_params
         events, cursor = await self._audit.query(
             user_id=q.get("user_id") or None,

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import orjson
 
-GRANT_TYPES = ["urn:ietf:params:oauth:grant-type:token-exchange", "refresh_token"]
+from .requests import REFRESH, TOKEN_EXCHANGE
+
+GRANT_TYPES = [TOKEN_EXCHANGE, REFRESH]
 CLAIMS = [
     "iss",
     "sub",

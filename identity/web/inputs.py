@@ -1,25 +1,43 @@
-"""Reading requests strictly: bodies, fields and credentials, one clear 400 per mistake.
+"""Reading requests strictly: bodies and credentials, one clear 400 per mistake.
 
 Hostile text stops here (docs/security.md, "Input"): a JSON body whose strings hold a lone
 surrogate or a NUL, a form value with a NUL, a repeated form field, a non-object JSON body — each
 is a 400 naming the field, so nothing a client sends can reach the database as something it
 cannot store (a 500 on SQLite, a false outage on PostgreSQL).
+
+What a body must then hold is its model's (requests.py): `parse` holds the fields to it and
+answers the first bad one, in the model's order, naming it and never echoing its value. A
+field's own check says what is wrong: a `Refusal` is the whole answer, a plain ValueError's
+message follows the field's name. `Text` is the check of a text field, `Body` every model's base.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl
 
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 from starlette.requests import Request
 
-from identity.errors import InvalidRequest, InvalidToken
+from identity.errors import IdentityError, InvalidRequest, InvalidToken
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 MAX_FIELDS = 32
-MAX_NONCE = 512
+MAX_TEXT = 8192
+B = TypeVar("B", bound=BaseModel)
 
 
 def media_type(request: Request) -> str:
@@ -88,33 +106,6 @@ def _encodable(text: str) -> bool:
     return True
 
 
-def text(fields: dict[str, Any], name: str, *, limit: int = 8192) -> str | None:
-    """A string field: absent or "" is None; not a string, or too long, is a 400."""
-    value = fields.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise InvalidRequest(f"{name} must be a string")
-    if len(value) > limit:
-        raise InvalidRequest(f"{name} is longer than {limit} characters")
-    return value
-
-
-def required(fields: dict[str, Any], name: str, *, limit: int = 8192) -> str:
-    value = text(fields, name, limit=limit)
-    if value is None:
-        raise InvalidRequest(f"{name} is required")
-    return value
-
-
-def nonce(fields: dict[str, Any]) -> str | None:
-    value = text(fields, "nonce", limit=MAX_NONCE)
-    # A nonce is plain printable text; anything else is the caller's mistake, not a bad token.
-    if value is not None and not value.isprintable():
-        raise InvalidRequest("nonce: must be printable text")
-    return value
-
-
 def bearer(request: Request) -> str:
     """The Bearer token of the Authorization header; InvalidToken when absent or malformed."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -130,3 +121,101 @@ def safe_name(name: str) -> str:
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(name)
+
+
+class Refusal(ValueError):
+    """A field's check chose the whole answer (its class, description and reason)."""
+
+    def __init__(self, error: IdentityError) -> None:
+        super().__init__(error.description)
+        self.error = error
+
+
+def parse(model: type[B], fields: dict[str, Any], **context: Any) -> B:
+    """`fields` held to `model`; the first bad field is a 400 naming it (never its value)."""
+    try:
+        return model.model_validate(fields, context=context)
+    except ValidationError as error:
+        first = error.errors(include_input=False, include_url=False)[0]
+    name = str(first["loc"][0]) if first["loc"] else "body"
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, Refusal):
+        raise cause.error
+    if first["type"] == "extra_forbidden":
+        raise InvalidRequest(f"unknown field: {safe_name(name)}")
+    if isinstance(cause, ValueError):
+        raise InvalidRequest(f"{name}: {cause}")
+    raise InvalidRequest(f"{name}: not a valid value")
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A text field as the endpoints read it: absent, null or "" is no value; anything but a
+    string, or longer than `limit`, is refused (`lenient`: reads as no value instead).
+    `limit=None`: a field only documented here (client credentials, which client
+    authentication reads first)."""
+
+    limit: int | None = MAX_TEXT
+    required: bool = False
+    printable: bool = False
+    lenient: bool = False
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        return core_schema.with_info_before_validator_function(self._read, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return (
+            {"type": "string"}
+            if self.limit is None
+            else {"type": "string", "maxLength": self.limit}
+        )
+
+    def _read(self, value: Any, info: ValidationInfo) -> str | None:
+        name = info.field_name
+        if self.lenient and not (isinstance(value, str) and len(value) <= (self.limit or 0)):
+            return None
+        if value is None or value == "":
+            if self.required:
+                raise Refusal(InvalidRequest(f"{name} is required"))
+            return None
+        if not isinstance(value, str):
+            raise Refusal(InvalidRequest(f"{name} must be a string"))
+        if self.limit is not None and len(value) > self.limit:
+            raise Refusal(InvalidRequest(f"{name} is longer than {self.limit} characters"))
+        # A nonce is plain printable text; anything else is the caller's mistake, not a bad token.
+        if self.printable and not value.isprintable():
+            raise Refusal(InvalidRequest(f"{name}: must be printable text"))
+        return value
+
+
+def _no_null(schema: dict[str, Any]) -> None:
+    # A default of "no value" is not a value a client could send: leave it out of the schema.
+    for member in schema.get("properties", {}).values():
+        if member.get("default", ...) is None:
+            del member["default"]
+
+
+class Body(BaseModel):
+    """A request body. Unknown members are ignored unless a model forbids them; a required
+    field that is absent is checked like one sent empty, so its own check names it, in order."""
+
+    model_config = ConfigDict(frozen=True, json_schema_extra=_no_null)
+
+    _required: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls._required = tuple(n for n, f in cls.model_fields.items() if f.is_required())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _absent_is_empty(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        absent = {name: None for name in cls._required if name not in data}
+        return {**data, **absent} if absent else data

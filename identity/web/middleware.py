@@ -1,14 +1,10 @@
-"""The ASGI layers around the routes (outermost first).
+"""The ASGI layer around the routes: `RequestContext`.
 
-`RequestContext`: the request id (echoed when short and plain), the 64 KiB body cap, tokens in
-query strings refused, one access-log line and the metrics per request, a trace span when
-tracing is on. It sits outside Starlette's own error handling, so even a 500 carries
-X-Request-ID and is logged like every other request.
-
-`FailureLimit`: IDENTITY_RATE_LIMIT_FAILURES on /token, /auth/*, /revoke and /introspect. It
-hands the route an `Attempt` to fill in (who the request is about), refuses IP-keyed callers
-that are past the limit before the route runs, and counts every 4xx answer (429s aside): when
-that count passes the limit, the client gets the 429 instead of the answer it would have had.
+The request id (echoed when short and plain), the 64 KiB body cap, tokens in query strings
+refused, one access-log line and the metrics per request, a trace span when tracing is on. It
+sits outside Starlette's own error handling, so even a 500 carries X-Request-ID and is logged
+like every other request. (The failure limit is a step of the routes it guards:
+failure_limit.py.)
 """
 
 from __future__ import annotations
@@ -22,10 +18,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from identity import tracing
-from identity.accounts.limits import Attempt, FailureGuard, ip_key
 from identity.errors import IdentityError, InvalidRequest, PayloadTooLarge, render
 from identity.logs import AccessLog
 from identity.metrics import Metrics
@@ -36,11 +32,8 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _QUERY_TOKENS = frozenset({"access_token", "subject_token", "refresh_token", "token"})
 # The verification link carries a single-use mail token, not a credential (docs/api.md).
 _QUERY_TOKEN_ALLOWED = frozenset({("GET", "/auth/verify-email")})
-GUARDED = ("/token", "/auth/", "/revoke", "/introspect")
-# Endpoints that authenticate clients: once a client authenticated, the key is (client, subject).
 # A precomputed answer the middleware sends as it is: status, raw headers, body.
 Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
-CLIENT_AUTHENTICATED = frozenset({"/token", "/auth/oauth/callback", "/revoke", "/introspect"})
 
 
 async def send_error(send: Send, error: IdentityError) -> None:
@@ -164,49 +157,17 @@ _new_request_id = _RequestIds()
 os.register_at_fork(after_in_child=_new_request_id.reseed)
 
 
-class FailureLimit:
-    def __init__(self, app: ASGIApp, *, guard: FailureGuard, clients_required: bool) -> None:
-        self.app = app
-        self._guard = guard
-        self._clients_required = clients_required
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or not self._guard.enabled or not path.startswith(GUARDED):
-            await self.app(scope, receive, send)
-            return
-        attempt = Attempt(ip_key((scope.get("client") or ("",))[0]))
-        scope.setdefault("state", {})["attempt"] = attempt
-        if not (self._clients_required and path in CLIENT_AUTHENTICATED):
-            # Keyed by IP whatever happens: refuse before any work when it is past the limit.
-            try:
-                await self._guard.check(attempt.ip_key)
-            except IdentityError as error:  # 429, or a 503 when the count cannot be read
-                await send_error(send, error)
-                return
-        replaced = False
-
-        async def counting(message: Message) -> None:
-            nonlocal replaced
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                # Client errors count; our own failures (5xx) and the 429s themselves do not.
-                if 400 <= status < 500 and status != 429:
-                    refusal = await self._guard.fail(attempt.key())
-                    if refusal is not None:
-                        replaced = True
-                        await send_error(send, refusal)
-                        return
-            elif replaced:
-                return  # the body of the answer the 429 replaced
-            await send(message)
-
-        await self.app(scope, receive, counting)
-
-
 def _route(scope: Scope, outcome: list[Any]) -> str:
     # The route's template, never the raw path: bounded labels, no ids in logs.
-    return outcome[1] or getattr(scope.get("route"), "path", None) or "(unmatched)"
+    if outcome[1]:
+        return str(outcome[1])
+    route = scope.get("route")
+    if not isinstance(route, Route):  # no route, or a mount none of whose routes matched
+        return "(unmatched)"
+    # A mounted route's template starts with its mount's path: the part of `root_path` the
+    # mount added to the server's own.
+    root = scope.get("root_path", "")
+    return f"{root.removeprefix(scope.get('app_root_path', root))}{route.path}"
 
 
 def _trace_headers(scope: Scope) -> dict[str, str]:

@@ -1,7 +1,9 @@
 """OAuth endpoints: /token, /auth/oauth/callback, /revoke, /introspect, /auth/logout.
 
-Each reads its request strictly, authenticates the client where one is required, calls one
-service, and renders its model (docs/api.md has every status and error).
+Each is declared with its description (`routes()`) and behind the failure limit, whose attempt
+it is handed and tells who the request is about. It reads its body strictly and holds it to its
+model (`requests`), authenticates the client where one is required, calls one service, and
+renders its model (docs/api.md has every status and error).
 """
 
 from __future__ import annotations
@@ -11,33 +13,34 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
 from identity import logs
 from identity.accounts.grants import Grants
+from identity.accounts.limits import Attempt
 from identity.accounts.sessions import Sessions
 from identity.accounts.sign_in import ProviderTokens
-from identity.errors import (
-    InvalidRequest,
-    InvalidSubjectToken,
-    InvalidToken,
-    UnsupportedGrantType,
-)
-from identity.store.models import Introspection
+from identity.errors import InvalidRequest, InvalidSubjectToken, InvalidToken
+from identity.store.models import Introspection, TokenResponse
 from identity.tokens import jws
 from identity.tokens.provider_tokens import Sealer
 
 from . import inputs
 from .bearer import Bearer
 from .clients import Caller, ClientAuthenticator
-from .rendering import NO_STORE, attempt, context, json_response
+from .failure_limit import FailureLimit
+from .rendering import NO_STORE, context, json_response
+from .requests import (
+    CallbackBody,
+    PresentedToken,
+    RefreshBody,
+    TokenExchangeBody,
+    token_body,
+)
+from .routes import BEARER, CLIENT, LIMITED_ERRORS, OBJECT, ApiRoute, Operation, Query
 
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # noqa: S105
-REFRESH = "refresh_token"
-ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"  # noqa: S105 - a type name
-MAX_TOKEN = 65_536  # the id_token's own cap (8 KiB) is the verifier's, with its reason code
-_CALLBACK_TEXT = {"token_type": 64, "scope": 2048, "session_state": 2048}
-_MAX_INT64 = 2**63 - 1
+# The claims an active access token's introspection shows: the answer's own fields.
+_CLAIMS = tuple(name for name in Introspection.model_fields if name not in ("active", "token_type"))
 
 
 class OAuthEndpoints:
@@ -50,6 +53,7 @@ class OAuthEndpoints:
         sessions: Sessions,
         sealer: Sealer,
         providers: frozenset[str],
+        limit: FailureLimit,
     ) -> None:
         self._grants = grants
         self._clients = clients
@@ -57,103 +61,147 @@ class OAuthEndpoints:
         self._sessions = sessions
         self._sealer = sealer
         self._providers = providers
+        self._limit = limit
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:
+        guarded = self._limit.guarded
         return [
-            Route("/token", self.token, methods=["POST"]),
-            Route("/auth/oauth/callback", self.callback, methods=["POST"]),
-            Route("/revoke", self.revoke, methods=["POST"]),
-            Route("/introspect", self.introspect, methods=["POST"]),
-            Route("/auth/logout", self.logout, methods=["POST"]),
+            ApiRoute(
+                "/token",
+                guarded(self.token, authenticates_clients=True),
+                method="POST",
+                operation=Operation(
+                    "Token exchange (RFC 8693) or refresh",
+                    {200: TokenResponse},
+                    errors=(*LIMITED_ERRORS, 409),
+                    security=CLIENT,
+                    body=(TokenExchangeBody, RefreshBody),
+                    accepts=(inputs.FORM,),
+                ),
+            ),
+            ApiRoute(
+                "/auth/oauth/callback",
+                guarded(self.callback, authenticates_clients=True),
+                method="POST",
+                operation=Operation(
+                    "Token exchange in the NextAuth callback's JSON shape",
+                    {200: TokenResponse},
+                    errors=(*LIMITED_ERRORS, 409),
+                    security=CLIENT,
+                    body=(CallbackBody,),
+                ),
+            ),
+            ApiRoute(
+                "/revoke",
+                guarded(self.revoke, authenticates_clients=True),
+                method="POST",
+                operation=Operation(
+                    "Revoke a refresh (or access) token (RFC 7009)",
+                    {200: OBJECT},
+                    errors=LIMITED_ERRORS,
+                    security=CLIENT,
+                    body=(PresentedToken,),
+                    accepts=(inputs.FORM,),
+                ),
+            ),
+            ApiRoute(
+                "/introspect",
+                guarded(self.introspect, authenticates_clients=True),
+                method="POST",
+                operation=Operation(
+                    "Introspect a token (RFC 7662)",
+                    {200: Introspection},
+                    errors=LIMITED_ERRORS,
+                    security=CLIENT,
+                    body=(PresentedToken,),
+                    accepts=(inputs.FORM,),
+                ),
+            ),
+            ApiRoute(
+                "/auth/logout",
+                guarded(self.logout),
+                method="POST",
+                operation=Operation(
+                    "End the current session, or all of them with scope=global",
+                    {204: None},
+                    errors=LIMITED_ERRORS,
+                    security=BEARER,
+                    query=(Query("scope", {"type": "string", "enum": ["local", "global"]}),),
+                ),
+            ),
         ]
 
-    def _caller(self, request: Request, fields: Mapping[str, Any]) -> Caller:
+    def _caller(self, request: Request, fields: Mapping[str, Any], attempt: Attempt) -> Caller:
         credentials = {k: v for k, v in fields.items() if k in ("client_id", "client_secret")}
         if any(not isinstance(v, str) for v in credentials.values()):
             raise InvalidRequest("client_id and client_secret must be strings")
         caller = self._clients.authenticate(request.headers, credentials)
         if caller.authenticated:
-            attempt(request).client = caller.client_id  # failures now count per (client, subject)
+            attempt.client_authenticated(caller.client_id)
         return caller
 
-    async def token(self, request: Request) -> Response:
+    async def token(self, request: Request, attempt: Attempt) -> Response:
         form = await inputs.form(request)
-        caller = self._caller(request, form)
-        grant = inputs.required(form, "grant_type")
-        if grant == TOKEN_EXCHANGE:
-            if inputs.required(form, "subject_token_type") != ID_TOKEN_TYPE:
-                raise InvalidRequest(
-                    f"subject_token_type must be {ID_TOKEN_TYPE}", reason="bad_type"
-                )
+        caller = self._caller(request, form, attempt)
+        body = token_body(form)
+        if isinstance(body, TokenExchangeBody):
             result = await self._grants.exchange(
-                inputs.required(form, "subject_token", limit=MAX_TOKEN),
-                attempt=attempt(request),
+                body.subject_token,
+                attempt=attempt,
                 client_id=caller.client_id,
                 context=context(request, caller.client_id),
-                nonce=inputs.nonce(form),
-                audience=inputs.text(form, "audience"),
-                scope=inputs.text(form, "scope"),
+                nonce=body.nonce,
+                audience=body.audience,
+                scope=body.scope,
                 user_agent=request.headers.get("user-agent"),
             )
-        elif grant == REFRESH:
+        else:
             result = await self._grants.refresh(
-                inputs.required(form, "refresh_token", limit=MAX_TOKEN),
-                attempt=attempt(request),
+                body.refresh_token,
+                attempt=attempt,
                 client_id=caller.client_id,
                 context=context(request, caller.client_id),
-                scope=inputs.text(form, "scope"),
+                scope=body.scope,
             )
-        else:
-            raise UnsupportedGrantType("this grant_type is not supported", reason="bad_grant")
         return json_response(result, omit_none=True)
 
-    async def callback(self, request: Request) -> Response:
-        body = await inputs.json_object(request)
-        caller = self._caller(request, body)
-        provider = inputs.text(body, "provider", limit=32)
-        if provider is not None and provider not in self._providers:
-            raise InvalidRequest("provider: not a configured provider")
-        expires_at = body.get("expires_at")
-        if expires_at is not None and (
-            type(expires_at) is not int or not 0 <= expires_at <= _MAX_INT64
-        ):
-            raise InvalidRequest("expires_at: must be an integer from 0 to 2^63-1")
-        id_token = inputs.required(body, "id_token", limit=MAX_TOKEN)
-        text = {
-            name: inputs.text(body, name, limit=limit) for name, limit in _CALLBACK_TEXT.items()
-        }
+    async def callback(self, request: Request, attempt: Attempt) -> Response:
+        fields = await inputs.json_object(request)
+        caller = self._caller(request, fields, attempt)
+        body = inputs.parse(CallbackBody, fields, providers=self._providers)
+        sealed = self._sealer.enabled
         # Provider tokens are stored only encrypted, or not at all (no key configured); a field
         # absent here keeps its stored value.
         tokens = ProviderTokens(
-            access_token=self._sealer.seal(inputs.text(body, "access_token")),
-            refresh_token=self._sealer.seal(inputs.text(body, "refresh_token")),
-            id_token=self._sealer.seal(id_token),
-            expires_at=expires_at if self._sealer.enabled else None,
-            token_type=text["token_type"] if self._sealer.enabled else None,
-            scope=text["scope"] if self._sealer.enabled else None,
-            session_state=text["session_state"] if self._sealer.enabled else None,
+            access_token=self._sealer.seal(body.access_token),
+            refresh_token=self._sealer.seal(body.refresh_token),
+            id_token=self._sealer.seal(body.id_token),
+            expires_at=body.expires_at if sealed else None,
+            token_type=body.token_type if sealed else None,
+            scope=body.scope if sealed else None,
+            session_state=body.session_state if sealed else None,
         )
         try:
             result = await self._grants.exchange(
-                id_token,
-                attempt=attempt(request),
+                body.id_token,
+                attempt=attempt,
                 client_id=caller.client_id,
                 context=context(request, caller.client_id),
-                nonce=inputs.nonce(body),
+                nonce=body.nonce,
                 user_agent=request.headers.get("user-agent"),
-                provider=provider,
+                provider=body.provider,
                 provider_tokens=tokens,
             )
         except InvalidSubjectToken as error:
             raise InvalidToken(error.description, reason=error.reason) from None
         return json_response(result, omit_none=True)
 
-    async def revoke(self, request: Request) -> Response:
+    async def revoke(self, request: Request, attempt: Attempt) -> Response:
         """RFC 7009: always 200, whether or not the token meant anything."""
         form = await inputs.form(request)
-        caller = self._caller(request, form)
-        token = inputs.required(form, "token", limit=MAX_TOKEN)
-        attempt(request).subject = f"token:{jws.fingerprint(token)}"
+        caller = self._caller(request, form, attempt)
+        token = inputs.parse(PresentedToken, form).token
+        attempt.about_token(jws.fingerprint(token))
         # A client may revoke only its own tokens (RFC 7009 §2.1).
         owner = caller.client_id if caller.authenticated else None
         ended: str | None = None
@@ -181,12 +229,12 @@ class OAuthEndpoints:
         )
         return JSONResponse({}, headers=NO_STORE)
 
-    async def introspect(self, request: Request) -> Response:
+    async def introspect(self, request: Request, attempt: Attempt) -> Response:
         """RFC 7662: the token's claims when active, else only {"active": false}."""
         form = await inputs.form(request)
-        caller = self._caller(request, form)
-        token = inputs.required(form, "token", limit=MAX_TOKEN)
-        attempt(request).subject = f"token:{jws.fingerprint(token)}"
+        caller = self._caller(request, form, attempt)
+        token = inputs.parse(PresentedToken, form).token
+        attempt.about_token(jws.fingerprint(token))
         answer = Introspection(active=False)
         claims = self._bearer.claims_or_none(token)
         if claims is not None:
@@ -195,28 +243,14 @@ class OAuthEndpoints:
                 answer = Introspection(
                     active=True,
                     token_type="access_token",  # noqa: S106 - a token type name
-                    **{
-                        k: raw[k]
-                        for k in (
-                            "iss",
-                            "sub",
-                            "aud",
-                            "exp",
-                            "iat",
-                            "jti",
-                            "sid",
-                            "client_id",
-                            "scope",
-                        )
-                        if k in raw
-                    },
+                    **{k: raw[k] for k in _CLAIMS if k in raw},
                 )
         elif token.count(".") != 2:
             owner = caller.client_id if caller.authenticated else None
             answer = await self._sessions.introspect_refresh(token, client_id=owner)
         return json_response(answer, omit_none=True)
 
-    async def logout(self, request: Request) -> Response:
+    async def logout(self, request: Request, attempt: Attempt) -> Response:
         claims = await self._bearer.authenticate(request)
         scope = request.query_params.get("scope")
         if scope is None and inputs.media_type(request) == inputs.FORM:

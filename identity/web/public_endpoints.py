@@ -1,4 +1,5 @@
-"""Public documents and probes: JWKS, discovery, health, readiness, metrics, OpenAPI.
+"""Public documents and probes: JWKS, discovery, health, readiness, metrics (the OpenAPI
+document is openapi.py's own route).
 
 The JWKS and the discovery document are answered from bytes and headers made once (the JWKS's
 again only when the keys change). `documents()` hands them to the request middleware, which
@@ -12,13 +13,16 @@ from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
 from identity.metrics import CONTENT_TYPE, Metrics
 from identity.store.database import Database
 from identity.tokens.signing_keys import KeyManager, KeyView
 
 from .middleware import Answer
+from .routes import STRING, ApiRoute, Operation, obj
+
+_STATUS = obj("status", status=STRING)
 
 
 class PublicEndpoints:
@@ -29,26 +33,64 @@ class PublicEndpoints:
         database: Database,
         metrics: Metrics,
         discovery: bytes,
-        openapi: bytes,
         max_age: int,
     ) -> None:
         self._keys = keys
         self._db = database
         self._metrics = metrics
         self._discovery = discovery
-        self._openapi = openapi
         self._cache = f"public, max-age={max_age}".encode()
         self._discovery_answer: Answer = (200, self._headers(discovery), discovery)
         self._jwks_made: tuple[KeyView, Answer, Answer] | None = None
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:
+        keys = obj("keys", keys={"type": "array", "items": {"type": "object"}})
+        discovery = obj(
+            "issuer",
+            "jwks_uri",
+            "token_endpoint",
+            issuer=STRING,
+            jwks_uri=STRING,
+            token_endpoint=STRING,
+        )
+        unready = obj(
+            "status", "reasons", status=STRING, reasons={"type": "array", "items": STRING}
+        )
         return [
-            Route("/.well-known/jwks.json", self.jwks, methods=["GET"]),
-            Route("/.well-known/openid-configuration", self.openid_configuration, methods=["GET"]),
-            Route("/healthz", self.healthz, methods=["GET"]),
-            Route("/readyz", self.readyz, methods=["GET"]),
-            Route("/metrics", self.metrics, methods=["GET"]),
-            Route("/openapi.json", self.openapi, methods=["GET"]),
+            ApiRoute(
+                "/.well-known/jwks.json",
+                self.jwks,
+                method="GET",
+                operation=Operation("Our public signing keys", {200: keys, 304: None}),
+            ),
+            ApiRoute(
+                "/.well-known/openid-configuration",
+                self.openid_configuration,
+                method="GET",
+                operation=Operation("OpenID discovery", {200: discovery}),
+            ),
+            ApiRoute(
+                "/healthz",
+                self.healthz,
+                method="GET",
+                operation=Operation("Liveness", {200: _STATUS}),
+            ),
+            ApiRoute(
+                "/readyz",
+                self.readyz,
+                method="GET",
+                operation=Operation(
+                    "Readiness",
+                    {200: _STATUS, 503: unready},
+                    notes={200: "Ready", 503: "Not ready"},
+                ),
+            ),
+            ApiRoute(
+                "/metrics",
+                self.metrics,
+                method="GET",
+                operation=Operation("Prometheus metrics", {200: STRING}, media="text/plain"),
+            ),
         ]
 
     def documents(self) -> dict[str, Callable[[str | None], Answer]]:
@@ -101,9 +143,6 @@ class PublicEndpoints:
     async def metrics(self, request: Request) -> Response:
         body = self._metrics.render()
         return Response(body, media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})
-
-    async def openapi(self, request: Request) -> Response:
-        return Response(self._openapi, media_type="application/json")
 
 
 def _response(answer: Answer) -> Response:

@@ -1,22 +1,29 @@
 """The signed-in user's endpoints: /users/me (and its sessions and accounts), /userinfo, and
-email verification (docs/api.md)."""
+email verification (docs/api.md); the /auth/* ones behind the failure limit."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute
 
-from identity.accounts.email_verification import EmailVerification
+from identity.accounts.email_verification import MAX_TOKEN_LENGTH, EmailVerification
+from identity.accounts.limits import Attempt
 from identity.accounts.sessions import Sessions
 from identity.accounts.users import Users
 from identity.errors import Conflict, InvalidToken, InvalidVerificationToken, MailDisabled, NotFound
-from identity.store.models import SessionList, UserInfo, UserPublic, UserUpdate
+from identity.store.models import UserPublic
 from identity.tokens.id_tokens import IdTokenVerifier
 
 from . import inputs, pages
 from .bearer import Bearer
+from .failure_limit import FailureLimit
 from .rendering import NO_STORE, context, json_response
+from .requests import LinkBody, UserUpdate, VerifyEmailBody
+from .responses import SessionList, UserInfo
+from .routes import BEARER, LIMITED_ERRORS, STRING, ApiRoute, Operation, Query, obj
+
+_SIGNED_IN = (400, 401, 503)  # a bad or ended Bearer token, a database outage
 
 
 class UserEndpoints:
@@ -28,30 +35,137 @@ class UserEndpoints:
         users: Users,
         verification: EmailVerification,
         verifier: IdTokenVerifier,
+        limit: FailureLimit,
     ) -> None:
         self._bearer = bearer
         self._sessions = sessions
         self._users = users
         self._verification = verification
         self._verifier = verifier
+        self._limit = limit
 
-    def routes(self) -> list[Route]:
+    def routes(self) -> list[BaseRoute]:
+        guarded = self._limit.guarded
         return [
-            Route("/users/me", self.get_me, methods=["GET"]),
-            Route("/users/me", self.patch_me, methods=["PATCH"]),
-            Route("/users/me", self.delete_me, methods=["DELETE"]),
-            Route("/userinfo", self.userinfo, methods=["GET"]),
-            Route("/users/me/sessions", self.list_sessions, methods=["GET"]),
-            Route("/users/me/sessions/{session_id}", self.end_session, methods=["DELETE"]),
-            Route("/users/me/accounts", self.link_account, methods=["POST"]),
-            Route(
+            ApiRoute(
+                "/users/me",
+                self.get_me,
+                method="GET",
+                operation=Operation(
+                    "The signed-in user", {200: UserPublic}, errors=_SIGNED_IN, security=BEARER
+                ),
+            ),
+            ApiRoute(
+                "/users/me",
+                self.patch_me,
+                method="PATCH",
+                operation=Operation(
+                    "Change name or picture; ask for a new email address",
+                    {200: UserPublic},
+                    errors=(*_SIGNED_IN, 403, 409, 413, 429),
+                    security=BEARER,
+                    body=(UserUpdate,),
+                ),
+            ),
+            ApiRoute(
+                "/users/me",
+                self.delete_me,
+                method="DELETE",
+                operation=Operation(
+                    "Delete the user", {204: None}, errors=_SIGNED_IN, security=BEARER
+                ),
+            ),
+            ApiRoute(
+                "/userinfo",
+                self.userinfo,
+                method="GET",
+                operation=Operation(
+                    "OpenID Connect UserInfo", {200: UserInfo}, errors=_SIGNED_IN, security=BEARER
+                ),
+            ),
+            ApiRoute(
+                "/users/me/sessions",
+                self.list_sessions,
+                method="GET",
+                operation=Operation(
+                    "The user's live sessions",
+                    {200: SessionList},
+                    errors=_SIGNED_IN,
+                    security=BEARER,
+                ),
+            ),
+            ApiRoute(
+                "/users/me/sessions/{session_id}",
+                self.end_session,
+                method="DELETE",
+                operation=Operation(
+                    "End one of the user's sessions",
+                    {204: None},
+                    errors=(*_SIGNED_IN, 404),
+                    security=BEARER,
+                ),
+            ),
+            ApiRoute(
+                "/users/me/accounts",
+                self.link_account,
+                method="POST",
+                operation=Operation(
+                    "Link another provider's account (its id_token)",
+                    {200: UserPublic},
+                    errors=(*_SIGNED_IN, 409, 413),
+                    security=BEARER,
+                    body=(LinkBody,),
+                ),
+            ),
+            ApiRoute(
                 "/users/me/accounts/{provider}/{provider_account_id:path}",
                 self.unlink_account,
-                methods=["DELETE"],
+                method="DELETE",
+                operation=Operation(
+                    "Unlink an account (never the last one)",
+                    {204: None},
+                    errors=(*_SIGNED_IN, 404, 409),
+                    security=BEARER,
+                ),
             ),
-            Route("/auth/verify-email/request", self.request_verification, methods=["POST"]),
-            Route("/auth/verify-email", self.verify_email, methods=["POST"]),
-            Route("/auth/verify-email", self.verify_email_page, methods=["GET"]),
+            ApiRoute(
+                "/auth/verify-email/request",
+                guarded(self.request_verification),
+                method="POST",
+                operation=Operation(
+                    "Mail a verification link",
+                    {202: obj("status", status=STRING)},
+                    errors=LIMITED_ERRORS,
+                    security=BEARER,
+                ),
+            ),
+            ApiRoute(
+                "/auth/verify-email",
+                guarded(self.verify_email),
+                method="POST",
+                operation=Operation(
+                    "Redeem a verification token (JSON, or the confirm page's form)",
+                    {200: UserPublic},
+                    errors=(400, 403, 409, 413, 429, 503),
+                    body=(VerifyEmailBody,),
+                    accepts=(inputs.JSON, inputs.FORM),
+                    pages=(200, 400, 403, 409),
+                    notes={200: "Verified"},
+                ),
+            ),
+            ApiRoute(
+                "/auth/verify-email",
+                guarded(self.verify_email_page),
+                method="GET",
+                operation=Operation(
+                    "The confirm page the mailed link opens (a button that POSTs)",
+                    {200: None},
+                    errors=(429, 503),
+                    query=(Query("email", required=True), Query("token", required=True)),
+                    pages=(200, 400),
+                    notes={200: "Confirm page", 400: "Bad link"},
+                ),
+            ),
         ]
 
     async def _me(self, request: Request) -> UserPublic:
@@ -79,9 +193,9 @@ class UserEndpoints:
 
     async def patch_me(self, request: Request) -> Response:
         claims = await self._bearer.authenticate(request)
-        changes = UserUpdate.parse(await inputs.json_object(request))
+        changes = inputs.parse(UserUpdate, await inputs.json_object(request))
         user = await self._users.update(
-            claims.subject, changes, context=context(request, claims.client_id)
+            claims.subject, changes.change(), context=context(request, claims.client_id)
         )
         return json_response(user)
 
@@ -113,10 +227,8 @@ class UserEndpoints:
 
     async def link_account(self, request: Request) -> Response:
         claims = await self._bearer.authenticate(request)
-        body = await inputs.json_object(request)
-        identity = await self._verifier.verify(
-            inputs.required(body, "id_token", limit=65_536), nonce=inputs.nonce(body)
-        )
+        body = inputs.parse(LinkBody, await inputs.json_object(request))
+        identity = await self._verifier.verify(body.id_token, nonce=body.nonce)
         user = await self._users.link(
             claims.subject,
             identity,
@@ -134,32 +246,30 @@ class UserEndpoints:
         )
         return Response(status_code=204)
 
-    async def request_verification(self, request: Request) -> Response:
+    async def request_verification(self, request: Request, attempt: Attempt) -> Response:
         claims = await self._bearer.authenticate(request)
         await self._verification.request(claims.subject)
         return JSONResponse({"status": "sent"}, status_code=202, headers=NO_STORE)
 
-    async def verify_email(self, request: Request) -> Response:
+    async def verify_email(self, request: Request, attempt: Attempt) -> Response:
         """JSON in, JSON out; the confirm page's form in, a small HTML page out."""
         if inputs.media_type(request) == inputs.FORM:
-            form = await inputs.form(request)
+            link = inputs.parse(VerifyEmailBody, await inputs.form(request))
             try:
                 user = await self._verification.redeem(
-                    form.get("email"), form.get("token"), context=context(request)
+                    link.email, link.token, context=context(request)
                 )
             except (InvalidVerificationToken, Conflict, MailDisabled) as error:
                 page = pages.result(False, conflict=isinstance(error, Conflict))
                 return HTMLResponse(page, status_code=error.status, headers=pages.HEADERS)
             return HTMLResponse(pages.result(True, user.email), headers=pages.HEADERS)
-        body = await inputs.json_object(request)
-        user = await self._verification.redeem(
-            body.get("email"), body.get("token"), context=context(request)
-        )
+        link = inputs.parse(VerifyEmailBody, await inputs.json_object(request))
+        user = await self._verification.redeem(link.email, link.token, context=context(request))
         return json_response(await self._users.get(user.id))
 
-    async def verify_email_page(self, request: Request) -> Response:
+    async def verify_email_page(self, request: Request, attempt: Attempt) -> Response:
         email = request.query_params.get("email", "")
         token = request.query_params.get("token", "")
-        if not email or not token or len(email) > 320 or len(token) > 512:
+        if not email or not token or len(email) > 320 or len(token) > MAX_TOKEN_LENGTH:
             return HTMLResponse(pages.result(False), status_code=400, headers=pages.HEADERS)
         return HTMLResponse(pages.confirm(email, token), headers=pages.HEADERS)

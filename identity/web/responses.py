@@ -1,0 +1,37 @@
+"""The answers only the HTTP layer builds: the error body, /userinfo, and the list wrappers.
+
+The shapes the services hand back (`UserPublic`, `TokenResponse`, `Introspection`, …) live with
+the tables in `identity.store.models`; these wrap or reshape them for one endpoint each.
+"""
+
+from __future__ import annotations
+
+from sqlmodel import SQLModel
+
+from identity.store.models import AuditEventPublic, SessionPublic
+
+
+class ErrorBody(SQLModel):
+    """Every error (RFC 6749 §5.2): a code, and a description written for the client."""
+
+    error: str
+    error_description: str
+
+
+class UserInfo(SQLModel):
+    """GET /userinfo: the OpenID Connect form."""
+
+    sub: str
+    name: str | None
+    email: str | None
+    email_verified: bool
+    picture: str | None
+
+
+class SessionList(SQLModel):
+    sessions: list[SessionPublic]
+
+
+class AuditEventList(SQLModel):
+    events: list[AuditEventPublic]
+    next_cursor: str | None
