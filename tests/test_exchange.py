@@ -479,3 +479,16 @@ class TestProviderTokens:
         assert fernet.decrypt(row["access_token"].encode()) == b"ya29.second"
         assert fernet.decrypt(row["refresh_token"].encode()) == b"1//refresh-at-first-consent"
         assert (row["expires_at"], row["scope"]) == (1_900_000_000, "openid email")
+
+
+@pytest.mark.parametrize("label", ["web\n", "web\n\n", "a" * 129, "web app"])
+async def test_an_open_mode_client_label_is_plain_text_or_public(
+    client: httpx.AsyncClient, google: FakeIssuer, label: str
+) -> None:
+    """Without IDENTITY_CLIENTS the client id is only a label: one that is not plain (a trailing
+    newline once passed a `re.match(…$)`) becomes `public`, never stored or logged as sent."""
+    body = (await exchange(client, google.mint(), client_id=label)).json()
+    _, claims = await decode_access_token(client, body["access_token"])
+    assert claims["client_id"] == "public"
+    plain = (await exchange(client, google.mint(), client_id="web")).json()
+    assert (await decode_access_token(client, plain["access_token"]))[1]["client_id"] == "web"

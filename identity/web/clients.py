@@ -11,17 +11,16 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote
 
 from starlette.datastructures import Headers
 
+from identity.credentials import CLIENT_ID
 from identity.errors import AccessDenied, InvalidClient, InvalidRequest
 
 PUBLIC_CLIENT = "public"
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._~-]{1,128}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +50,7 @@ class ClientAuthenticator:
         client_id, secret = basic if basic is not None else posted
         if not self._clients:
             # Open mode (development): an optional, unauthenticated client label.
-            label = client_id if client_id and _CLIENT_ID.match(client_id) else PUBLIC_CLIENT
+            label = client_id if client_id and CLIENT_ID.fullmatch(client_id) else PUBLIC_CLIENT
             return Caller(label, authenticated=False)
         if not client_id or secret is None:
             raise InvalidClient("client authentication is required", reason="missing_client")

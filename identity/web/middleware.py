@@ -28,7 +28,7 @@ from identity.metrics import Metrics
 from identity.tracing import NO_TRACING, Tracer
 
 MAX_BODY = 64 * 1024
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # fullmatch: a `$` lets "\n" in
 _QUERY_TOKENS = frozenset({"access_token", "subject_token", "refresh_token", "token"})
 # The verification link carries a single-use mail token, not a credential (docs/api.md).
 _QUERY_TOKEN_ALLOWED = frozenset({("GET", "/auth/verify-email")})
@@ -72,7 +72,7 @@ class RequestContext:
         started = time.perf_counter()
         offered = _header(scope, b"x-request-id")
         # Echo a caller's id only when it is short and plain: it ends up in every log line.
-        request_id = offered if offered and _REQUEST_ID.match(offered) else _new_request_id()
+        request_id = offered if offered and _REQUEST_ID.fullmatch(offered) else _new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         outcome: list[Any] = [500, None]  # the status sent, and the route when answered here
 
