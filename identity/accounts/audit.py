@@ -15,7 +15,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from sqlalchemy import and_, delete, select
@@ -23,6 +23,7 @@ from sqlalchemy import and_, delete, select
 from identity.clock import Clock, as_utc, utc
 from identity.errors import InvalidRequest
 from identity.store.database import Database, Sql
+from identity.store.functions import Arguments
 from identity.store.models import AUDIT_EVENTS, AuditEventPublic
 
 TYPES = frozenset(
@@ -64,9 +65,33 @@ class Context:
     user_agent: str | None = None
     request_id: str | None = None
 
+    @property
+    def stored_ip(self) -> str | None:
+        return (self.ip or "")[:64] or None  # the column's width
+
+    @property
+    def stored_agent(self) -> str | None:
+        return self.user_agent[:512] if self.user_agent else None
+
     def fields(self) -> tuple[str | None, str | None, str | None, str | None]:
-        agent = self.user_agent[:512] if self.user_agent else None
-        return self.client_id, (self.ip or "")[:64] or None, agent, self.request_id
+        return self.client_id, self.stored_ip, self.stored_agent, self.request_id
+
+
+class Audited(Protocol):
+    """A request that carries the request side of the events it writes."""
+
+    @property
+    def context(self) -> Context: ...
+
+
+# The request side of an event as the hot-path functions take it (identity_sign_in,
+# identity_refresh write their events themselves).
+CONTEXT_ARGUMENTS: Arguments[Audited] = (
+    ("p_audit_client", lambda r: r.context.client_id),
+    ("p_ip", lambda r: r.context.stored_ip),
+    ("p_audit_agent", lambda r: r.context.stored_agent),
+    ("p_request_id", lambda r: r.context.request_id),
+)
 
 
 def detail_json(detail: dict[str, Any]) -> str:

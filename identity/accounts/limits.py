@@ -25,11 +25,13 @@ import ipaddress
 import math
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from identity.clock import Clock, utc
 from identity.environment import RateLimit
 from identity.errors import RateLimited, TemporarilyUnavailable
 from identity.store.database import Database, Sql
+from identity.store.functions import Arguments
 
 INCREMENT = """
 INSERT INTO rate_limits (key, window_start, count, expires_at) VALUES ($1, $2, 1, $3)
@@ -54,6 +56,26 @@ class Window:
     @property
     def retry_after(self) -> int:
         return max(1, math.ceil(self.ends - self.now))
+
+
+class Limited(Protocol):
+    """A request that carries the failure limit's window and the user's success budget."""
+
+    @property
+    def lock(self) -> Window | None: ...
+
+    @property
+    def budget(self) -> Window | None: ...
+
+
+# The two windows as the hot-path functions take them (identity_sign_in, identity_refresh).
+WINDOW_ARGUMENTS: Arguments[Limited] = (
+    ("p_lock_limit", lambda r: r.lock.limit.count if r.lock else None),
+    ("p_lock_window", lambda r: r.lock.start if r.lock else None),
+    ("p_budget_limit", lambda r: r.budget.limit.count if r.budget else None),
+    ("p_budget_window", lambda r: r.budget.start if r.budget else None),
+    ("p_budget_expires", lambda r: utc(r.budget.ends) if r.budget else None),
+)
 
 
 class Counter:
@@ -91,6 +113,15 @@ async def reached(sql: Sql, key: str, window: Window) -> bool:
     """Whether `key` has reached its limit in `window` (for checks inside a grant's statement)."""
     row = await sql.fetchrow(COUNT, key[:200], window.start)
     return row is not None and row["count"] >= window.limit.count
+
+
+async def over_budget(sql: Sql, user_id: str, budget: Window | None) -> bool:
+    """Count one success against the user's IDENTITY_RATE_LIMIT_SUBJECT; whether it is over.
+    (SQLite's grants; the PostgreSQL functions count it themselves.)"""
+    if budget is None:
+        return False
+    row = await sql.fetchone(INCREMENT, f"user:{user_id}", budget.start, utc(budget.ends))
+    return bool(row["count"] > budget.limit.count)
 
 
 def ip_key(address: str | None) -> str:

@@ -2,19 +2,31 @@
 
 A session row holds the hash of its current refresh token and, for the reuse interval, the hash
 of its parent with the current token sealed under a key derived from that parent. Presented
-with a token T:
+with a token T, these steps (numbered and named alike in `_sqlite` and `_admissible` below and
+in identity/store/sql/identity_refresh.sql):
 
  1. T is current: compare-and-swap to a new token N (`UPDATE … WHERE session_token = hash(T)`:
-    of concurrent twins exactly one matches); T becomes the parent, N is sealed under T;
+    of concurrent twins exactly one matches); T becomes the parent, N is sealed under T
+    ("rotated");
  2. T is the parent, within IDENTITY_REFRESH_REUSE_INTERVAL of that rotation: the same N again
-    (the caller opens the seal with T), so concurrent refreshes all end holding one live token;
- 3. T is any earlier token (or the parent after the interval): reuse — the session is revoked;
- 4. otherwise unknown, expired or another client's: refused, nothing written.
+    (the caller opens the seal with T), so concurrent refreshes all end holding one live token
+    ("reused");
+ 3. T is any earlier token (or the parent after the interval): reuse — the session is revoked
+    ("reuse_detected");
+ 4. otherwise an unknown token: refused, nothing written ("unknown_token").
+
+Steps 1 and 2 first check that the session may be refreshed now, and refuse otherwise:
+ a. the client it is bound to ("client_mismatch"; the session stays);
+ b. its expiry and idle time ("session_expired"; the session is deleted);
+ c. the failure limit of its user, when it is checked here ("locked");
+ d. a narrower scope, within the session's ("bad_scope");
+ e. the user's success budget ("rate_limited").
 
 With the interval 0 nothing is sealed and step 2 never applies: any reuse revokes.
 
-Two implementations, as for the sign-in: `identity_refresh` in PostgreSQL (one round trip,
-installed by migration 0005) and the statements below on SQLite; the suite runs both.
+Two implementations, as for the sign-in: `identity_refresh` in PostgreSQL (one round trip, its
+arguments passed by name from `ARGUMENTS`) and the statements below on SQLite; the suite runs
+both.
 """
 
 from __future__ import annotations
@@ -23,11 +35,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from identity.clock import as_utc, utc
+from identity.clock import as_utc
 from identity.store.database import Database, Row, Sql
+from identity.store.functions import Arguments, Call
 
 from . import audit
-from .limits import INCREMENT, Window, reached
+from .limits import WINDOW_ARGUMENTS, Window, over_budget, reached
 
 Outcome = Literal[
     "rotated",
@@ -56,6 +69,24 @@ class RotationRequest:
     lock_prefix: str | None = None  # the failure-limit key is this plus the session's user id
     lock: Window | None = None
     budget: Window | None = None
+
+
+# identity_refresh's parameters in order, each with where its value comes from: the call passes
+# them by name, and tests/test_functions.py holds these names to the installed function's.
+ARGUMENTS: Arguments[RotationRequest] = (
+    ("p_hash", lambda r: r.presented_hash),
+    ("p_client_id", lambda r: r.client_id),
+    ("p_scope", lambda r: list(r.scope) if r.scope is not None else None),
+    ("p_successor", lambda r: r.successor_hash),
+    ("p_sealed", lambda r: r.sealed),
+    ("p_interval", lambda r: r.interval),
+    ("p_now", lambda r: r.now),
+    ("p_idle_since", lambda r: r.idle_since),
+    ("p_lock_prefix", lambda r: r.lock_prefix),
+    *WINDOW_ARGUMENTS,
+    *audit.CONTEXT_ARGUMENTS,
+)
+CALL = Call("identity_refresh", ARGUMENTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,25 +130,7 @@ def _result(outcome: str, row: Row | None, sealed: bytes | None = None) -> Rotat
 
 
 async def _postgres(sql: Sql, r: RotationRequest) -> RotationResult:
-    row = await sql.fetchone(
-        "SELECT * FROM identity_refresh($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-        " $14, $15, $16, $17, $18)",
-        r.presented_hash,
-        r.client_id,
-        list(r.scope) if r.scope is not None else None,
-        r.successor_hash,
-        r.sealed,
-        r.interval,
-        r.now,
-        r.idle_since,
-        r.lock_prefix,
-        r.lock.limit.count if r.lock else None,
-        r.lock.start if r.lock else None,
-        r.budget.limit.count if r.budget else None,
-        r.budget.start if r.budget else None,
-        utc(r.budget.ends) if r.budget else None,
-        *r.context.fields(),
-    )
+    row = await CALL.fetchone(sql, r)  # steps 1-4 in one statement
     if row["session_id"] is None:
         return RotationResult(row["outcome"])
     return _result(row["outcome"], row, row["sealed"])
@@ -148,6 +161,8 @@ _END = "DELETE FROM sessions WHERE id = $1"
 
 
 async def _sqlite(sql: Sql, r: RotationRequest) -> RotationResult:
+    # 1. The current token: compare and swap ("rotated"). SQLite's write transaction admits no
+    # concurrent twin, so the swap always matches here.
     current = await sql.fetchrow(_SESSION.format(column="session_token"), r.presented_hash)
     if current is not None:
         refusal = await _admissible(sql, r, current)
@@ -159,6 +174,7 @@ async def _sqlite(sql: Sql, r: RotationRequest) -> RotationResult:
         await sql.fetch(_REMEMBER, r.presented_hash, current["session_id"], r.now)
         return _result("rotated", current)
 
+    # 2. The parent, within the reuse interval: the same successor again ("reused").
     parent = await sql.fetchrow(_SESSION.format(column="previous_hash"), r.presented_hash)
     if (
         parent is not None
@@ -172,9 +188,10 @@ async def _sqlite(sql: Sql, r: RotationRequest) -> RotationResult:
         await sql.fetch(_USED, parent["session_id"], r.now)
         return _result("reused", parent, bytes(parent["previous_sealed"]))
 
+    # 3. An earlier token: reuse revokes the session ("reuse_detected"). Nobody can tell the
+    # thief from the owner, so neither keeps the session.
     reused = await sql.fetchrow(_REUSED, r.presented_hash)
     if reused is not None:
-        # Nobody can tell the thief from the owner, so neither keeps the session.
         await sql.fetch(_END, reused["session_id"])
         await audit.record(
             sql,
@@ -188,16 +205,22 @@ async def _sqlite(sql: Sql, r: RotationRequest) -> RotationResult:
         return RotationResult(
             "reuse_detected", session_id=reused["session_id"], user_id=reused["user_id"]
         )
+
+    # 4. Otherwise: an unknown token ("unknown_token").
     return RotationResult("unknown_token")
 
 
 async def _admissible(sql: Sql, r: RotationRequest, s: Row) -> RotationResult | None:
-    """Why this session may not be refreshed now, or None (its budget then counted)."""
+    """Why this session may not be refreshed now (checks a-e of steps 1 and 2), or None (its
+    budget then counted)."""
+    # a. The client the session is bound to ("client_mismatch"; the session stays).
     if s["client_id"] != r.client_id:
-        return _result("client_mismatch", s)  # bound to another client; that session stays
+        return _result("client_mismatch", s)
+    # b. Expiry and idle time ("session_expired"; the session is deleted: nothing revives it).
     if as_utc(s["expires"]) <= r.now or as_utc(s["last_used_at"]) <= r.idle_since:
-        await sql.fetch(_END, s["session_id"])  # expired: nothing can revive it
+        await sql.fetch(_END, s["session_id"])
         return _result("session_expired", s)
+    # c. The failure limit of the session's user, when it is checked here ("locked").
     lock = r.lock
     if (
         r.lock_prefix is not None
@@ -205,12 +228,10 @@ async def _admissible(sql: Sql, r: RotationRequest, s: Row) -> RotationResult | 
         and await reached(sql, r.lock_prefix + s["user_id"], lock)
     ):
         return _result("locked", s)
+    # d. A narrower scope, within the session's ("bad_scope").
     if r.scope is not None and not set(r.scope) <= set(str(s["scope"]).split()):
         return _result("bad_scope", s)
-    if r.budget is not None:
-        counted = await sql.fetchrow(
-            INCREMENT, f"user:{s['user_id']}", r.budget.start, utc(r.budget.ends)
-        )
-        if counted is not None and counted["count"] > r.budget.limit.count:
-            return _result("rate_limited", s)
+    # e. The user's success budget ("rate_limited").
+    if await over_budget(sql, s["user_id"], r.budget):
+        return _result("rate_limited", s)
     return None

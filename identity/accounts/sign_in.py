@@ -1,22 +1,25 @@
 """The sign-in transaction: who a verified id_token is, and a new session for them.
 
-The rules are in docs/accounts.md; in short, in one transaction:
+The rules are in docs/accounts.md; in short, in one transaction, these steps (numbered and named
+alike in `_sqlite` below and in identity/store/sql/identity_sign_in.sql):
 
- 1. the failure limit of this caller, when it is checked here, is not reached ("locked");
- 2. an account (provider, account key) exists → its user (disabled: refused, an audit event);
-    otherwise the token's address decides: held verified by a user → linked to that user when
-    the provider is authoritative for it, else "conflict" (an audit event); held unverified →
-    a new user, who takes the address from its holder when the provider is authoritative;
-    nobody holds it → a new user (the address verified when the provider is authoritative);
- 3. the id_token is remembered (a second use: "replayed");
- 4. the user's success budget is counted ("rate_limited", which forgets the id_token again);
- 5. profile refresh, provider tokens field by field, the session, the audit events.
+ 1. The failure limit of this caller, when it is checked here ("locked").
+ 2. Who it is: an account (provider, account key) → its user; else a user holding the token's
+    address verified → linked to them when the provider is authoritative for it, else
+    "conflict" (an audit event). A disabled user is refused ("disabled", an audit event).
+ 3. Single use: the id_token is remembered ("replayed").
+ 4. The user's success budget ("rate_limited", which forgets the id_token again).
+ 5. The user: a new one (the address verified, and taken from an unverified holder, when the
+    provider is authoritative for it), or the profile refreshed from the token.
+ 6. The provider tokens, field by field.
+ 7. The session and the sign_in audit event.
+ 8. The answer: the user and their accounts ("ok").
 
 Two implementations, on purpose: PostgreSQL runs these steps as one call of the function
-`identity_sign_in` (installed by migration 0005: one round trip); SQLite, the embedded default,
-runs them below as statements in one write transaction. The test suite runs every rule on both.
-Two sign-ins of one new person racing on two replicas meet a unique constraint; the loser's
-transaction is rolled back whole and retried, and finds the winner's rows.
+`identity_sign_in` (one round trip, its arguments passed by name from `ARGUMENTS`); SQLite, the
+embedded default, runs them below as statements in one write transaction. The test suite runs
+every rule on both. Two sign-ins of one new person racing on two replicas meet a unique
+constraint; the loser's transaction is rolled back whole and retried, and finds the winner's rows.
 
 Longer than most modules: one transaction's rules, with both database paths side by side so
 that a change to one is seen next to the other.
@@ -33,13 +36,14 @@ import asyncpg
 import orjson
 from sqlalchemy.exc import IntegrityError
 
-from identity.clock import as_utc, utc
+from identity.clock import as_utc
 from identity.store.database import Database, Row, Sql
+from identity.store.functions import Arguments, Call
 from identity.store.models import AccountPublic, UserRecord, new_id
 from identity.tokens.id_tokens import VerifiedIdentity
 
 from . import audit
-from .limits import INCREMENT, Window, reached
+from .limits import WINDOW_ARGUMENTS, Window, over_budget, reached
 
 logger = logging.getLogger("identity.sign_in")
 _ATTEMPTS = 4
@@ -83,6 +87,48 @@ class SignInRequest:
     provider_tokens: ProviderTokens | None = None
 
 
+_NO_TOKENS = ProviderTokens()
+
+# identity_sign_in's parameters in order, each with where its value comes from: the call passes
+# them by name, and tests/test_functions.py holds these names to the installed function's.
+ARGUMENTS: Arguments[SignInRequest] = (
+    ("p_replay_key", lambda r: r.identity.replay_key),
+    ("p_replay_expires", lambda r: r.identity.replay_expires),
+    ("p_provider", lambda r: r.identity.provider),
+    ("p_account_key", lambda r: r.identity.account_key),
+    ("p_email", lambda r: r.identity.email),
+    ("p_authoritative", lambda r: r.identity.authoritative),
+    ("p_name", lambda r: r.identity.name),
+    ("p_picture", lambda r: r.identity.picture),
+    ("p_client_id", lambda r: r.client_id),
+    ("p_scope", lambda r: r.scope),
+    ("p_session_id", lambda r: r.session_id),
+    ("p_refresh_hash", lambda r: r.refresh_hash),
+    ("p_session_expires", lambda r: r.session_expires),
+    ("p_user_agent", lambda r: r.user_agent),
+    ("p_now", lambda r: r.now),
+    ("p_new_user_id", lambda _: new_id()),
+    ("p_new_account_id", lambda _: new_id()),
+    ("p_lock_key", lambda r: r.lock_key),
+    *WINDOW_ARGUMENTS,
+    ("p_access_token", lambda r: (r.provider_tokens or _NO_TOKENS).access_token),
+    ("p_refresh_token", lambda r: (r.provider_tokens or _NO_TOKENS).refresh_token),
+    ("p_id_token", lambda r: (r.provider_tokens or _NO_TOKENS).id_token),
+    ("p_expires_at", lambda r: (r.provider_tokens or _NO_TOKENS).expires_at),
+    ("p_token_type", lambda r: (r.provider_tokens or _NO_TOKENS).token_type),
+    ("p_token_scope", lambda r: (r.provider_tokens or _NO_TOKENS).scope),
+    ("p_session_state", lambda r: (r.provider_tokens or _NO_TOKENS).session_state),
+    *audit.CONTEXT_ARGUMENTS,
+)
+CALL = Call(
+    "identity_sign_in",
+    ARGUMENTS,
+    columns="outcome, created_user, r_id AS id, r_name AS name, r_email AS email, "
+    "r_email_verified AS email_verified, r_image AS image, r_pending_email AS pending_email, "
+    "r_created_at AS created_at, r_updated_at AS updated_at, r_accounts AS accounts",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class SignInResult:
     outcome: Outcome
@@ -120,52 +166,8 @@ class _Retry(Exception):
     """The user was disabled between our read and our write: roll back, decide again."""
 
 
-_CALL = """
-SELECT outcome, created_user, r_id AS id, r_name AS name, r_email AS email,
-       r_email_verified AS email_verified, r_image AS image, r_pending_email AS pending_email,
-       r_created_at AS created_at, r_updated_at AS updated_at, r_accounts AS accounts
-FROM identity_sign_in($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                      $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30,
-                      $31, $32, $33, $34)
-"""
-
-
 async def _postgres(sql: Sql, r: SignInRequest) -> SignInResult:
-    i, t = r.identity, r.provider_tokens or ProviderTokens()
-    row = await sql.fetchone(
-        _CALL,
-        i.replay_key,
-        i.replay_expires,
-        i.provider,
-        i.account_key,
-        i.email,
-        i.authoritative,
-        i.name,
-        i.picture,
-        r.client_id,
-        r.scope,
-        r.session_id,
-        r.refresh_hash,
-        r.session_expires,
-        r.user_agent,
-        r.now,
-        new_id(),
-        new_id(),
-        r.lock_key,
-        r.lock.limit.count if r.lock else None,
-        r.lock.start if r.lock else None,
-        r.budget.limit.count if r.budget else None,
-        r.budget.start if r.budget else None,
-        utc(r.budget.ends) if r.budget else None,
-        t.access_token,
-        t.refresh_token,
-        t.id_token,
-        t.expires_at,
-        t.token_type,
-        t.scope,
-        t.session_state,
-        *r.context.fields(),
-    )
+    row = await CALL.fetchone(sql, r)  # steps 1-8 in one statement
     if row["outcome"] != "ok":
         return SignInResult(row["outcome"])
     accounts = tuple(
@@ -227,9 +229,11 @@ SELECT provider, provider_account_id FROM accounts WHERE user_id = $1 ORDER BY c
 
 async def _sqlite(sql: Sql, r: SignInRequest) -> SignInResult:
     i, now = r.identity, r.now
+    # 1. The failure limit of this caller, when it is checked here ("locked").
     if r.lock_key is not None and r.lock is not None and await reached(sql, r.lock_key, r.lock):
         return SignInResult("locked")
 
+    # 2. Who it is: the account, or else the token's address ("conflict", "disabled").
     user = await sql.fetchrow(_BY_ACCOUNT, i.provider, i.account_key)
     account_id = user["account_id"] if user is not None else None
     holder = None
@@ -238,28 +242,34 @@ async def _sqlite(sql: Sql, r: SignInRequest) -> SignInResult:
     how = "returning"
     if holder is not None and holder["email_verified"] is not None:
         if not i.authoritative:  # the address is someone's, and this provider cannot vouch
-            await _refused(sql, r, "account_conflict", holder["id"])
+            await _event(sql, r, "sign_in_refused", "account_conflict", holder["id"])
             return SignInResult("conflict")
         user, how = holder, "linked"
     if user is not None and user["disabled_at"] is not None:
-        await _refused(sql, r, "disabled", user["id"])
+        await _event(sql, r, "sign_in_refused", "disabled", user["id"])
         return SignInResult("disabled")
 
+    # 3. Single use: the id_token is remembered ("replayed").
     if await sql.fetchrow(REMEMBER_REPLAY, i.replay_key, i.replay_expires) is None:
         return SignInResult("replayed")
-    if user is not None and await _over_budget(sql, r, user["id"]):
-        await sql.fetch(_FORGET, i.replay_key)  # a 429 does not spend the id_token
+
+    # 4. The user's success budget ("rate_limited"; a 429 does not spend the id_token).
+    if user is not None and await over_budget(sql, user["id"], r.budget):
+        await sql.fetch(_FORGET, i.replay_key)
         return SignInResult("rate_limited")
 
+    # 5. The user: a new one, or the profile refreshed from the token.
     created = user is None
     if user is None:
         user, account_id = await _create(sql, r, holder)
-        await _over_budget(sql, r, user["id"])  # a first sign-in counts too (1: never over)
+        await over_budget(sql, user["id"], r.budget)  # 4. for a first sign-in too (1: never over)
     else:
         if account_id is None:  # linked by verified address
             account_id = new_id()
             await sql.fetch(_INSERT_ACCOUNT, account_id, user["id"], i.provider, i.account_key, now)
         user = await _refresh(sql, r, user)
+
+    # 6. The provider tokens, field by field (a field not given keeps its value).
     if r.provider_tokens is not None and r.provider_tokens.given():
         t = r.provider_tokens
         await sql.fetch(
@@ -274,6 +284,8 @@ async def _sqlite(sql: Sql, r: SignInRequest) -> SignInResult:
             t.session_state,
             now,
         )
+
+    # 7. The session and the sign_in audit event.
     await sql.fetch(
         _INSERT_SESSION,
         r.session_id,
@@ -296,6 +308,8 @@ async def _sqlite(sql: Sql, r: SignInRequest) -> SignInResult:
         created_user=created,
         reason="created" if created else how,
     )
+
+    # 8. The answer: the user and their accounts ("ok").
     rows = await sql.fetch(ACCOUNTS_OF, user["id"])
     accounts = tuple(
         AccountPublic(provider=a["provider"], provider_account_id=a["provider_account_id"])
@@ -304,21 +318,13 @@ async def _sqlite(sql: Sql, r: SignInRequest) -> SignInResult:
     return SignInResult("ok", UserRecord.of(user), accounts, created)
 
 
-async def _over_budget(sql: Sql, r: SignInRequest, user_id: str) -> bool:
-    """Count one success against the user's IDENTITY_RATE_LIMIT_SUBJECT; whether it is over."""
-    if r.budget is None:
-        return False
-    row = await sql.fetchone(INCREMENT, f"user:{user_id}", r.budget.start, utc(r.budget.ends))
-    return bool(row["count"] > r.budget.limit.count)
-
-
 async def _create(sql: Sql, r: SignInRequest, holder: Row | None) -> tuple[Row, str]:
     """A new person. An unverified holder loses the address when the provider proves it."""
     i, now = r.identity, r.now
     email = i.email
     if holder is not None:  # held, but not verified (a verified holder was linked or refused)
         if i.authoritative and await sql.fetchrow(_RELEASE, holder["id"], now) is not None:
-            await _released(sql, r, holder["id"])
+            await _event(sql, r, "email_released", "proven_by_provider", holder["id"])
         else:
             email = None  # an address nobody proved reserves nothing, but is not taken either
     verified = now if email is not None and i.authoritative else None
@@ -342,7 +348,7 @@ async def _refresh(sql: Sql, r: SignInRequest, user: Row) -> Row:
             if other is not None and other["id"] != user["id"]:
                 if await sql.fetchrow(_RELEASE, other["id"], now) is None:
                     raise _Retry  # verified meanwhile
-                await _released(sql, r, other["id"])
+                await _event(sql, r, "email_released", "proven_by_provider", other["id"])
             if email is not None:  # the old address's mail tokens must not verify it any more
                 await sql.fetch(_FORGET_MAIL_TOKENS, user["id"], email)
             email, verified = i.email, now
@@ -370,25 +376,14 @@ async def _refresh(sql: Sql, r: SignInRequest, user: Row) -> Row:
     return updated
 
 
-async def _refused(sql: Sql, r: SignInRequest, reason: str, user_id: str) -> None:
+async def _event(sql: Sql, r: SignInRequest, type_: str, reason: str, user_id: str) -> None:
+    """`sign_in_refused` or `email_released`, about `user_id`, for this sign-in."""
     await audit.record(
         sql,
-        "sign_in_refused",
+        type_,
         at=r.now,
         context=r.context,
         user_id=user_id,
         provider=r.identity.provider,
         reason=reason,
-    )
-
-
-async def _released(sql: Sql, r: SignInRequest, user_id: str) -> None:
-    await audit.record(
-        sql,
-        "email_released",
-        at=r.now,
-        context=r.context,
-        user_id=user_id,
-        provider=r.identity.provider,
-        reason="proven_by_provider",
     )

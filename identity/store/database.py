@@ -5,7 +5,8 @@
 - Hot paths (sign-in, refresh, /users/me, the failure count) use SQL text through `Database.sql`
   and `Database.hot()`: asyncpg directly on PostgreSQL (prepared statements, records straight
   into our types, a pool sized for the worker's concurrency), the same text on SQLite through
-  the driver under SQLAlchemy's connection. Statements are written with `$1` parameters.
+  the driver under SQLAlchemy's connection. Statements are written with `$1` parameters; the
+  two PostgreSQL functions of the sign-in and the refresh are called through `functions.Call`.
 
 Any failure to reach the database (refused, reset, restarting, pool exhausted, SQLite locked)
 raises `TemporarilyUnavailable`, here and nowhere else; any other database error is a bug and
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -75,7 +77,24 @@ class Sql(Protocol):
         ...
 
 
-class Tx:
+class _Rows(ABC):
+    """`fetchrow` and `fetchone` over a connection's own `fetch`, for both kinds of connection."""
+
+    @abstractmethod
+    async def fetch(self, query: str, *args: Any) -> list[Row]: ...
+
+    async def fetchrow(self, query: str, *args: Any) -> Row | None:
+        rows = await self.fetch(query, *args)
+        return rows[0] if rows else None
+
+    async def fetchone(self, query: str, *args: Any) -> Row:
+        rows = await self.fetch(query, *args)
+        if not rows:
+            raise RuntimeError("a statement that returns a row returned none")
+        return rows[0]
+
+
+class Tx(_Rows):
     """A transaction: SQLAlchemy Core statements (`execute`) or `$n` SQL text (`fetch`)."""
 
     def __init__(self, connection: AsyncConnection, tracer: Tracer) -> None:
@@ -100,16 +119,6 @@ class Tx:
         with self._tracer.span("db.statement", _attributes(self.dialect, query)):
             result = await self.connection.exec_driver_sql(statement, values)
             return cast(list[Row], list(result.mappings().all())) if result.returns_rows else []
-
-    async def fetchrow(self, query: str, *args: Any) -> Row | None:
-        rows = await self.fetch(query, *args)
-        return rows[0] if rows else None
-
-    async def fetchone(self, query: str, *args: Any) -> Row:
-        rows = await self.fetch(query, *args)
-        if not rows:
-            raise RuntimeError("a statement that returns a row returned none")
-        return rows[0]
 
 
 class Database:
@@ -199,7 +208,7 @@ async def _reset(connection: asyncpg.Connection) -> None:
         await connection.execute("ROLLBACK")
 
 
-class _Postgres:
+class _Postgres(_Rows):
     def __init__(self, connection: asyncpg.Connection, tracer: Tracer) -> None:
         self._connection = connection
         self._tracer = tracer
@@ -209,16 +218,6 @@ class _Postgres:
             with self._tracer.span("db.statement", _attributes("postgresql", query)):
                 return list(await self._connection.fetch(query, *args))
         return list(await self._connection.fetch(query, *args))
-
-    async def fetchrow(self, query: str, *args: Any) -> Row | None:
-        rows = await self.fetch(query, *args)
-        return rows[0] if rows else None
-
-    async def fetchone(self, query: str, *args: Any) -> Row:
-        rows = await self.fetch(query, *args)
-        if not rows:
-            raise RuntimeError("a statement that returns a row returned none")
-        return rows[0]
 
 
 def _attributes(system: str, query: str) -> dict[str, str]:

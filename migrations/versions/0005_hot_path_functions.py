@@ -1,10 +1,16 @@
 """PostgreSQL functions for the two hot writes: a sign-in and a refresh in one round trip each.
 
-`identity_sign_in` is the sign-in transaction of identity/sign_in.py and `identity_refresh` the
-rotation of identity/rotation.py, step for step (the Python versions run on SQLite; the test
-suite runs every rule on both databases). Each is called as one statement in autocommit, so the
-call is its own transaction. A concurrent change detected inside raises serialization_failure
-(or a unique violation), which rolls the call back whole; the caller retries it.
+`identity_sign_in` is the sign-in transaction of identity/accounts/sign_in.py and
+`identity_refresh` the rotation of identity/accounts/rotation.py, step for step (the Python
+versions run on SQLite; the test suite runs every rule on both databases). Each is called as one
+statement in autocommit, so the call is its own transaction. A concurrent change detected inside
+raises serialization_failure (or a unique violation), which rolls the call back whole; the
+caller retries it.
+
+The definitions are this revision's frozen copies in migrations/sql/0005/, never edited once
+shipped. To change a function, edit its living file in identity/store/sql/, copy it into
+migrations/sql/<new revision>/, and write a migration that loads that copy on upgrade and the
+previous revision's copy on downgrade (docs/architecture.md, "The SQL functions").
 
 SQLite has no stored functions: nothing to do there.
 
@@ -14,6 +20,7 @@ Create Date: 2026-12-01
 """
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from alembic import op
 
@@ -22,353 +29,15 @@ down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-AUDIT = """
-    INSERT INTO audit_events (created_at, type, user_id, session_id, client_id, ip, user_agent,
-                              request_id, detail)
-"""
-
-SIGN_IN = (
-    """
-CREATE OR REPLACE FUNCTION identity_sign_in(
-    p_replay_key text, p_replay_expires timestamptz, p_provider text, p_account_key text,
-    p_email text, p_authoritative boolean, p_name text, p_picture text,
-    p_client_id text, p_scope text, p_session_id text, p_refresh_hash text,
-    p_session_expires timestamptz, p_user_agent text, p_now timestamptz,
-    p_new_user_id text, p_new_account_id text,
-    p_lock_key text, p_lock_limit integer, p_lock_window bigint,
-    p_budget_limit integer, p_budget_window bigint, p_budget_expires timestamptz,
-    p_access_token text, p_refresh_token text, p_id_token text, p_expires_at bigint,
-    p_token_type text, p_token_scope text, p_session_state text,
-    p_audit_client text, p_ip text, p_audit_agent text, p_request_id text
-) RETURNS TABLE (
-    outcome text, created_user boolean, r_id text, r_name text, r_email text,
-    r_email_verified timestamptz, r_image text, r_pending_email text,
-    r_created_at timestamptz, r_updated_at timestamptz, r_accounts text
-) LANGUAGE plpgsql AS $$
-#variable_conflict use_column
-DECLARE
-    u users%ROWTYPE;
-    holder users%ROWTYPE;
-    other users%ROWTYPE;
-    v_user_id text;
-    v_account_id text;
-    v_how text := 'returning';
-    v_created boolean := false;
-    v_count integer;
-    v_name text;
-    v_image text;
-    v_email text;
-    v_verified timestamptz;
-    v_pending text;
-    v_changed boolean;
-BEGIN
-    -- 1. The caller's failure limit, when it is checked here.
-    IF p_lock_key IS NOT NULL THEN
-        SELECT rl.count INTO v_count FROM rate_limits rl
-        WHERE rl.key = p_lock_key AND rl.window_start = p_lock_window;
-        IF v_count >= p_lock_limit THEN
-            outcome := 'locked'; RETURN NEXT; RETURN;
-        END IF;
-    END IF;
-
-    -- 2. Who it is: the account, or the token's address.
-    SELECT a.id, a.user_id INTO v_account_id, v_user_id FROM accounts a
-    WHERE a.provider = p_provider AND a.provider_account_id = p_account_key;
-    IF v_user_id IS NOT NULL THEN
-        SELECT * INTO u FROM users WHERE users.id = v_user_id;
-    ELSIF p_email IS NOT NULL THEN
-        SELECT * INTO holder FROM users WHERE users.email = p_email;
-        IF holder.id IS NOT NULL AND holder.email_verified IS NOT NULL THEN
-            IF NOT p_authoritative THEN
-"""
-    + AUDIT
-    + """
-                VALUES (p_now, 'sign_in_refused', holder.id, NULL, p_audit_client, p_ip,
-                        p_audit_agent, p_request_id,
-                        jsonb_build_object('provider', p_provider, 'reason', 'account_conflict'));
-                outcome := 'conflict'; RETURN NEXT; RETURN;
-            END IF;
-            u := holder;
-            v_how := 'linked';
-        END IF;
-    END IF;
-    IF u.id IS NOT NULL AND u.disabled_at IS NOT NULL THEN
-"""
-    + AUDIT
-    + """
-        VALUES (p_now, 'sign_in_refused', u.id, NULL, p_audit_client, p_ip, p_audit_agent,
-                p_request_id, jsonb_build_object('provider', p_provider, 'reason', 'disabled'));
-        outcome := 'disabled'; RETURN NEXT; RETURN;
-    END IF;
-
-    -- 3. Single use.
-    INSERT INTO used_id_tokens (replay_key, expires_at) VALUES (p_replay_key, p_replay_expires)
-    ON CONFLICT DO NOTHING;
-    IF NOT FOUND THEN
-        outcome := 'replayed'; RETURN NEXT; RETURN;
-    END IF;
-
-    -- 4. The user's success budget; a 429 does not spend the id_token.
-    IF u.id IS NOT NULL AND p_budget_limit IS NOT NULL THEN
-        INSERT INTO rate_limits AS rl (key, window_start, count, expires_at)
-        VALUES ('user:' || u.id, p_budget_window, 1, p_budget_expires)
-        ON CONFLICT (key, window_start) DO UPDATE SET count = rl.count + 1
-        RETURNING rl.count INTO v_count;
-        IF v_count > p_budget_limit THEN
-            DELETE FROM used_id_tokens WHERE replay_key = p_replay_key;
-            outcome := 'rate_limited'; RETURN NEXT; RETURN;
-        END IF;
-    END IF;
-
-    -- 5. The writes.
-    IF u.id IS NULL THEN
-        v_created := true;
-        v_email := p_email;
-        IF holder.id IS NOT NULL THEN  -- held, but not verified
-            IF p_authoritative THEN
-                UPDATE users SET email = NULL, updated_at = p_now
-                WHERE users.id = holder.id AND users.email_verified IS NULL;
-                IF NOT FOUND THEN
-                    RAISE EXCEPTION 'address verified meanwhile' USING ERRCODE = 'serialization_failure';
-                END IF;
-"""
-    + AUDIT
-    + """
-                VALUES (p_now, 'email_released', holder.id, NULL, p_audit_client, p_ip,
-                        p_audit_agent, p_request_id,
-                        jsonb_build_object('provider', p_provider, 'reason', 'proven_by_provider'));
-            ELSE
-                v_email := NULL;
-            END IF;
-        END IF;
-        INSERT INTO users (id, name, email, email_verified, image, name_edited, image_edited,
-                           email_edited, last_sign_in_at, created_at, updated_at)
-        VALUES (p_new_user_id, p_name, v_email,
-                CASE WHEN v_email IS NOT NULL AND p_authoritative THEN p_now END,
-                p_picture, false, false, false, p_now, p_now, p_now)
-        RETURNING * INTO u;
-        v_account_id := p_new_account_id;
-        INSERT INTO accounts (id, user_id, type, provider, provider_account_id, created_at,
-                              updated_at)
-        VALUES (v_account_id, u.id, 'oidc', p_provider, p_account_key, p_now, p_now);
-        IF p_budget_limit IS NOT NULL THEN  -- a first sign-in counts too (1: never over)
-            INSERT INTO rate_limits AS rl (key, window_start, count, expires_at)
-            VALUES ('user:' || u.id, p_budget_window, 1, p_budget_expires)
-            ON CONFLICT (key, window_start) DO UPDATE SET count = rl.count + 1;
-        END IF;
-    ELSE
-        IF v_account_id IS NULL THEN  -- linked by a verified address
-            v_account_id := p_new_account_id;
-            INSERT INTO accounts (id, user_id, type, provider, provider_account_id, created_at,
-                                  updated_at)
-            VALUES (v_account_id, u.id, 'oidc', p_provider, p_account_key, p_now, p_now);
-        END IF;
-        v_name := CASE WHEN NOT u.name_edited AND p_name IS NOT NULL THEN p_name ELSE u.name END;
-        v_image := CASE WHEN NOT u.image_edited AND p_picture IS NOT NULL
-                        THEN p_picture ELSE u.image END;
-        v_email := u.email;
-        v_verified := u.email_verified;
-        v_pending := u.pending_email;
-        IF p_authoritative AND p_email IS NOT NULL AND NOT u.email_edited THEN
-            IF p_email = u.email THEN
-                v_verified := COALESCE(v_verified, p_now);
-            ELSE
-                SELECT * INTO other FROM users WHERE users.email = p_email;
-                IF other.id IS NULL OR other.email_verified IS NULL THEN
-                    IF other.id IS NOT NULL THEN
-                        UPDATE users SET email = NULL, updated_at = p_now
-                        WHERE users.id = other.id AND users.email_verified IS NULL;
-                        IF NOT FOUND THEN
-                            RAISE EXCEPTION 'address verified meanwhile'
-                                USING ERRCODE = 'serialization_failure';
-                        END IF;
-"""
-    + AUDIT
-    + """
-                        VALUES (p_now, 'email_released', other.id, NULL, p_audit_client, p_ip,
-                                p_audit_agent, p_request_id,
-                                jsonb_build_object('provider', p_provider,
-                                                   'reason', 'proven_by_provider'));
-                    END IF;
-                    IF u.email IS NOT NULL THEN
-                        DELETE FROM verification_tokens vt
-                        WHERE vt.user_id = u.id AND vt.identifier = u.email;
-                    END IF;
-                    v_email := p_email;
-                    v_verified := p_now;
-                    IF v_pending = p_email THEN
-                        v_pending := NULL;
-                    END IF;
-                END IF;
-            END IF;
-        END IF;
-        v_changed := (v_name, v_image, v_email, v_verified, v_pending)
-            IS DISTINCT FROM (u.name, u.image, u.email, u.email_verified, u.pending_email);
-        UPDATE users SET name = v_name, image = v_image, email = v_email,
-               email_verified = v_verified, pending_email = v_pending,
-               updated_at = CASE WHEN v_changed THEN p_now ELSE users.updated_at END,
-               last_sign_in_at = p_now
-        WHERE users.id = u.id AND users.disabled_at IS NULL
-        RETURNING * INTO u;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'user disabled meanwhile' USING ERRCODE = 'serialization_failure';
-        END IF;
-    END IF;
-
-    IF num_nonnulls(p_access_token, p_refresh_token, p_id_token, p_expires_at, p_token_type,
-                    p_token_scope, p_session_state) > 0 THEN
-        UPDATE accounts SET access_token = COALESCE(p_access_token, access_token),
-               refresh_token = COALESCE(p_refresh_token, refresh_token),
-               id_token = COALESCE(p_id_token, id_token),
-               expires_at = COALESCE(p_expires_at, expires_at),
-               token_type = COALESCE(p_token_type, token_type),
-               scope = COALESCE(p_token_scope, scope),
-               session_state = COALESCE(p_session_state, session_state),
-               updated_at = p_now
-        WHERE accounts.id = v_account_id;
-    END IF;
-    INSERT INTO sessions (id, session_token, user_id, expires, client_id, scope, user_agent,
-                          created_at, last_used_at)
-    VALUES (p_session_id, p_refresh_hash, u.id, p_session_expires, p_client_id, p_scope,
-            p_user_agent, p_now, p_now);
-"""
-    + AUDIT
-    + """
-    VALUES (p_now, 'sign_in', u.id, p_session_id, p_audit_client, p_ip, p_audit_agent,
-            p_request_id,
-            jsonb_build_object('provider', p_provider, 'created_user', v_created,
-                               'reason', CASE WHEN v_created THEN 'created' ELSE v_how END));
-
-    outcome := 'ok';
-    created_user := v_created;
-    r_id := u.id;
-    r_name := u.name;
-    r_email := u.email;
-    r_email_verified := u.email_verified;
-    r_image := u.image;
-    r_pending_email := u.pending_email;
-    r_created_at := u.created_at;
-    r_updated_at := u.updated_at;
-    SELECT COALESCE(json_agg(json_build_array(a.provider, a.provider_account_id)
-                             ORDER BY a.created_at, a.id), '[]')::text
-    INTO r_accounts FROM accounts a WHERE a.user_id = u.id;
-    RETURN NEXT;
-END
-$$;
-"""
-)
-
-REFRESH = (
-    """
-CREATE OR REPLACE FUNCTION identity_refresh(
-    p_hash text, p_client_id text, p_scope text[], p_successor text, p_sealed bytea,
-    p_interval integer, p_now timestamptz, p_idle_since timestamptz,
-    p_lock_prefix text, p_lock_limit integer, p_lock_window bigint,
-    p_budget_limit integer, p_budget_window bigint, p_budget_expires timestamptz,
-    p_audit_client text, p_ip text, p_audit_agent text, p_request_id text
-) RETURNS TABLE (
-    outcome text, session_id text, user_id text, scope text, sealed bytea,
-    email text, email_verified timestamptz, name text, image text
-) LANGUAGE plpgsql AS $$
-#variable_conflict use_column
-DECLARE
-    s record;
-    v_count integer;
-    v_step integer;
-    v_reused_session text;
-    v_reused_user text;
-BEGIN
-    FOR v_step IN 1..2 LOOP
-        -- 1. the current token; 2. the parent, within the reuse interval.
-        IF v_step = 1 THEN
-            SELECT se.id, se.user_id, se.scope, se.client_id, se.expires, se.last_used_at,
-                   se.previous_sealed, us.email, us.email_verified, us.name, us.image
-            INTO s FROM sessions se JOIN users us ON us.id = se.user_id
-            WHERE se.session_token = p_hash;
-        ELSE
-            SELECT se.id, se.user_id, se.scope, se.client_id, se.expires, se.last_used_at,
-                   se.previous_sealed, us.email, us.email_verified, us.name, us.image
-            INTO s FROM sessions se JOIN users us ON us.id = se.user_id
-            WHERE se.previous_hash = p_hash AND p_interval > 0
-              AND se.previous_sealed IS NOT NULL
-              AND se.rotated_at > p_now - make_interval(secs => p_interval);
-        END IF;
-        CONTINUE WHEN NOT FOUND;
-
-        session_id := s.id; user_id := s.user_id; scope := s.scope;
-        email := s.email; email_verified := s.email_verified; name := s.name; image := s.image;
-        IF s.client_id <> p_client_id THEN
-            outcome := 'client_mismatch'; RETURN NEXT; RETURN;
-        END IF;
-        IF s.expires <= p_now OR s.last_used_at <= p_idle_since THEN
-            DELETE FROM sessions WHERE sessions.id = s.id;
-            outcome := 'session_expired'; RETURN NEXT; RETURN;
-        END IF;
-        IF p_lock_prefix IS NOT NULL THEN
-            SELECT rl.count INTO v_count FROM rate_limits rl
-            WHERE rl.key = p_lock_prefix || s.user_id AND rl.window_start = p_lock_window;
-            IF v_count >= p_lock_limit THEN
-                outcome := 'locked'; RETURN NEXT; RETURN;
-            END IF;
-        END IF;
-        IF p_scope IS NOT NULL AND NOT p_scope <@ string_to_array(s.scope, ' ') THEN
-            outcome := 'bad_scope'; RETURN NEXT; RETURN;
-        END IF;
-        IF p_budget_limit IS NOT NULL THEN
-            INSERT INTO rate_limits AS rl (key, window_start, count, expires_at)
-            VALUES ('user:' || s.user_id, p_budget_window, 1, p_budget_expires)
-            ON CONFLICT (key, window_start) DO UPDATE SET count = rl.count + 1
-            RETURNING rl.count INTO v_count;
-            IF v_count > p_budget_limit THEN
-                outcome := 'rate_limited'; RETURN NEXT; RETURN;
-            END IF;
-        END IF;
-
-        IF v_step = 2 THEN
-            UPDATE sessions SET last_used_at = p_now WHERE sessions.id = s.id;
-            outcome := 'reused'; sealed := s.previous_sealed; RETURN NEXT; RETURN;
-        END IF;
-        -- Compare and swap: a concurrent twin that swapped first leaves nothing to match here;
-        -- it then finds this token as the parent in step 2.
-        UPDATE sessions SET session_token = p_successor, previous_hash = p_hash,
-               previous_sealed = p_sealed, rotated_at = p_now, last_used_at = p_now
-        WHERE sessions.id = s.id AND sessions.session_token = p_hash;
-        IF FOUND THEN
-            INSERT INTO rotated_refresh_tokens (token_hash, session_id, rotated_at)
-            VALUES (p_hash, s.id, p_now);
-            outcome := 'rotated'; RETURN NEXT; RETURN;
-        END IF;
-        p_budget_limit := NULL;  -- counted once, whichever step answers
-    END LOOP;
-
-    -- 3. An earlier token: reuse revokes the session.
-    SELECT r.session_id, se.user_id INTO v_reused_session, v_reused_user
-    FROM rotated_refresh_tokens r JOIN sessions se ON se.id = r.session_id
-    WHERE r.token_hash = p_hash;
-    session_id := NULL; user_id := NULL; scope := NULL;
-    email := NULL; email_verified := NULL; name := NULL; image := NULL;
-    IF v_reused_session IS NOT NULL THEN
-        DELETE FROM sessions WHERE sessions.id = v_reused_session;
-"""
-    + AUDIT
-    + """
-        VALUES (p_now, 'refresh_reuse', v_reused_user, v_reused_session, p_audit_client, p_ip,
-                p_audit_agent, p_request_id, jsonb_build_object('reason', 'reuse_detected'));
-        outcome := 'reuse_detected'; session_id := v_reused_session; user_id := v_reused_user;
-        RETURN NEXT; RETURN;
-    END IF;
-    outcome := 'unknown_token'; RETURN NEXT;
-END
-$$;
-"""
-)
+# Beside versions/, in the source tree and in the wheel (identity/migrations) alike.
+FROZEN = Path(__file__).resolve().parent.parent / "sql" / revision
 
 
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
-    op.execute(SIGN_IN)
-    op.execute(REFRESH)
+    op.execute((FROZEN / "identity_sign_in.sql").read_text(encoding="utf-8"))
+    op.execute((FROZEN / "identity_refresh.sql").read_text(encoding="utf-8"))
 
 
 def downgrade() -> None:

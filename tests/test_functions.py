@@ -1,0 +1,140 @@
+"""The hot-path PostgreSQL functions: the living .sql files are what the migrations install, a
+shipped copy never changes, and each call names the function's parameters, in order
+(docs/architecture.md, "The SQL functions")."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import make_url
+
+from identity.accounts import rotation, sign_in
+from identity.store.database import alembic_config, migrations_dir
+from identity.store.functions import SQL_DIR, Call
+
+pytestmark = pytest.mark.anyio
+
+CALLS: dict[str, Call[Any]] = {
+    "identity_sign_in": sign_in.CALL,
+    "identity_refresh": rotation.CALL,
+}
+FROZEN = migrations_dir() / "sql"
+# A frozen copy is never edited once written: a database migrated past its revision keeps what
+# it installed, so an edit there changes new databases only. Pin each new copy's digest here.
+PINNED = {
+    "0005/identity_refresh.sql": "76b07cddc93f95257f46ece11a09daddd71f6cc716709d02b48fead06dbaea84",
+    "0005/identity_sign_in.sql": "f961209e697a4bd6e99a36ee9e17a31f393ec8ec8d31c0ae4b53fe867a7ac693",
+}
+
+
+def living(function: str) -> str:
+    return (SQL_DIR / f"{function}.sql").read_text(encoding="utf-8")
+
+
+def revisions() -> list[str]:
+    """The migrations' revisions, oldest first."""
+    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
+    return [script.revision for script in reversed(list(script.walk_revisions()))]
+
+
+def test_every_function_has_its_living_file_and_its_call() -> None:
+    assert {path.stem for path in SQL_DIR.glob("*.sql")} == set(CALLS)
+    assert all(call.function == function for function, call in CALLS.items())
+
+
+@pytest.mark.parametrize("function", sorted(CALLS))
+def test_the_newest_frozen_copy_is_the_living_file(function: str) -> None:
+    copies = [FROZEN / r / f"{function}.sql" for r in revisions()]
+    newest = [path for path in copies if path.exists()][-1]
+    assert newest.read_text(encoding="utf-8") == living(function), (
+        f"identity/store/sql/{function}.sql differs from {newest.relative_to(FROZEN.parent)}: "
+        "a change reaches databases only through a new migration with its own frozen copy"
+    )
+
+
+def test_frozen_copies_are_never_edited() -> None:
+    found = {
+        path.relative_to(FROZEN).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in FROZEN.rglob("*.sql")
+    }
+    assert found == PINNED
+    assert {Path(name).parent.name for name in found} <= set(revisions())
+
+
+@pytest.fixture
+async def connection(pg_database: str) -> AsyncIterator[asyncpg.Connection]:
+    url = make_url(pg_database).set(drivername="postgresql")
+    connection = await asyncpg.connect(url.render_as_string(hide_password=False))
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+async def _definitions(connection: asyncpg.Connection, function: str) -> dict[str, str]:
+    """PostgreSQL's rendering of each function of this name, by schema, the schema name left
+    out of it."""
+    rows = await connection.fetch(
+        "SELECT n.nspname AS schema, pg_get_functiondef(p.oid) AS definition"
+        " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.proname = $1",
+        function,
+    )
+    return {
+        r["schema"]: r["definition"].replace(f" {r['schema']}.{function}(", f" {function}(", 1)
+        for r in rows
+    }
+
+
+@pytest.mark.parametrize("function", sorted(CALLS))
+async def test_the_function_installed_at_head_is_the_living_file(
+    connection: asyncpg.Connection, function: str
+) -> None:
+    """PostgreSQL keeps a function's body byte for byte but rewrites its header: the name
+    schema-qualified, type names canonical (`timestamptz` → `timestamp with time zone`), the
+    parameters on one line, `$function$` quoting. So the file is run in a scratch schema, and
+    PostgreSQL's rendering of it (`pg_get_functiondef`) must equal that of the installed one
+    whole, only the schema name left out."""
+    transaction = connection.transaction()
+    await transaction.start()
+    try:
+        await connection.execute("CREATE SCHEMA identity_scratch")
+        await connection.execute("SET LOCAL search_path = identity_scratch, public")
+        await connection.execute(living(function))
+        found = await _definitions(connection, function)
+    finally:
+        await transaction.rollback()  # the scratch schema goes with it
+    assert set(found) == {"public", "identity_scratch"}, "one function of this name, no overload"
+    assert found["public"] == found["identity_scratch"]
+    assert "$function$" in found["public"]
+
+
+@pytest.mark.parametrize("function", sorted(CALLS))
+async def test_each_call_names_the_parameters_of_its_function_in_order(
+    connection: asyncpg.Connection, function: str
+) -> None:
+    row = await connection.fetchrow(
+        "SELECT proargnames, proargmodes::text[] FROM pg_proc WHERE proname = $1", function
+    )
+    assert row is not None
+    modes = row["proargmodes"] or ["i"] * len(row["proargnames"])
+    inputs = tuple(n for n, m in zip(row["proargnames"], modes, strict=True) if m in "ibv")
+    assert CALLS[function].names == inputs
+    assert len(inputs) == {"identity_sign_in": 34, "identity_refresh": 18}[function]
+
+
+async def test_a_misnamed_argument_is_refused_by_postgresql(
+    connection: asyncpg.Connection,
+) -> None:
+    """Two swapped arguments cannot pass silently: each is bound by name, and a name the
+    function lacks is an error, not a value in another parameter's place."""
+    names = list(rotation.CALL.names)
+    names[names.index("p_successor")] = "p_succesor"
+    misnamed = Call[None]("identity_refresh", tuple((name, lambda _: None) for name in names))
+    with pytest.raises(asyncpg.UndefinedFunctionError):
+        await connection.fetch(misnamed.query, *misnamed.values(None))
