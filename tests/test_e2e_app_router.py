@@ -168,3 +168,41 @@ def test_authjs_v5_app_router(tmp_path: Path) -> None:
         "10-back-channel-logout",
     ):
         assert (ARTIFACTS / f"authjs-{step}.png").stat().st_size > 1000
+
+
+def test_better_auth(tmp_path: Path) -> None:
+    _ready("better-auth")
+    with stack(tmp_path, app="better-auth", access_token_ttl=ACCESS_TOKEN_TTL) as running:
+        seen = _browse(running, "browser-better-auth.mjs", tmp_path)
+        events = _identity_events(running)
+        _assert_back_channel_logout(seen, running)
+    assert seen["start"] == "/signin"
+    signed_in = seen["signedIn"]
+    assert (signed_in["name"], signed_in["email"], signed_in["accounts"]) == (
+        "Ada Lovelace",
+        "ada@gmail.com",
+        "google",
+    )
+    # Our tokens never reach the browser: Better Auth's session endpoint leaves them out.
+    assert "identity" not in seen["getSession"] and '"session"' in seen["getSession"]
+    # Two refreshes, each once (the tokens are on the session row: no second copy to refresh).
+    first, second = seen["refreshed"]
+    assert signed_in["expiresAt"] < first["expiresAt"] < second["expiresAt"]
+    assert first["name"] == second["name"] == "Ada Lovelace"
+    assert _refreshes(events)[:2] == ["rotated", "rotated"], _refreshes(events)
+    assert not [e for e in events if e.get("reason") == "reuse_detected"]
+    # Signing out (deleting Better Auth's session) revoked identity's session.
+    assert seen["identityAfterSignOut"] == {"sessions": 0}
+    assert seen["dashboardAfterSignOut"] == "/signin"
+    assert seen["again"]["userId"] == signed_in["userId"]
+    for step in (
+        "1-signin",
+        "2-google-account-picker",
+        "3-dashboard",
+        "4-after-refresh-1",
+        "5-after-refresh-2",
+        "6-signed-out",
+        "7-signed-in-again",
+        "8-back-channel-logout",
+    ):
+        assert (ARTIFACTS / f"better-auth-{step}.png").stat().st_size > 1000
