@@ -20,7 +20,13 @@ Step = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def drive(
-    script: str, args: list[str], on_step: Step, *, env: Mapping[str, str], log: Path, timeout: float
+    script: str,
+    args: list[str],
+    on_step: Step,
+    *,
+    env: Mapping[str, str],
+    log: Path,
+    timeout: float,
 ) -> dict[str, Any]:
     with (
         log.open("w") as stderr,

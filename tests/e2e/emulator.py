@@ -21,8 +21,8 @@ import base64
 import hashlib
 import html
 import http.server
-import json
 import ipaddress
+import json
 import secrets
 import ssl
 import threading

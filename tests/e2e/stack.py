@@ -51,7 +51,7 @@ def npm() -> str | None:
 
 
 def install(app_dir: Path = APP_DIR) -> None:
-    """npm packages of the app, from its lock file (once: .ci/run installs them before the tests)."""
+    """npm packages of the app, from its lock file (once; .ci/run installs them beforehand)."""
     if not (app_dir / "node_modules" / ".package-lock.json").exists():
         subprocess.run(
             [npm() or "npm", "ci", "--no-audit", "--no-fund"], cwd=app_dir, check=True, timeout=900
