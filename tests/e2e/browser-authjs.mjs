@@ -70,6 +70,8 @@ await run(artifacts, async ({ page, shot, text }, seen) => {
   await page.click("#account-2");
   await page.waitForSelector("#linked");
   seen.linked = { ...(await dashboard()), notice: await text("#linked") };
+  // The link marker was spent: a later Microsoft sign-in is a sign-in again.
+  seen.linkCookieLeft = (await page.context().cookies()).some((c) => c.name === "link-provider");
   await shot("authjs-9-linked");
 
   // Back-channel logout: tokens the app must refuse change nothing; identity's own signs this
