@@ -21,16 +21,24 @@ import base64
 import hashlib
 import html
 import http.server
+import ipaddress
 import json
 import secrets
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from joserfc import jws
 from joserfc.jwk import RSAKey
 
@@ -51,6 +59,17 @@ MICROSOFT_ACCOUNT: dict[str, Any] = {
     "name": "Grace Hopper",
     "ver": "2.0",
 }
+# A second Entra account whose (unproven) address is the Google user's: signing in with it is
+# identity's 409 account_conflict; linking it from the Google user's session is allowed.
+MICROSOFT_ACCOUNT_CLAIMING_ADA: dict[str, Any] = {
+    "sub": "pairwise-sub-for-ada-at-work",
+    "tid": TENANT,
+    "oid": "00000000-0000-0000-1a2b-ada000000001",
+    "email": "ada@gmail.com",
+    "preferred_username": "ada@gmail.com",
+    "name": "Ada Lovelace (work)",
+    "ver": "2.0",
+}
 
 
 @dataclass
@@ -61,6 +80,7 @@ class Emulator:
     microsoft: bool = False
     key: RSAKey = field(default_factory=lambda: RSAKey.generate_key(2048, private=True))
     codes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    userinfo: dict[str, dict[str, Any]] = field(default_factory=dict)
     kid: str = "emulator-key"
 
     @property
@@ -68,8 +88,9 @@ class Emulator:
         return f"{self.base}/{TENANT}/v2.0" if self.microsoft else self.base
 
     @property
-    def account(self) -> dict[str, Any]:
-        return MICROSOFT_ACCOUNT if self.microsoft else ACCOUNT
+    def accounts(self) -> list[dict[str, Any]]:
+        """The accounts the picker offers: `#account` is the first, `#account-2` the second."""
+        return [MICROSOFT_ACCOUNT, MICROSOFT_ACCOUNT_CLAIMING_ADA] if self.microsoft else [ACCOUNT]
 
     @property
     def paths(self) -> dict[str, str]:
@@ -110,7 +131,7 @@ class Emulator:
         public = self.key.as_dict(private=False)
         return {"keys": [{**public, "kid": self.kid, "alg": "RS256", "use": "sig"}]}
 
-    def id_token(self, nonce: str | None) -> str:
+    def id_token(self, account: dict[str, Any], nonce: str | None) -> str:
         now = int(time.time())
         claims = {
             "iss": self.issuer,
@@ -118,7 +139,7 @@ class Emulator:
             "azp": self.client_id,
             "iat": now,
             "exp": now + 3600,
-            **self.account,
+            **account,
         }
         if nonce:
             claims["nonce"] = nonce
@@ -156,7 +177,12 @@ def _handler(emulator: Emulator) -> type[http.server.BaseHTTPRequestHandler]:
             elif url.path == "/choose":
                 self._choose(query)
             elif url.path == paths["userinfo"]:
-                self._json(200, emulator.account)
+                bearer = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                account = emulator.userinfo.get(bearer)
+                if account is None:
+                    self._json(401, {"error": "invalid_token"})
+                else:
+                    self._json(200, account)
             else:
                 self._json(404, {"error": "not_found"})
 
@@ -164,17 +190,24 @@ def _handler(emulator: Emulator) -> type[http.server.BaseHTTPRequestHandler]:
             if query.get("client_id") != emulator.client_id or "redirect_uri" not in query:
                 self._json(400, {"error": "invalid_request"})
                 return
-            choose = "/choose?" + urlencode(query)
             title = "Microsoft" if emulator.microsoft else "Google Accounts"
-            account = emulator.account
+            links = []
+            for index, account in enumerate(emulator.accounts):
+                choose = "/choose?" + urlencode({**query, "account": str(index)})
+                anchor = "account" if index == 0 else f"account-{index + 1}"
+                links.append(
+                    f"<a id='{anchor}' href='{html.escape(choose, quote=True)}' "
+                    "style='display:block;padding:1rem;margin:.5rem 0;border:1px solid #ccc;"
+                    "border-radius:8px'>"
+                    f"{html.escape(str(account['name']))}<br>"
+                    f"<small>{html.escape(str(account['email']))}</small></a>"
+                )
             page = (
                 f"<!doctype html><html><head><title>Sign in - {title}</title></head>"
                 "<body style='font-family:system-ui;max-width:420px;margin:4rem auto'>"
                 "<h1>Choose an account</h1><p>to continue to the demo app</p>"
-                f"<a id='account' href='{html.escape(choose, quote=True)}' "
-                "style='display:block;padding:1rem;border:1px solid #ccc;border-radius:8px'>"
-                f"{html.escape(str(account['name']))}<br><small>{html.escape(str(account['email']))}</small>"
-                "</a></body></html>"
+                + "".join(links)
+                + "</body></html>"
             )
             self._send(200, page.encode(), "text/html; charset=utf-8")
 
@@ -201,6 +234,7 @@ def _handler(emulator: Emulator) -> type[http.server.BaseHTTPRequestHandler]:
             if auth.startswith("Basic "):
                 client_id, _, secret = base64.b64decode(auth[6:]).decode().partition(":")
             request = emulator.codes.pop(form.get("code", ""), None)
+            index = int(request.get("account", "0")) if request else 0
             if (
                 request is None
                 or client_id != emulator.client_id
@@ -215,14 +249,17 @@ def _handler(emulator: Emulator) -> type[http.server.BaseHTTPRequestHandler]:
                 if base64.urlsafe_b64encode(digest).rstrip(b"=").decode() != challenge:
                     self._json(400, {"error": "invalid_grant", "error_description": "PKCE"})
                     return
+            account = emulator.accounts[index]
+            access_token = "ya29." + secrets.token_urlsafe(24)
+            emulator.userinfo[access_token] = account
             self._json(
                 200,
                 {
-                    "access_token": "ya29." + secrets.token_urlsafe(24),
+                    "access_token": access_token,
                     "token_type": "Bearer",
                     "expires_in": 3599,
                     "scope": request.get("scope", "openid email profile"),
-                    "id_token": emulator.id_token(request.get("nonce")),
+                    "id_token": emulator.id_token(account, request.get("nonce")),
                 },
             )
 
@@ -231,12 +268,24 @@ def _handler(emulator: Emulator) -> type[http.server.BaseHTTPRequestHandler]:
 
 @contextmanager
 def running(
-    client_id: str, client_secret: str, *, microsoft: bool = False, port: int = 0
+    client_id: str,
+    client_secret: str,
+    *,
+    microsoft: bool = False,
+    port: int = 0,
+    tls: tuple[Path, Path] | None = None,
 ) -> Iterator[Emulator]:
+    """The emulator on loopback until the block ends; over HTTPS with `tls` (certificate, key)."""
     server = http.server.ThreadingHTTPServer(
         ("127.0.0.1", port), http.server.BaseHTTPRequestHandler
     )
-    base = f"http://127.0.0.1:{server.server_address[1]}"
+    scheme = "http"
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    base = f"{scheme}://127.0.0.1:{server.server_address[1]}"
     emulator = Emulator(base, client_id, client_secret, microsoft=microsoft)
     server.RequestHandlerClass = _handler(emulator)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -246,3 +295,40 @@ def running(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost, and its key, as PEM files in `directory`.
+
+    Auth.js refuses plain HTTP for some of Microsoft Entra ID's requests: its emulator then runs
+    over HTTPS, trusted by Node (NODE_EXTRA_CA_CERTS) and identity (SSL_CERT_FILE)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "emulator")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "emulator-cert.pem", directory / "emulator-key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path

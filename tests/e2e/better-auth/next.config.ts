@@ -1,0 +1,13 @@
+import type { NextConfig } from "next";
+
+const config: NextConfig = {
+  reactStrictMode: true,
+  poweredByHeader: false,
+  // This folder is the app's root (the folder above holds another app and its lock file).
+  turbopack: { root: __dirname },
+  outputFileTracingRoot: __dirname,
+  // libsql loads a native module: Node requires it at run time, unbundled.
+  serverExternalPackages: ["libsql"],
+};
+
+export default config;
