@@ -92,6 +92,13 @@ class PublicEndpoints:
         reasons = []
         if not await self._db.ping():
             reasons.append("database unreachable")
+        else:
+            try:
+                unmigrated = await self._db.unmigrated()
+            except Exception:  # readiness reports any failure as "not ready", never a 500
+                unmigrated = "database schema unreadable"
+            if unmigrated:
+                reasons.append(unmigrated)
         if not self._keys.ring.keys:
             reasons.append("no signing key loaded")
         if reasons:
