@@ -8,6 +8,7 @@ answers GET and HEAD of those paths itself; the routes here answer the same thro
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from starlette.requests import Request
@@ -94,7 +95,8 @@ class PublicEndpoints:
             reasons.append("database unreachable")
         else:
             try:
-                unmigrated = await self._db.unmigrated()
+                async with asyncio.timeout(2.0):
+                    unmigrated = await self._db.unmigrated()
             except Exception:  # readiness reports any failure as "not ready", never a 500
                 unmigrated = "database schema unreadable"
             if unmigrated:
