@@ -13,6 +13,7 @@ naming the file and the key (docs/providers.md).
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from dataclasses import dataclass
@@ -50,7 +51,10 @@ def load(path: Path) -> tuple[OidcProviderConfig, ...]:
         raise ConfigError(f"{where}: not valid TOML ({error})") from None
     extra = sorted(set(document) - {"providers"})
     if extra:
-        raise ConfigError(f"{where}: unknown key {extra[0]!r} (only [providers.<name>] tables)")
+        raise ConfigError(
+            f"{where}: unknown key {extra[0]!r}{_close(extra[0], {'providers'})} "
+            "(only [providers.<name>] tables)"
+        )
     tables = document.get("providers", {})
     if not isinstance(tables, dict):
         raise ConfigError(f"{where}: providers: must be a table of tables")
@@ -67,7 +71,7 @@ def _provider(where: str, name: str, table: Any) -> OidcProviderConfig:
         raise ConfigError(f"{key}: must be a table")
     unknown = sorted(set(table) - _KEYS)
     if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}: unknown key")
+        raise ConfigError(f"{key}.{unknown[0]}: unknown key{_close(unknown[0], _KEYS)}")
     issuer = table.get("issuer")
     if not isinstance(issuer, str):
         raise ConfigError(f"{key}.issuer: required, a string")
@@ -89,6 +93,12 @@ def _provider(where: str, name: str, table: Any) -> OidcProviderConfig:
         if not _DOMAIN.fullmatch(domain):
             raise ConfigError(f"{key}.email_domains: {domain!r} is not a lower-case domain name")
     return OidcProviderConfig(name, issuer, client_ids, jwks_url, algorithms, domains)
+
+
+def _close(name: str, known: frozenset[str] | set[str]) -> str:
+    """ "; did you mean 'client_ids'?" for a near miss (as the environment's typo warning)."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _strings(key: str, value: Any, *, required: bool) -> tuple[str, ...]:

@@ -127,3 +127,17 @@ def test_the_check_would_catch_a_renamed_metric() -> None:
         check("rate(identity_http_request_total[5m])", families, "probe")
     with pytest.raises(AssertionError, match="has no"):
         check('rate(identity_http_requests_total{code="500"}[5m])', families, "probe")
+
+
+def test_every_audit_type_the_docs_name_exists() -> None:
+    """`identity events --type X` in an alert, the dashboard or a page: X is an audit type."""
+    from identity.accounts.audit import TYPES
+
+    documents = [*MONITORING.iterdir(), *MONITORING.parent.glob("*.md")]
+    named = {
+        found
+        for document in documents
+        for found in re.findall(r"identity events --type (\w+)", document.read_text())
+    }
+    assert "refresh_reuse" in named
+    assert named <= TYPES, named - TYPES

@@ -16,6 +16,7 @@ propagates (a 500, logged by type).
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
@@ -27,6 +28,8 @@ from typing import Any, Protocol, cast
 import asyncpg
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
@@ -131,6 +134,7 @@ class Database:
         self.engine = create_engine(url)
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
+        self._at_head = False
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -182,6 +186,19 @@ class Database:
                 continue
             return True
         return False
+
+    async def unmigrated(self) -> str | None:
+        """Why the schema is not the one this code needs ("not migrated (at 0004, head 0005)"),
+        or None when it is. A positive answer is remembered: nothing downgrades a schema under a
+        running service, so a ready process asks once."""
+        if self._at_head:
+            return None
+        async with self.engine.connect() as connection:
+            current = await connection.run_sync(revision_of)
+        if current == head_revision():
+            self._at_head = True
+            return None
+        return f"database not migrated (at {current or 'none'}, head {head_revision()})"
 
     async def _asyncpg(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -273,6 +290,21 @@ def alembic_config(url: str) -> Config:
     config.set_main_option("script_location", str(migrations_dir()))
     config.attributes["database_url"] = url
     return config
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest migration this code ships (read once from migrations/)."""
+    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migration in {migrations_dir()}")
+    return head
+
+
+def revision_of(connection: Any) -> str | None:
+    """The revision a database is at (None: never migrated); `connection` is synchronous,
+    as `AsyncConnection.run_sync` hands it over."""
+    return MigrationContext.configure(connection).get_current_revision()
 
 
 def migrate(url: str, revision: str = "head") -> None:
