@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 import pytest
 from packaging.specifiers import SpecifierSet
-from starlette.routing import Route
 
 from identity.app import create_app
 from identity.settings import Settings
@@ -143,10 +142,8 @@ async def test_every_route_the_documents_name_exists(settings: Settings) -> None
     """`PATCH /admin/users/{id}` in a page is a route the app has, with that method."""
     app = create_app(settings)
     templates = [
-        (m, re.compile(re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(r.path))))
-        for r in app.routes
-        if isinstance(r, Route)
-        for m in r.methods or ()
+        (route.method, re.compile(re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(path))))
+        for path, route in openapi.endpoints(app.routes)
     ]
     named = {
         (method, path)
