@@ -30,6 +30,8 @@ FROZEN = migrations_dir() / "sql"
 PINNED = {
     "0005/identity_refresh.sql": "76b07cddc93f95257f46ece11a09daddd71f6cc716709d02b48fead06dbaea84",
     "0005/identity_sign_in.sql": "f961209e697a4bd6e99a36ee9e17a31f393ec8ec8d31c0ae4b53fe867a7ac693",
+    "0006/identity_refresh.sql": "a8b745e035e609d93bf3edbf4567d1356f4fe243b3618b4030d3ceae752b4219",
+    "0006/identity_sign_in.sql": "1d5f314e206812b37e51a3e21d1c29d9896444c1c7eb01352bf2ab15afa309ff",
 }
 
 
@@ -125,7 +127,7 @@ async def test_each_call_names_the_parameters_of_its_function_in_order(
     modes = row["proargmodes"] or ["i"] * len(row["proargnames"])
     inputs = tuple(n for n, m in zip(row["proargnames"], modes, strict=True) if m in "ibv")
     assert CALLS[function].names == inputs
-    assert len(inputs) == {"identity_sign_in": 34, "identity_refresh": 18}[function]
+    assert len(inputs) == {"identity_sign_in": 36, "identity_refresh": 18}[function]
 
 
 async def test_a_misnamed_argument_is_refused_by_postgresql(
