@@ -15,14 +15,21 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from alembic import command
 from sqlalchemy import bindparam, text
+from sqlalchemy.engine import make_url
 
+from identity.accounts.audit import Context
+from identity.accounts.sign_in import CALL as sign_in_call
+from identity.accounts.sign_in import SignInRequest
+from identity.clock import utc
 from identity.settings import Settings
 from identity.store.database import alembic_config
-from identity.store.models import UTCDateTime
+from identity.store.models import DEFAULT_SCOPE, UTCDateTime, new_id
+from identity.tokens.id_tokens import VerifiedIdentity
 
 from .fakes import FakeClock, Issuers
 from .smtp import Inbox
@@ -108,6 +115,67 @@ async def test_of_concurrent_new_accounts_of_one_provider_at_most_one_links(
     assert await sql.scalar("SELECT count(*) FROM users") == 1
     reasons = Counter(detail(e)["reason"] for e in await sql.events("sign_in_refused"))
     assert reasons == {"same_provider": 7}
+
+
+async def test_a_link_in_flight_holds_back_its_twin(
+    client: httpx.AsyncClient, issuers: Issuers, clock: FakeClock, database_url: str
+) -> None:
+    """The twin above, step by step in PostgreSQL: one new Google account's sign-in has linked
+    to the holder and not committed yet; the other waits for it (the holder's row is locked
+    from the start), then sees that account and is refused."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite admits one writer at a time: there is no twin in flight")
+    await sign_in(client, issuers.okta, email="ada@example.com")
+    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+    first, second = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    try:
+        in_flight = first.transaction()
+        await in_flight.start()
+        linked = await first.fetchrow(sign_in_call.query, *_google_sign_in(clock, "g-1"))
+        assert linked is not None and linked["outcome"] == "ok"
+        twin = asyncio.create_task(
+            second.fetchrow(sign_in_call.query, *_google_sign_in(clock, "g-2"))
+        )
+        await asyncio.sleep(0.3)
+        assert not twin.done()
+        await in_flight.commit()
+        refused = await twin
+    finally:
+        await first.close()
+        await second.close()
+    assert refused is not None
+    assert (refused["outcome"], refused["reason"]) == ("conflict", "same_provider")
+
+
+def _google_sign_in(clock: FakeClock, key: str) -> tuple[object, ...]:
+    """identity_sign_in's arguments for a first sign-in of Google account `key` (Workspace
+    example.com, so authoritative for ada@example.com)."""
+    now = clock()
+    identity = VerifiedIdentity(
+        provider="google",
+        account_key=key,
+        email="ada@example.com",
+        email_verified=True,
+        authoritative=True,
+        name=None,
+        picture=None,
+        expires_at=int(now) + 600,
+        replay_key=f"replay-{key}",
+        replay_expires=utc(now + 960),
+    )
+    request = SignInRequest(
+        identity=identity,
+        client_id="public",
+        scope=DEFAULT_SCOPE,
+        audience=None,
+        session_id=new_id(),
+        refresh_hash=f"refresh-{key}",
+        session_expires=utc(now + 3600),
+        user_agent=None,
+        now=utc(now),
+        context=Context(),
+    )
+    return sign_in_call.values(request)
 
 
 async def test_an_address_proven_only_by_our_mail_never_earns_a_link(
