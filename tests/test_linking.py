@@ -98,8 +98,9 @@ async def test_a_second_account_of_the_same_provider_is_never_linked_by_address(
 async def test_of_concurrent_new_accounts_of_one_provider_at_most_one_links(
     client: httpx.AsyncClient, issuers: Issuers, sql: Sql
 ) -> None:
-    """The concurrent twin: eight new Google accounts for the address of a user who has none
-    yet, at once. The holder's row is locked while one links, so the others see its account."""
+    """Eight new Google accounts for the address of a user who has none yet, at once: one is
+    linked, the others meet it. (Requests in one process rarely overlap inside the database:
+    the next test holds one sign-in open to show the twin waits for it.)"""
     holder = (await sign_in(client, issuers.okta, email="ada@example.com"))["user"]
     tokens = [
         issuers.google.mint(sub=f"g-{n}", email="ada@example.com", hd="example.com")
