@@ -25,6 +25,8 @@ from identity.environment import ConfigError, Invalid, check_url
 # The algorithms we verify (identity.tokens.jws); `none` and HMAC never.
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
 BUILT_IN = frozenset({"google", "microsoft", "apple"})
+# Not a provider: how our own mailed link proved an address (users.email_verified_by).
+RESERVED = frozenset({"mail"})
 _NAME = re.compile(r"[a-z0-9-]{1,32}")
 _DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 _KEYS = frozenset({"issuer", "client_ids", "jwks_url", "algorithms", "email_domains"})
@@ -67,6 +69,8 @@ def _provider(where: str, name: str, table: Any) -> OidcProviderConfig:
         raise ConfigError(f"{key}: names are 1-32 lower-case letters, digits and '-'")
     if name in BUILT_IN:
         raise ConfigError(f"{key}: {name!r} is a built-in provider; choose another name")
+    if name in RESERVED:
+        raise ConfigError(f"{key}: {name!r} is reserved (our own mail); choose another name")
     if not isinstance(table, dict):
         raise ConfigError(f"{key}: must be a table")
     unknown = sorted(set(table) - _KEYS)

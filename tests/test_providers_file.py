@@ -68,6 +68,9 @@ jwks_url = "https://sso.example.com/realms/main/protocol/openid-connect/certs"
         ),
         ('[providers.Okta]\nissuer = "https://x"\nclient_ids = ["x"]\n', "providers.Okta"),
         ('[providers.google]\nissuer = "https://x"\nclient_ids = ["x"]\n', "providers.google"),
+        # "mail" records an address proven by our own link: a provider of that name would
+        # pass for it, and never earn (or always lose) linking by address.
+        ('[providers.mail]\nissuer = "https://x"\nclient_ids = ["x"]\n', "'mail' is reserved"),
     ],
 )
 def test_mistakes_name_the_file_and_the_key(tmp_path: Path, text: str, key: str) -> None:

@@ -30,11 +30,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import event, text
+from sqlalchemy import event, func, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from identity.clock import Clock, utc
 from identity.errors import TemporarilyUnavailable
 from identity.tracing import NO_TRACING, Tracer
 
@@ -135,6 +136,12 @@ class Database:
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._at_head = False
+
+    def shared_now(self, clock: Clock) -> Any:
+        """The moment stored times are compared with where replicas must agree (pruning):
+        PostgreSQL's own clock, `now()`, shared by every replica; on SQLite, one process on one
+        host, the injected `clock` (docs/sessions.md)."""
+        return func.now() if self.postgres else utc(clock())
 
     async def close(self) -> None:
         if self._pool is not None:
