@@ -33,7 +33,7 @@ PINNED = {
     "0005/identity_refresh.sql": "76b07cddc93f95257f46ece11a09daddd71f6cc716709d02b48fead06dbaea84",
     "0005/identity_sign_in.sql": "f961209e697a4bd6e99a36ee9e17a31f393ec8ec8d31c0ae4b53fe867a7ac693",
     "0006/identity_refresh.sql": "a8b745e035e609d93bf3edbf4567d1356f4fe243b3618b4030d3ceae752b4219",
-    "0006/identity_sign_in.sql": "1d5f314e206812b37e51a3e21d1c29d9896444c1c7eb01352bf2ab15afa309ff",
+    "0006/identity_sign_in.sql": "00398904cc8fc143cbe9fd6de965d6fa4161d893907450e9551d006acf958d17",
 }
 
 

@@ -148,9 +148,42 @@ async def test_a_link_in_flight_holds_back_its_twin(
     assert (refused["outcome"], refused["reason"]) == ("conflict", "same_provider")
 
 
-def _google_sign_in(clock: FakeClock, key: str) -> tuple[object, ...]:
+async def test_the_same_account_appearing_meanwhile_is_no_conflict(
+    client: httpx.AsyncClient, issuers: Issuers, clock: FakeClock, database_url: str
+) -> None:
+    """Two first sign-ins of one new Google account at once (two tabs): the second read "no
+    such account" just before the first committed, then finds the holder with that very
+    account. It is the same person, not a second account of the provider: it starts over
+    (serialization_failure, which the caller retries) and then signs in as that user."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite admits one writer at a time: there is no twin in flight")
+    holder = (await sign_in(client, issuers.okta, email="ada@example.com"))["user"]
+    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+    first, second = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
+    try:
+        in_flight = first.transaction()
+        await in_flight.start()
+        linked = await first.fetchrow(sign_in_call.query, *_google_sign_in(clock, "g-1", "a"))
+        assert linked is not None and linked["outcome"] == "ok"
+        twin = asyncio.create_task(
+            second.fetchrow(sign_in_call.query, *_google_sign_in(clock, "g-1", "b"))
+        )
+        await asyncio.sleep(0.3)
+        assert not twin.done()  # waiting on the holder's row
+        await in_flight.commit()
+        with pytest.raises(asyncpg.SerializationError):
+            await twin
+        again = await second.fetchrow(sign_in_call.query, *_google_sign_in(clock, "g-1", "b"))
+    finally:
+        await first.close()
+        await second.close()
+    assert again is not None
+    assert (again["outcome"], again["id"]) == ("ok", holder["id"])
+
+
+def _google_sign_in(clock: FakeClock, key: str, token: str = "") -> tuple[object, ...]:
     """identity_sign_in's arguments for a first sign-in of Google account `key` (Workspace
-    example.com, so authoritative for ada@example.com)."""
+    example.com, so authoritative for ada@example.com), with its id_token named `token`."""
     now = clock()
     identity = VerifiedIdentity(
         provider="google",
@@ -161,7 +194,7 @@ def _google_sign_in(clock: FakeClock, key: str) -> tuple[object, ...]:
         name=None,
         picture=None,
         expires_at=int(now) + 600,
-        replay_key=f"replay-{key}",
+        replay_key=f"replay-{key}{token}",
         replay_expires=utc(now + 960),
     )
     request = SignInRequest(
@@ -170,7 +203,7 @@ def _google_sign_in(clock: FakeClock, key: str) -> tuple[object, ...]:
         scope=DEFAULT_SCOPE,
         audience=None,
         session_id=new_id(),
-        refresh_hash=f"refresh-{key}",
+        refresh_hash=f"refresh-{key}{token}",
         session_expires=utc(now + 3600),
         user_agent=None,
         now=utc(now),

@@ -16,10 +16,14 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from identity.store.database import head_revision
+
 from .fakes import WEB_CLIENT
 from .servers import base_env, free_port, run_cli, wait_until_ok
 from .support import EXCHANGE
 
+# The newest migration: what a migrated database is at.
+HEAD = head_revision()
 CRASH_WORDS = ("Traceback", "KeyboardInterrupt", "CancelledError")
 
 
@@ -146,7 +150,7 @@ def test_an_unmigrated_postgres_database_is_said_everywhere(
     with started(env, tmp_path, probe="/healthz") as (_, url, log):
         ready = httpx.get(url + "/readyz")
         assert ready.status_code == 503
-        assert ready.json()["reasons"] == ["database not migrated (at none, head 0005)"]
+        assert ready.json()["reasons"] == [f"database not migrated (at none, head {HEAD})"]
         token = _post_token(url)
         assert token.status_code == 500, token.text
         assert token.headers["content-type"] == "application/json"
@@ -154,11 +158,13 @@ def test_an_unmigrated_postgres_database_is_said_everywhere(
         assert token.headers["x-request-id"]
         check = run_cli("check", env=env, cwd=tmp_path)
         assert (
-            "IDENTITY_DATABASE_URL: not migrated (at none, head 0005): run `identity migrate`"
+            f"IDENTITY_DATABASE_URL: not migrated (at none, head {HEAD}): run `identity migrate`"
             in check.stderr
         )
         migrated = run_cli("migrate", env=env, cwd=tmp_path)
-        assert migrated.stdout.strip() == "identity: database migrated from nothing (empty) to 0005"
+        assert (
+            migrated.stdout.strip() == f"identity: database migrated from nothing (empty) to {HEAD}"
+        )
         assert httpx.get(url + "/readyz").status_code == 200
         assert _post_token(url).status_code == 400  # a real answer now: a bad token
         text = log.read_text()

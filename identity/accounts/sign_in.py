@@ -235,6 +235,8 @@ async def _sqlite(sql: Sql, r: SignInRequest) -> SignInResult:
     account_id = user["account_id"] if user is not None else None
     holder = None
     if user is None and i.email is not None:
+        # (PostgreSQL reads in one statement at a time and starts over when this very account
+        # appeared between the two reads; here the whole step runs under BEGIN IMMEDIATE.)
         holder = await sql.fetchrow(_BY_EMAIL, i.email)
     how = "returning"
     if holder is not None and holder["email_verified"] is not None:

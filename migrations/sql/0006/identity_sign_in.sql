@@ -59,6 +59,15 @@ BEGIN
         -- Locked: two first sign-ins of one provider cannot both see the holder without an
         -- account of it, and both link.
         SELECT * INTO holder FROM users WHERE users.email = p_email FOR NO KEY UPDATE;
+        IF holder.id IS NOT NULL AND EXISTS (
+            SELECT 1 FROM accounts a
+            WHERE a.provider = p_provider AND a.provider_account_id = p_account_key
+        ) THEN
+            -- This very account was created since the first read of this step: a concurrent
+            -- first sign-in of the same person committed in between. It is no conflict: start
+            -- over, and the account is found.
+            RAISE EXCEPTION 'account created meanwhile' USING ERRCODE = 'serialization_failure';
+        END IF;
         IF holder.id IS NOT NULL AND holder.email_verified IS NOT NULL THEN
             v_refusal := CASE
                 WHEN NOT p_authoritative THEN 'account_conflict'
