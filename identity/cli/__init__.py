@@ -211,7 +211,7 @@ def _migrate_database(settings: Settings) -> None:
         if path and path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
-        migrate(settings.database_url)
+        migrate(settings.database_url, pool_mode=settings.database_pool_mode)
     except Exception as error:  # any failure to reach or migrate is this one line
         raise CommandError(
             f"IDENTITY_DATABASE_URL: cannot migrate ({type(error).__name__})"
@@ -226,7 +226,7 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 def _prune(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> dict[str, int | None]:
-        database = Database(settings.database_url)
+        database = Database(settings.database_url, pool_mode=settings.database_pool_mode)
         try:
             return await data_services(settings, database).janitor.prune()
         finally:
@@ -316,7 +316,7 @@ async def _problems(settings: Settings) -> list[str]:
             problems.append(f"IDENTITY_KEYS_DIR: no signing key in {settings.keys_dir}")
     except KeyFileError as error:
         problems.append(f"IDENTITY_KEYS_DIR: {error}")
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, pool_mode=settings.database_pool_mode)
     try:
         async with engine.connect() as connection:
             current = await connection.run_sync(
