@@ -86,7 +86,7 @@ class Cluster:
 
     def wait_all_ready(self, names: tuple[str, ...] = NAMES, timeout: float = 15) -> None:
         """Until the balancer has sent a request to each of `names` (its checks saw them up)."""
-        deadline, seen = time.monotonic() + timeout, set()
+        deadline, seen = time.monotonic() + timeout, set[str | None]()
         while time.monotonic() < deadline and not set(names) <= seen:
             response = httpx.get(self.url + "/readyz", timeout=5)
             seen.add(response.headers.get("x-replica"))
