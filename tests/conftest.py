@@ -28,6 +28,7 @@ from identity.tokens.signing_keys import KeyStore
 
 from . import fakes
 from .fakes import FakeClock, Issuers
+from .kube import podman
 from .poolers import PgBouncer, find, pgbouncer
 from .servers import base_env, free_port, serve
 from .smtp import Inbox, smtp_server
@@ -300,6 +301,26 @@ def live(tmp_path_factory: pytest.TempPathFactory, keys: dict[str, Any]) -> Iter
         )
         with serve(env, directory) as server:
             yield Live(server.url, google)
+
+
+@pytest.fixture(scope="session")
+def identity_image() -> Iterator[str]:
+    """The Dockerfile built once per run with rootful podman (../shared/container/prepare.sh),
+    for the container test and the Kubernetes test alike; removed at the end."""
+    standin, image = "localhost/python-standin:3.11", "localhost/identity-test:latest"
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed (run ../shared/container/prepare.sh as root)")
+    if podman("image", "exists", standin).returncode != 0:
+        pytest.skip(f"the base image {standin} is missing (run ../shared/container/prepare.sh)")
+    root = Path(__file__).resolve().parent.parent
+    built = podman(
+        *("build", "-q", "--pull=never", "--format", "docker", "--network", "host"),
+        *("--build-arg", f"PYTHON_IMAGE={standin}", "-t", image, str(root)),
+    )
+    if built.returncode != 0:
+        pytest.fail(f"podman build failed:\n{built.stderr[-3000:]}")
+    yield image
+    podman("rmi", "-f", image)
 
 
 @pytest.fixture

@@ -10,37 +10,16 @@ pod's: the only way uid 10001 can read a Secret it does not own.
 
 from __future__ import annotations
 
-import itertools
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 from identity.tokens.signing_keys import KeyManager, KeyStore
 
+from .kube import kubelet_write
+
 T0 = 1_800_000_000.0
-_VERSIONS = itertools.count()
-
-
-def kubelet_write(volume: Path, files: dict[str, bytes], mode: int = 0o400) -> None:
-    """Publish `files` as the Secret's new version, in the kubelet's order."""
-    version = volume / f"..2026_12_04_18_00_{next(_VERSIONS):02d}.{os.getpid()}"
-    version.mkdir(parents=True)
-    for name, content in files.items():
-        (version / name).write_bytes(content)
-        (version / name).chmod(mode)
-    old = os.readlink(volume / "..data") if (volume / "..data").is_symlink() else None
-    (volume / "..data_tmp").symlink_to(version.name)
-    os.rename(volume / "..data_tmp", volume / "..data")  # the one atomic switch
-    for name in files:
-        if not (volume / name).is_symlink():
-            (volume / name).symlink_to(f"..data/{name}")
-    for entry in volume.iterdir():
-        if entry.is_symlink() and not entry.name.startswith("..") and entry.name not in files:
-            entry.unlink()
-    if old is not None:
-        shutil.rmtree(volume / old)
 
 
 def _keys(source: Path, *times: float) -> dict[str, bytes]:
