@@ -3,8 +3,8 @@
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
-# uv (from PyPI, the version pyproject.toml pins) turns uv.lock into a hash-pinned requirements
-# list; the image's own pip installs exactly that into /opt/identity, hashes checked.
+# uv (from PyPI, pinned inside the range pyproject.toml allows) turns uv.lock into a hash-pinned
+# requirements list; the image's own pip installs exactly that into /opt/identity, hashes checked.
 RUN python -m venv /opt/uv && /opt/uv/bin/pip install --no-cache-dir uv==0.13.9
 WORKDIR /src
 # Dependencies first, in their own layer: a change to the code does not reinstall them.

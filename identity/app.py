@@ -42,7 +42,7 @@ from identity.accounts.sessions import SessionPolicy, Sessions
 from identity.accounts.sign_in import SignIns
 from identity.accounts.users import Users
 from identity.clock import Clock
-from identity.errors import IdentityError, MethodNotAllowed, NotFound, render
+from identity.errors import IdentityError, MethodNotAllowed, NotFound, ServerError, render
 from identity.metrics import Metrics
 from identity.settings import ConfigError, Settings
 from identity.store.database import Database
@@ -322,8 +322,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     # The type goes to the log (without the message, which may echo input); the client
     # learns only that it failed.
     logger.error("unhandled error", extra={"event": {"error": type(exc).__name__}})
-    body = b'{"error":"server_error","error_description":"internal error"}'
-    return Response(body, status_code=500, media_type="application/json")
+    return _respond(ServerError())
 
 
 def app_from_environment() -> Starlette:

@@ -18,6 +18,7 @@
     ├── Conflict                      409 conflict
     ├── PayloadTooLarge               413 request_too_large
     ├── RateLimited                   429 rate_limited      Retry-After
+    ├── ServerError                   500 server_error      anything unexpected: a bug
     └── TemporarilyUnavailable        503 temporarily_unavailable  Retry-After
 
     TokenRejected                     a token broke a rule; `reason` names the rule
@@ -140,6 +141,16 @@ class RateLimited(IdentityError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class ServerError(IdentityError):
+    """What any unexpected exception becomes: the client learns only that it failed."""
+
+    status = 500
+    error = "server_error"
+
+    def __init__(self) -> None:
+        super().__init__("internal error")
 
 
 class TemporarilyUnavailable(IdentityError):

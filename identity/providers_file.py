@@ -13,6 +13,7 @@ naming the file and the key (docs/providers.md).
 
 from __future__ import annotations
 
+import difflib
 import re
 import tomllib
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from identity.environment import ConfigError, Invalid, check_url
 # The algorithms we verify (identity.tokens.jws); `none` and HMAC never.
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA")
 BUILT_IN = frozenset({"google", "microsoft", "apple"})
+# Not a provider: how our own mailed link proved an address (users.email_verified_by).
+RESERVED = frozenset({"mail"})
 _NAME = re.compile(r"[a-z0-9-]{1,32}")
 _DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 _KEYS = frozenset({"issuer", "client_ids", "jwks_url", "algorithms", "email_domains"})
@@ -50,7 +53,10 @@ def load(path: Path) -> tuple[OidcProviderConfig, ...]:
         raise ConfigError(f"{where}: not valid TOML ({error})") from None
     extra = sorted(set(document) - {"providers"})
     if extra:
-        raise ConfigError(f"{where}: unknown key {extra[0]!r} (only [providers.<name>] tables)")
+        raise ConfigError(
+            f"{where}: unknown key {extra[0]!r}{_close(extra[0], {'providers'})} "
+            "(only [providers.<name>] tables)"
+        )
     tables = document.get("providers", {})
     if not isinstance(tables, dict):
         raise ConfigError(f"{where}: providers: must be a table of tables")
@@ -63,11 +69,13 @@ def _provider(where: str, name: str, table: Any) -> OidcProviderConfig:
         raise ConfigError(f"{key}: names are 1-32 lower-case letters, digits and '-'")
     if name in BUILT_IN:
         raise ConfigError(f"{key}: {name!r} is a built-in provider; choose another name")
+    if name in RESERVED:
+        raise ConfigError(f"{key}: {name!r} is reserved (our own mail); choose another name")
     if not isinstance(table, dict):
         raise ConfigError(f"{key}: must be a table")
     unknown = sorted(set(table) - _KEYS)
     if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}: unknown key")
+        raise ConfigError(f"{key}.{unknown[0]}: unknown key{_close(unknown[0], _KEYS)}")
     issuer = table.get("issuer")
     if not isinstance(issuer, str):
         raise ConfigError(f"{key}.issuer: required, a string")
@@ -89,6 +97,12 @@ def _provider(where: str, name: str, table: Any) -> OidcProviderConfig:
         if not _DOMAIN.fullmatch(domain):
             raise ConfigError(f"{key}.email_domains: {domain!r} is not a lower-case domain name")
     return OidcProviderConfig(name, issuer, client_ids, jwks_url, algorithms, domains)
+
+
+def _close(name: str, known: frozenset[str] | set[str]) -> str:
+    """ "; did you mean 'client_ids'?" for a near miss (as the environment's typo warning)."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _strings(key: str, value: Any, *, required: bool) -> tuple[str, ...]:

@@ -172,6 +172,21 @@ def pg_database() -> Iterator[str]:
         asyncio.run(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture
+def empty_pg_database() -> Iterator[str]:
+    """A PostgreSQL database that exists and was never migrated, dropped at the end."""
+    if not PG_URL:
+        pytest.skip("IDENTITY_TEST_DATABASE_URL is not set")
+    base = make_url(PG_URL)
+    name = f"identity_empty_{secrets.token_hex(4)}"
+    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
+    asyncio.run(_admin(admin, f'CREATE DATABASE "{name}"'))
+    try:
+        yield base.set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(_admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 async def _admin(url: str, statement: str) -> None:
     connection = await asyncpg.connect(url)
     try:

@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -24,18 +25,20 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.padding import PKCS1v15
 from cryptography.hazmat.primitives.hashes import SHA256
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from starlette.applications import Starlette
 
 from identity.app import create_app
 from identity.settings import Settings
+from identity.store.models import UTCDateTime
 from identity.tokens.signing_keys import KeyStore
 
 from .fakes import FakeClock, FakeIssuer, Issuers, b64
 
 ISSUER = "http://127.0.0.1:8001"
+LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
 TABLES = (
     "users",
     "accounts",
@@ -115,6 +118,19 @@ class Sql:
 
     async def counts(self) -> dict[str, int]:
         return {table: int(await self.scalar(f"SELECT count(*) FROM {table}")) for table in TABLES}
+
+    async def set_time(
+        self, table: str, column: str, when: datetime = LONG_AGO, where: str = "true"
+    ) -> None:
+        """Set a time of the rows of `table` to `when`, stored as the service stores times.
+        Setting one long ago is how a test moves past an interval measured by the database's
+        clock (PostgreSQL's `now()`, which no fake clock moves) and by the fake one (SQLite)
+        alike."""
+        statement = text(f"UPDATE {table} SET {column} = :when WHERE {where}").bindparams(
+            bindparam("when", type_=UTCDateTime())
+        )
+        async with self.engine.begin() as connection:
+            await connection.execute(statement, {"when": when})
 
     async def events(self, type_: str | None = None) -> list[dict[str, Any]]:
         where = " WHERE type = :type" if type_ else ""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import shutil
 import signal
@@ -18,9 +19,16 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from alembic import command
+
+from identity import __version__
+from identity.accounts import audit
+from identity.cli.command import FAILED, INTERRUPTED, NOT_STARTED, OK, USAGE
+from identity.store.database import alembic_config
 
 from . import fakes
 from .fakes import WEB_CLIENT, FakeIssuer, http_google, serve_issuers
+from .readme import ROOT
 from .servers import base_env, free_port, run_cli, serve, wait_until_ok
 from .support import EXCHANGE, Sql, exchange, sign_in
 
@@ -146,11 +154,68 @@ def test_keys_generate_list_and_bad_file(tmp_path: Path) -> None:
     assert key_file.name in broken.stderr
 
 
-def test_migrate_command(tmp_path: Path) -> None:
-    env = base_env(IDENTITY_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/x.db")
+def test_migrate_says_what_it_applied(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/x.db"
+    env = base_env(IDENTITY_DATABASE_URL=url)
     result = run_cli("migrate", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "x.db").exists()
+    assert result.stdout == "identity: database migrated from nothing (empty) to 0005\n"
+    again = run_cli("migrate", env=env, cwd=tmp_path)
+    assert again.stdout == "identity: database already at the latest migration (0005)\n"
+    command.downgrade(alembic_config(url), "0003")
+    assert run_cli("migrate", env=env, cwd=tmp_path).stdout == (
+        "identity: database migrated from 0003 to 0005\n"
+    )
+
+
+def test_migrate_on_postgresql_says_so_too(database_url: str, tmp_path: Path) -> None:
+    result = run_cli("migrate", env=base_env(IDENTITY_DATABASE_URL=database_url), cwd=tmp_path)
+    assert result.stdout == "identity: database already at the latest migration (0005)\n"
+
+
+def test_help_version_and_the_bare_command() -> None:
+    bare = run_cli(env=base_env(), cwd=Path.cwd())
+    assert bare.returncode == 0
+    assert bare.stdout.startswith("usage: identity")
+    for name in ("serve", "migrate", "check", "prune", "keys", "users", "events"):
+        assert f"    {name} " in bare.stdout
+    assert (
+        run_cli("--version", env=base_env(), cwd=Path.cwd()).stdout == f"identity {__version__}\n"
+    )
+    keys = run_cli("keys", env=base_env(), cwd=Path.cwd())
+    assert keys.returncode == 0 and "rotate" in keys.stdout
+    serve_help = " ".join(run_cli("serve", "--help", env=base_env(), cwd=Path.cwd()).stdout.split())
+    assert "--workers N worker processes, each with its own event loop (default: 1)" in serve_help
+    assert "(default: IDENTITY_PORT, 8001)" in serve_help
+    listing = " ".join(
+        run_cli("users", "list", "--help", env=base_env(), cwd=Path.cwd()).stdout.split()
+    )
+    assert "at most this many (1-200) (default: 50)" in listing
+    events = " ".join(run_cli("events", "--help", env=base_env(), cwd=Path.cwd()).stdout.split())
+    assert "refresh_reuse" in events and "user_disabled" in events
+
+
+def test_an_unknown_event_type_is_answered_with_the_list(tmp_path: Path) -> None:
+    result = run_cli("events", "--type", "refresh_reuse_detected", env=base_env(), cwd=tmp_path)
+    assert result.returncode == 2
+    first, hint = result.stderr.strip().splitlines()
+    assert first.startswith("identity events: argument --type: invalid choice")
+    assert all(f"'{t}'" in first for t in audit.TYPES)
+    assert hint == "Try 'identity events --help'."
+
+
+def test_exit_codes_are_the_documented_ones(tmp_path: Path) -> None:
+    """docs/operations.md's table is the code's: each status, and a command that gets it."""
+    documented = re.findall(r"^\| `(\d+)` \|", (ROOT / "docs" / "operations.md").read_text(), re.M)
+    assert [int(code) for code in documented] == [0, 1, 2, 3, 130]
+    assert (OK, FAILED, USAGE, NOT_STARTED, INTERRUPTED) == (0, 1, 2, 3, 130)
+    env = base_env(IDENTITY_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path}/x.db")
+    assert run_cli("migrate", env=env, cwd=tmp_path).returncode == OK
+    assert run_cli("users", "show", "nobody", env=env, cwd=tmp_path).returncode == FAILED
+    assert run_cli("users", "--nope", env=env, cwd=tmp_path).returncode == USAGE
+    bad = {**env, "IDENTITY_ACCESS_TOKEN_TTL": "soon"}
+    assert run_cli("users", "list", env=bad, cwd=tmp_path).returncode == USAGE
 
 
 def test_zero_config_serve_end_to_end(tmp_path: Path, keys: dict[str, Any]) -> None:
@@ -256,6 +321,54 @@ def test_rotate_if_older_than_bits_and_passphrase(tmp_path: Path) -> None:
     small = run_cli("keys", "rotate", "--bits", "1024", env=env, cwd=tmp_path)
     assert small.returncode == 1
     assert "2048" in small.stderr
+
+
+def test_rotating_twice_warns_about_the_queued_key(tmp_path: Path) -> None:
+    env = base_env()
+    assert run_cli("keys", "generate", env=env, cwd=tmp_path).returncode == 0
+    first = run_cli("keys", "rotate", env=env, cwd=tmp_path)
+    assert first.returncode == 0 and first.stderr == ""
+    queued = run_cli("keys", "list", env=env, cwd=tmp_path).stdout.splitlines()[2].split()[0]
+    second = run_cli("keys", "rotate", env=env, cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "signs from" in second.stdout
+    (warning,) = second.stderr.splitlines()
+    assert warning.startswith(f"identity: warning: key {queued} was already queued (next, ")
+    assert "it now signs only until" in warning
+    states = [
+        line.split()[1]
+        for line in run_cli("keys", "list", env=env, cwd=tmp_path).stdout.splitlines()[1:]
+    ]
+    assert states == ["active", "next", "next"]
+
+
+def test_rotate_skips_dangling_and_unreadable_files_and_names_them(tmp_path: Path) -> None:
+    env = base_env()
+    assert run_cli("keys", "generate", env=env, cwd=tmp_path).returncode == 0
+    keys_dir = tmp_path / "keys"
+    dangling = keys_dir / "rsa-20200101T000000Z.pem"
+    dangling.symlink_to(tmp_path / "gone.pem")
+    # A key-named entry that cannot be read as a file (for root too, unlike chmod 000).
+    unreadable = keys_dir / "rsa-20210101T000000Z.pem"
+    unreadable.mkdir()
+    result = run_cli("keys", "rotate", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    skipped = result.stderr.splitlines()
+    assert len(skipped) == 2
+    assert skipped == [
+        f"identity: skipped keys/{dangling.name}: FileNotFoundError",
+        f"identity: skipped keys/{unreadable.name}: not a regular file",
+    ]
+    assert "added" in result.stdout
+    assert len([p for p in keys_dir.glob("rsa-*.pem") if p.is_file()]) == 2
+    if os.geteuid() != 0:  # root reads any file whatever its mode
+        unreadable.rmdir()
+        unreadable.write_text("x")
+        unreadable.chmod(0o000)
+        again = run_cli("keys", "rotate", env=env, cwd=tmp_path)
+        assert again.returncode == 0
+        assert f"identity: skipped keys/{unreadable.name}: PermissionError" in again.stderr
 
 
 def test_open_key_file_is_refused_with_its_name(tmp_path: Path) -> None:
@@ -373,8 +486,10 @@ async def test_users_and_events_commands(
 
     shown = run_cli("users", "show", ada["id"], env=env, cwd=tmp_path)
     assert "ada@gmail.com" in shown.stdout and "google" in shown.stdout
+    # The address does as well as the id, whatever its case.
+    assert run_cli("users", "show", "Ada@Gmail.com", env=env, cwd=tmp_path).stdout == shown.stdout
 
-    disabled = run_cli("users", "disable", ada["id"], "--json", env=env, cwd=tmp_path)
+    disabled = run_cli("users", "disable", "ada@gmail.com", "--json", env=env, cwd=tmp_path)
     assert disabled.returncode == 0, disabled.stderr
     assert json.loads(disabled.stdout)["disabled_at"]
     assert (await exchange(client, google.mint())).status_code == 403
@@ -412,7 +527,7 @@ async def test_users_and_events_commands(
         (("users", "delete", "nobody"), "identity: no such user"),
         (("users", "list", "--limit", "0"), "identity: limit: must be between 1 and 200"),
         (("events", "--since", "yesterday"), "identity: --since: 'yesterday': use a number"),
-        (("events", "--type", "nonsense"), "identity: type: not an audit event type"),
+        (("users", "show", "nobody@example.com"), "identity: no user has this address"),
     ],
 )
 def test_a_bad_id_or_argument_is_one_line(

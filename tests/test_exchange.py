@@ -159,18 +159,17 @@ async def test_links_an_account_whose_provider_proves_the_address(
     first = (await sign_in(client, google, sub="ws-1", email="ada@example.com", hd="example.com"))[
         "user"
     ]
-    linked = (await sign_in(client, google, sub="ws-2", email="ada@example.com", hd="example.com"))[
-        "user"
-    ]
-    assert linked["id"] == first["id"]
-    assert {a["provider_account_id"] for a in linked["accounts"]} == {"ws-1", "ws-2"}
-    # The generic issuer is authoritative for example.com (its email_domains): linked too.
+    # The generic issuer is authoritative for example.com (its email_domains): linked.
+    # (Another Google account for the address is not: tests/test_linking.py.)
     okta = (await sign_in(client, issuers.okta, email="ada@example.com"))["user"]
     assert okta["id"] == first["id"]
+    assert {(a["provider"], a["provider_account_id"]) for a in okta["accounts"]} == {
+        ("google", "ws-1"),
+        ("okta", "00u1example"),
+    }
     reasons = [e["detail"] for e in await sql.events("sign_in")]
     assert [json.loads(d)["reason"] if isinstance(d, str) else d["reason"] for d in reasons] == [
         "created",
-        "linked",
         "linked",
     ]
 
@@ -208,6 +207,45 @@ async def test_unprovable_link_is_a_conflict_and_writes_only_its_event(
     assert refused["user_id"] == first["id"]
     # Not consumed: the same token may be retried once the user has linked the account.
     assert (await exchange(client, token)).status_code == 409
+
+
+async def test_a_suspended_account_cannot_sign_in_and_the_users_others_can(
+    client: httpx.AsyncClient, issuers: Issuers, sql: Sql
+) -> None:
+    """A provider that says an account is disabled suspends that account only (nothing sets it
+    yet but this test: the providers' signals will)."""
+    first = await sign_in(client, issuers.google)
+    user = first["user"]["id"]
+    linked = await client.post(
+        "/users/me/accounts",
+        json={"id_token": issuers.microsoft.mint()},
+        headers={"Authorization": f"Bearer {first['access_token']}"},
+    )
+    assert linked.status_code == 200
+    await sql.set_time("accounts", "suspended_at", where="provider = 'google'")
+    before = await sql.counts()
+    token = issuers.google.mint()
+    denied = {"error": "access_denied", "error_description": "this provider account is suspended"}
+    response = await exchange(client, token)
+    assert (response.status_code, response.json()) == (403, denied)
+    callback = await client.post(
+        "/auth/oauth/callback", json={"provider": "google", "id_token": token}
+    )
+    assert (callback.status_code, callback.json()) == (403, denied)
+    assert await sql.counts() == {**before, "audit_events": before["audit_events"] + 2}
+    refusals = [
+        (e["user_id"], json.loads(d) if isinstance(d := e["detail"], str) else d)
+        for e in await sql.events("sign_in_refused")
+    ]
+    assert refusals == [(user, {"provider": "google", "reason": "suspended"})] * 2
+    # The user's other account is not suspended.
+    assert (await sign_in(client, issuers.microsoft))["user"]["id"] == user
+    # Lifted, the very token (never spent) signs in.
+    async with sql.engine.begin() as connection:
+        from sqlalchemy import text
+
+        await connection.execute(text("UPDATE accounts SET suspended_at = NULL"))
+    assert (await exchange(client, token)).status_code == 200
 
 
 async def test_an_unverified_address_reserves_nothing(

@@ -4,6 +4,7 @@ shipped copy never changes, and each call names the function's parameters, in or
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
@@ -30,6 +32,8 @@ FROZEN = migrations_dir() / "sql"
 PINNED = {
     "0005/identity_refresh.sql": "76b07cddc93f95257f46ece11a09daddd71f6cc716709d02b48fead06dbaea84",
     "0005/identity_sign_in.sql": "f961209e697a4bd6e99a36ee9e17a31f393ec8ec8d31c0ae4b53fe867a7ac693",
+    "0006/identity_refresh.sql": "a8b745e035e609d93bf3edbf4567d1356f4fe243b3618b4030d3ceae752b4219",
+    "0006/identity_sign_in.sql": "1d5f314e206812b37e51a3e21d1c29d9896444c1c7eb01352bf2ab15afa309ff",
 }
 
 
@@ -100,18 +104,49 @@ async def test_the_function_installed_at_head_is_the_living_file(
     parameters on one line, `$function$` quoting. So the file is run in a scratch schema, and
     PostgreSQL's rendering of it (`pg_get_functiondef`) must equal that of the installed one
     whole, only the schema name left out."""
+    found = await _installed_beside(connection, function, living(function))
+    assert set(found) == {"public", "identity_scratch"}, "one function of this name, no overload"
+    assert found["public"] == found["identity_scratch"]
+    assert "$function$" in found["public"]
+
+
+async def _installed_beside(
+    connection: asyncpg.Connection, function: str, source: str
+) -> dict[str, str]:
+    """The installed function's rendering and that of `source` run in a scratch schema."""
     transaction = connection.transaction()
     await transaction.start()
     try:
         await connection.execute("CREATE SCHEMA identity_scratch")
         await connection.execute("SET LOCAL search_path = identity_scratch, public")
-        await connection.execute(living(function))
-        found = await _definitions(connection, function)
+        await connection.execute(source)
+        return await _definitions(connection, function)
     finally:
         await transaction.rollback()  # the scratch schema goes with it
-    assert set(found) == {"public", "identity_scratch"}, "one function of this name, no overload"
-    assert found["public"] == found["identity_scratch"]
-    assert "$function$" in found["public"]
+
+
+async def test_a_downgrade_restores_the_previous_revisions_functions(
+    connection: asyncpg.Connection, pg_database: str
+) -> None:
+    """Down to 0005, each function is 0005's frozen copy again, alone (no overload left by the
+    newer signature); up again, the living file."""
+    config = alembic_config(pg_database)
+    # Alembic runs its own event loop: in a thread, beside this test's.
+    await asyncio.to_thread(command.downgrade, config, "0005")
+    try:
+        for function in CALLS:
+            previous = (FROZEN / "0005" / f"{function}.sql").read_text(encoding="utf-8")
+            installed = await connection.fetchval(
+                "SELECT count(*) FROM pg_proc WHERE proname = $1", function
+            )
+            assert installed == 1, f"{function}: the newer signature was left beside"
+            found = await _installed_beside(connection, function, previous)
+            assert found["public"] == found["identity_scratch"]
+    finally:
+        await asyncio.to_thread(command.upgrade, config, "head")
+    for function in CALLS:
+        found = await _installed_beside(connection, function, living(function))
+        assert found["public"] == found["identity_scratch"]
 
 
 @pytest.mark.parametrize("function", sorted(CALLS))
@@ -125,7 +160,7 @@ async def test_each_call_names_the_parameters_of_its_function_in_order(
     modes = row["proargmodes"] or ["i"] * len(row["proargnames"])
     inputs = tuple(n for n, m in zip(row["proargnames"], modes, strict=True) if m in "ibv")
     assert CALLS[function].names == inputs
-    assert len(inputs) == {"identity_sign_in": 34, "identity_refresh": 18}[function]
+    assert len(inputs) == {"identity_sign_in": 36, "identity_refresh": 18}[function]
 
 
 async def test_a_misnamed_argument_is_refused_by_postgresql(

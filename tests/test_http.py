@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from alembic import command
 
-from .fakes import FakeIssuer
-from .support import EXCHANGE, ISSUER, Sql, exchange
+from identity.settings import Settings
+from identity.store.database import alembic_config
+
+from .fakes import FakeClock, FakeIssuer, Issuers
+from .support import EXCHANGE, ISSUER, Sql, exchange, running
 
 pytestmark = pytest.mark.anyio
 
@@ -131,6 +137,24 @@ async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     ready = await client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready"}
+
+
+async def test_a_schema_behind_the_code_is_not_ready(
+    keys_dir: Path, issuers: Issuers, clock: FakeClock, tmp_path: Path
+) -> None:
+    """A database migrated to 0004 (or not at all) is not ready, and says where it is."""
+    url = f"sqlite+aiosqlite:///{tmp_path}/behind.db"
+    behind = Settings(issuer=ISSUER, database_url=url, keys_dir=keys_dir, log_format="json")
+    async with running(behind, issuers, clock) as (_, client):
+        empty = await client.get("/readyz")
+        assert empty.status_code == 503
+        assert empty.json()["reasons"] == ["database not migrated (at none, head 0005)"]
+        await asyncio.to_thread(command.upgrade, alembic_config(url), "0004")
+        assert (await client.get("/readyz")).json()["reasons"] == [
+            "database not migrated (at 0004, head 0005)"
+        ]
+        await asyncio.to_thread(command.upgrade, alembic_config(url), "head")
+        assert (await client.get("/readyz")).json() == {"status": "ready"}
 
 
 async def test_an_unexpected_error_is_a_bare_500_that_names_nothing(

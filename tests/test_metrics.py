@@ -9,9 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .fakes import FakeClock, FakeIssuer
+from .fakes import FakeIssuer
 from .servers import base_env, serve
-from .support import exchange, refresh
+from .support import Sql, exchange, refresh
 
 pytestmark = pytest.mark.anyio
 
@@ -27,13 +27,13 @@ def sample(text: str, name: str, **labels: str) -> float:
 
 
 async def test_metrics_count_what_happened(
-    client: httpx.AsyncClient, google: FakeIssuer, clock: FakeClock
+    client: httpx.AsyncClient, google: FakeIssuer, sql: Sql
 ) -> None:
     ok = await exchange(client, google.mint())
     await exchange(client, google.mint(aud="elsewhere"))
     rotated = await refresh(client, ok.json()["refresh_token"])
     await refresh(client, "nope")
-    clock.advance(11)
+    await sql.set_time("sessions", "rotated_at")  # the reuse interval has ended
     await refresh(client, ok.json()["refresh_token"])  # reuse after the interval
     response = await client.get("/metrics")
     assert response.status_code == 200

@@ -16,8 +16,8 @@ import httpx
 import pytest
 import yaml
 
-from .fakes import FakeClock, FakeIssuer
-from .support import exchange, refresh
+from .fakes import FakeIssuer
+from .support import Sql, exchange, refresh
 
 pytestmark = pytest.mark.anyio
 MONITORING = Path(__file__).resolve().parent.parent / "docs" / "monitoring"
@@ -58,12 +58,12 @@ def exported(text: str) -> dict[str, set[str]]:
 
 
 @pytest.fixture
-async def exposition(client: httpx.AsyncClient, google: FakeIssuer, clock: FakeClock) -> str:
+async def exposition(client: httpx.AsyncClient, google: FakeIssuer, sql: Sql) -> str:
     # Traffic that makes every labelled family show its labels.
     ok = await exchange(client, google.mint())
     await exchange(client, google.mint(aud="elsewhere"))
     assert (await refresh(client, ok.json()["refresh_token"])).status_code == 200
-    clock.advance(60)
+    await sql.set_time("sessions", "rotated_at")  # the reuse interval has ended
     assert (await refresh(client, ok.json()["refresh_token"])).status_code == 400  # reuse
     response = await client.get("/metrics")
     assert response.status_code == 200
@@ -127,3 +127,17 @@ def test_the_check_would_catch_a_renamed_metric() -> None:
         check("rate(identity_http_request_total[5m])", families, "probe")
     with pytest.raises(AssertionError, match="has no"):
         check('rate(identity_http_requests_total{code="500"}[5m])', families, "probe")
+
+
+def test_every_audit_type_the_docs_name_exists() -> None:
+    """`identity events --type X` in an alert, the dashboard or a page: X is an audit type."""
+    from identity.accounts.audit import TYPES
+
+    documents = [*MONITORING.iterdir(), *MONITORING.parent.glob("*.md")]
+    named = {
+        found
+        for document in documents
+        for found in re.findall(r"identity events --type (\w+)", document.read_text())
+    }
+    assert "refresh_reuse" in named
+    assert named <= TYPES, named - TYPES

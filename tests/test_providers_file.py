@@ -68,6 +68,9 @@ jwks_url = "https://sso.example.com/realms/main/protocol/openid-connect/certs"
         ),
         ('[providers.Okta]\nissuer = "https://x"\nclient_ids = ["x"]\n', "providers.Okta"),
         ('[providers.google]\nissuer = "https://x"\nclient_ids = ["x"]\n', "providers.google"),
+        # "mail" records an address proven by our own link: a provider of that name would
+        # pass for it, and never earn (or always lose) linking by address.
+        ('[providers.mail]\nissuer = "https://x"\nclient_ids = ["x"]\n', "'mail' is reserved"),
     ],
 )
 def test_mistakes_name_the_file_and_the_key(tmp_path: Path, text: str, key: str) -> None:
@@ -78,6 +81,30 @@ def test_mistakes_name_the_file_and_the_key(tmp_path: Path, text: str, key: str)
     assert message.startswith(f"IDENTITY_PROVIDERS_FILE: {path}")
     assert key in message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        ("[provider.okta]\n", "unknown key 'provider'; did you mean 'providers'?"),
+        (
+            f'{OKTA}jwks_uri = "https://x/keys"\n',
+            "okta.jwks_uri: unknown key; did you mean 'jwks_url'?",
+        ),
+        (
+            '[providers.okta]\nissuer = "https://x"\nclient_id = ["x"]\n',
+            "did you mean 'client_ids'?",
+        ),
+        (f'{OKTA}email_domain = ["example.com"]\n', "did you mean 'email_domains'?"),
+        (f'{OKTA}secret = "y"\n', "okta.secret: unknown key"),
+    ],
+)
+def test_an_unknown_key_names_the_closest_one(tmp_path: Path, text: str, hint: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"IDENTITY_PROVIDERS_FILE": str(write(tmp_path, text))})
+    message = str(caught.value)
+    assert hint in message
+    assert "did you mean" not in message or hint.endswith("?")
 
 
 def test_two_providers_with_one_issuer_are_ambiguous(tmp_path: Path) -> None:

@@ -5,19 +5,25 @@ command is the one CI runs."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import subprocess
+import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from packaging.specifiers import SpecifierSet
 
 from identity.app import create_app
 from identity.settings import Settings
 from identity.web import openapi
 
-from .readme import DOCUMENTS, README, ROOT, example, excerpts, file_blocks
+from .readme import DOCUMENTS, README, ROOT, example, excerpts, file_block, file_blocks
+from .servers import free_port
 from .support import Live, node_jose
 
 pytestmark = pytest.mark.anyio
@@ -132,6 +138,37 @@ async def test_every_route_is_documented(settings: Settings) -> None:
     assert not missing, f"routes not described in docs/api.md: {missing}"
 
 
+async def test_every_route_the_documents_name_exists(settings: Settings) -> None:
+    """`PATCH /admin/users/{id}` in a page is a route the app has, with that method."""
+    app = create_app(settings)
+    templates = [
+        (route.method, re.compile(re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(path))))
+        for path, route in openapi.endpoints(app.routes)
+    ]
+    named = {
+        (method, path)
+        for document in DOCUMENTS
+        for method, path in re.findall(
+            r"`(GET|POST|PATCH|PUT|DELETE) (/[^`?\s]*)(?:[?\s][^`]*)?`", document.read_text()
+        )
+    }
+    assert ("PATCH", "/admin/users/{id}") in named
+    unknown = sorted(
+        f"{method} {path}"
+        for method, path in named
+        # "…" stands for the rest of a path; "{any words}" for one segment.
+        if not any(
+            m == method
+            and (
+                pattern.fullmatch(re.sub(r"\{[^}]*\}", "x", path))
+                or (path.endswith("…") and pattern.pattern.startswith(re.escape(path[:-1])))
+            )
+            for m, pattern in templates
+        )
+    )
+    assert not unknown, f"the documents name routes the app does not have: {unknown}"
+
+
 def test_links_between_documents_resolve() -> None:
     broken = []
     for document in DOCUMENTS:
@@ -147,9 +184,54 @@ def test_the_readme_test_command_is_what_ci_runs() -> None:
     readme = README.read_text()
     commands = re.findall(r"```sh\n(.*?)\n```", readme, re.DOTALL)
     test_command = next(c for c in commands if "pytest" in c)
-    assert test_command in Path(ROOT / ".ci" / "run").read_text()
-    pinned = re.search(r'required-version = "==([\d.]+)"', (ROOT / "pyproject.toml").read_text())
-    assert pinned is not None and f"uv=={pinned.group(1)}" in test_command
+    ci = Path(ROOT / ".ci" / "run").read_text()
+    assert test_command in ci
+    # One uv pinned for reproducible runs (README, CI, Dockerfile), inside the range that
+    # pyproject.toml allows and the README states.
+    pins = {
+        *re.findall(r"uv==([\d.]+)", test_command),
+        *re.findall(r"^UV_VERSION=([\d.]+)$", ci, re.MULTILINE),
+        *re.findall(r"uv==([\d.]+)", (ROOT / "Dockerfile").read_text()),
+    }
+    assert len(pins) == 1, pins
+    allowed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]["required-version"]
+    assert SpecifierSet(allowed).contains(pins.pop())
+    low, high = re.fullmatch(r">=([\d.]+),<([\d.]+)", allowed).groups()  # type: ignore[union-attr]
+    assert f"any uv from {low} to before {high}" in " ".join(readme.split())
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_the_walk_through_runs_as_written(tmp_path: Path) -> None:
+    """README "Try it by hand": the script, from a clean directory, on free ports."""
+    assert file_block("scripts/try-it.sh") == (ROOT / "scripts" / "try-it.sh").read_text()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("IDENTITY_")},
+        "IDENTITY_DATABASE_URL": "postgresql+asyncpg://nobody@127.0.0.1:1/none",  # ignored
+        "PYTHON": sys.executable,
+        "TRY_PORT": str(free_port()),
+        "TRY_FAKE_PORT": str(free_port()),
+    }
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "try-it.sh")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    answers = [line for line in result.stdout.splitlines() if line and not line.startswith("== ")]
+    assert [line.rsplit(" ", 2)[-1] for line in answers] == ["200)", "200)", "200)", "400)"]
+    tokens, me, jwks, replayed = (json.JSONDecoder().raw_decode(a)[0] for a in answers)
+    assert tokens["token_type"] == "Bearer" and tokens["refresh_token"]
+    assert me["email"] == "me@gmail.com" and me["id"] == tokens["user"]["id"]
+    assert jwks["keys"][0]["kty"] == "RSA"
+    assert replayed["error"] == "invalid_request"
+    assert list(tmp_path.iterdir()) == []  # the scratch directory was its own, and is gone
+    for port in (env["TRY_PORT"], env["TRY_FAKE_PORT"]):  # both servers were stopped
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
 
 
 def test_no_document_points_at_the_spec_outside_the_repository() -> None:

@@ -21,8 +21,22 @@ from .support import ISSUER, Sql, basic, bearer, exchange, refresh, running, sig
 pytestmark = pytest.mark.anyio
 
 
+INVALID_GRANT = {
+    "error": "invalid_grant",
+    "error_description": "the refresh token is invalid, expired or revoked",
+}
+
+
 def sid_of(access_token: str) -> str:
     return str(jwt.decode(access_token, options={"verify_signature": False})["sid"])
+
+
+def claims_of(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 200, response.text
+    claims: dict[str, Any] = jwt.decode(
+        response.json()["access_token"], options={"verify_signature": False}
+    )
+    return claims
 
 
 async def test_refresh_rotates_and_keeps_the_session(
@@ -78,15 +92,11 @@ async def test_the_database_alone_opens_no_successor(
 
 
 async def test_after_the_interval_the_parent_is_reuse(
-    client: httpx.AsyncClient,
-    google: FakeIssuer,
-    clock: FakeClock,
-    sql: Sql,
-    caplog: pytest.LogCaptureFixture,
+    client: httpx.AsyncClient, google: FakeIssuer, sql: Sql, caplog: pytest.LogCaptureFixture
 ) -> None:
     first = await sign_in(client, google)
     second = (await refresh(client, first["refresh_token"])).json()
-    clock.advance(11)
+    await sql.set_time("sessions", "rotated_at")  # the 10 s interval has ended
     reused = await refresh(client, first["refresh_token"])
     assert reused.status_code == 400
     assert reused.json()["error"] == "invalid_grant"
@@ -129,7 +139,7 @@ async def test_the_sealed_successor_is_forgotten_when_the_interval_ends(
     sessions = data_services(Settings(database_url=database_url), database, clock=clock).sessions
     try:
         assert await sessions.forget_sealed() == 0  # still within the interval
-        clock.advance(11)
+        await sql.set_time("sessions", "rotated_at")  # by either database's clock
         assert await sessions.forget_sealed() == 1
     finally:
         await database.close()
@@ -429,6 +439,31 @@ class TestClients:
         claims = jwt.decode(own.json()["access_token"], options={"verify_signature": False})
         assert claims["client_id"] == "web"
 
+    async def test_another_clients_earlier_token_revokes_nothing(
+        self, client: httpx.AsyncClient, google: FakeIssuer, sql: Sql
+    ) -> None:
+        """Reuse detection applies within one client: another client holding a rotated token
+        of web's (the parent, or an earlier one) is refused, and web's session goes on."""
+        web, mobile = basic("web", self.SECRETS["web"]), basic("mobile", self.SECRETS["mobile"])
+        first = await self._sign_in(client, google)
+        second = (await refresh(client, first["refresh_token"], headers=web)).json()
+        before = await sql.counts()
+        parent = await refresh(client, first["refresh_token"], headers=mobile)  # in the interval
+        assert (parent.status_code, parent.json()) == (400, INVALID_GRANT)
+        await sql.set_time("sessions", "rotated_at")  # the interval has ended
+        earlier = await refresh(client, first["refresh_token"], headers=mobile)
+        assert (earlier.status_code, earlier.json()) == (400, INVALID_GRANT)
+        assert await sql.counts() == before  # nothing revoked, nothing written
+        third = await refresh(client, second["refresh_token"], headers=web)
+        assert third.status_code == 200
+        # The session's own client presenting it is reuse, as ever: the session ends.
+        reused = await refresh(client, first["refresh_token"], headers=web)
+        assert (reused.status_code, reused.json()) == (400, INVALID_GRANT)
+        assert len(await sql.events("refresh_reuse")) == 1
+        assert (
+            await refresh(client, third.json()["refresh_token"], headers=web)
+        ).status_code == 400
+
     async def test_revoke_and_introspect_stay_within_the_client(
         self, client: httpx.AsyncClient, google: FakeIssuer
     ) -> None:
@@ -453,3 +488,96 @@ class TestClients:
             "/introspect", data={"token": tokens["refresh_token"]}, headers=web
         )
         assert info.json() == {"active": False}
+
+
+class TestAudience:
+    """An exchange may narrow the audience; every refresh keeps what it granted."""
+
+    @pytest.fixture
+    async def client(self, settings: Settings, issuers: Issuers, clock: FakeClock) -> Any:
+        served = dataclasses.replace(settings, audience=("api1", "api2"))
+        async with running(served, issuers, clock) as (_, client):
+            yield client
+
+    async def test_every_refresh_keeps_the_audience_of_its_exchange(
+        self, client: httpx.AsyncClient, google: FakeIssuer, sql: Sql
+    ) -> None:
+        narrowed = await exchange(client, google.mint(), audience="api1")
+        assert claims_of(narrowed)["aud"] == "api1"
+        assert await sql.scalar("SELECT audience FROM sessions") == "api1"
+        parent = narrowed.json()["refresh_token"]
+        rotated = await refresh(client, parent)
+        assert claims_of(rotated)["aud"] == "api1"
+        twin = await refresh(client, parent)  # the reuse interval's answer
+        assert twin.json()["refresh_token"] == rotated.json()["refresh_token"]
+        assert claims_of(twin)["aud"] == "api1"
+        narrower = await refresh(client, rotated.json()["refresh_token"], scope="openid email")
+        assert (claims_of(narrower)["aud"], claims_of(narrower)["scope"]) == (
+            "api1",
+            "openid email",
+        )
+        # Without an audience asked for, the session has the configured ones, and keeps them.
+        default = await exchange(client, google.mint())
+        assert claims_of(default)["aud"] == ["api1", "api2"]
+        again = await refresh(client, default.json()["refresh_token"])
+        assert claims_of(again)["aud"] == ["api1", "api2"]
+        assert await sql.scalar("SELECT count(*) FROM sessions WHERE audience IS NULL") == 1
+
+
+async def test_an_audience_no_longer_served_is_refused_not_widened(
+    settings: Settings, issuers: Issuers, clock: FakeClock, sql: Sql
+) -> None:
+    before = dataclasses.replace(settings, audience=("api1", "api2"))
+    async with running(before, issuers, clock) as (_, client):
+        tokens = (await exchange(client, issuers.google.mint(), audience="api1")).json()
+    after = dataclasses.replace(settings, audience=("api2",))
+    async with running(after, issuers, clock) as (_, client):
+        response = await refresh(client, tokens["refresh_token"])
+    assert (response.status_code, response.json()) == (400, INVALID_GRANT)
+
+
+async def test_a_session_records_its_account_and_the_providers_session(
+    client: httpx.AsyncClient, issuers: Issuers, sql: Sql
+) -> None:
+    """What the providers' signals will end sessions by: the account whose sign-in started
+    the session (kept while the account exists) and the id_token's `sid`."""
+    google = await sign_in(client, issuers.google, sid="g-session-1")
+    auth = bearer(google["access_token"])
+    linked = await client.post(
+        "/users/me/accounts", json={"id_token": issuers.microsoft.mint()}, headers=auth
+    )
+    assert linked.status_code == 200
+    microsoft = await sign_in(client, issuers.microsoft)
+    rows = await sql.rows(
+        "SELECT s.id, s.upstream_sid, a.provider FROM sessions s"
+        " JOIN accounts a ON a.id = s.account_id"
+    )
+    assert {(r["id"], r["provider"], r["upstream_sid"]) for r in rows} == {
+        (sid_of(google["access_token"]), "google", "g-session-1"),
+        (sid_of(microsoft["access_token"]), "microsoft", None),
+    }
+    key = next(a for a in linked.json()["accounts"] if a["provider"] == "microsoft")
+    unlinked = await client.delete(
+        f"/users/me/accounts/microsoft/{key['provider_account_id']}", headers=auth
+    )
+    assert unlinked.status_code == 204
+    # The session stays (ending it is the signals' business); it no longer names the account.
+    left = await sql.rows(
+        "SELECT account_id FROM sessions WHERE id = :id", id=sid_of(microsoft["access_token"])
+    )
+    assert left == [{"account_id": None}]
+
+
+@pytest.mark.parametrize(
+    "sid",
+    ["s" * 256, "line\nbreak", "\u202eevil", "", 42, ["g-session-1"], {"id": 1}],
+    ids=["too_long", "newline", "bidi_override", "empty", "number", "list", "object"],
+)
+async def test_a_hostile_sid_is_ignored(
+    client: httpx.AsyncClient, google: FakeIssuer, sql: Sql, sid: object
+) -> None:
+    assert (await exchange(client, google.mint(sid=sid))).status_code == 200
+    assert await sql.scalar("SELECT upstream_sid FROM sessions") is None
+    longest = "s" * 255
+    assert (await exchange(client, google.mint(sid=longest))).status_code == 200
+    assert await sql.scalar("SELECT count(*) FROM sessions WHERE upstream_sid = :s", s=longest) == 1

@@ -14,7 +14,7 @@ import binascii
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import orjson
@@ -159,7 +159,7 @@ class AuditLog:
         return events, encode_cursor(events[-1].id) if more and events else None
 
     async def prune(self) -> int:
-        cutoff = utc(self._clock() - self._retention)
+        cutoff = self._db.shared_now(self._clock) - timedelta(seconds=self._retention)
         async with self._db.transaction() as tx:
             result = await tx.execute(
                 delete(AUDIT_EVENTS).where(AUDIT_EVENTS.c.created_at < cutoff)

@@ -32,7 +32,7 @@ from identity.errors import (
     TemporarilyUnavailable,
 )
 from identity.store.database import Database, Tx
-from identity.store.models import USERS, VERIFICATION_TOKENS, UserRecord
+from identity.store.models import USERS, VERIFICATION_TOKENS, VERIFIED_BY_MAIL, UserRecord
 
 from . import audit
 from .limits import Counter
@@ -184,7 +184,8 @@ class EmailVerification:
             )
         changes: dict[str, object] = {"pending_email": None, "updated_at": now}
         if user["email"] != address or user["email_verified"] is None:
-            changes.update(email=address, email_verified=now)
+            # Proven by our mail only: never enough to link a sign-in by address (docs/accounts.md).
+            changes.update(email=address, email_verified=now, email_verified_by=VERIFIED_BY_MAIL)
         if reason == "pending_email":
             changes["email_edited"] = True  # the user's own choice: sign-ins no longer change it
         # The address is proven: its other outstanding tokens, and the old address's, are void.

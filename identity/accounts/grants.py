@@ -30,12 +30,13 @@ from identity.store.models import DEFAULT_SCOPE, TokenResponse, new_id
 from identity.tokens import jws, refresh_tokens
 from identity.tokens.access_tokens import AccessTokens, Profile
 from identity.tokens.id_tokens import IdTokenVerifier
+from identity.tokens.provider_tokens import ProviderTokens
 
 from .audit import Context
 from .limits import Attempt, Counter
 from .rotation import RotationRequest, Rotations
 from .sessions import SessionPolicy
-from .sign_in import ProviderTokens, SignInRequest, SignIns
+from .sign_in import SignInRequest, SignIns
 
 ACCESS_TOKEN_TYPE_URN = "urn:ietf:params:oauth:token-type:access_token"  # noqa: S105
 
@@ -105,6 +106,7 @@ class Grants:
                     identity=identity,
                     client_id=client_id,
                     scope=granted,
+                    audience=audience,
                     session_id=session_id,
                     refresh_hash=refresh_hash,
                     session_expires=utc(now + self._policy.absolute_ttl),
@@ -124,10 +126,12 @@ class Grants:
             if result.outcome == "conflict":
                 raise AccountConflict(
                     "an account with this email exists; sign in with it, then link this one",
-                    reason="account_conflict",
+                    reason=result.reason or "account_conflict",
                 )
             if result.outcome == "disabled":
                 raise AccessDenied("this account is disabled", reason="disabled")
+            if result.outcome == "suspended":
+                raise AccessDenied("this provider account is suspended", reason="suspended")
             if result.outcome == "rate_limited":
                 raise self._over_budget()
             user = result.user
@@ -206,6 +210,11 @@ class Grants:
                 raise InvalidGrant(
                     "the refresh token is invalid, expired or revoked", reason=result.outcome
                 )
+            if result.audience is not None and result.audience not in self._tokens.audience:
+                # No longer served here: refused rather than widened to the default.
+                raise InvalidGrant(
+                    "the refresh token is invalid, expired or revoked", reason="audience_withdrawn"
+                )
             event["reason"] = result.outcome
             granted = " ".join(wanted) if wanted is not None else str(result.scope)
             profile = Profile(result.email, result.email_verified, result.name, result.image)
@@ -216,6 +225,8 @@ class Grants:
                     client_id=client_id,
                     scope=granted,
                     profile=profile,
+                    # The audience its exchange granted, never wider (docs/sessions.md).
+                    audience=result.audience,
                 ),
                 expires_in=self._tokens.ttl,
                 refresh_token=successor,

@@ -144,7 +144,9 @@ class Janitor:
         return done
 
     def _now(self) -> object:
-        return utc(self._clock())
+        # The database's clock on PostgreSQL: a pruner whose host runs ahead must not delete
+        # what the other replicas still rely on (docs/sessions.md).
+        return self._db.shared_now(self._clock)
 
     def _expired(self, statement: object) -> Callable[[], Awaitable[int]]:
         async def run() -> int:

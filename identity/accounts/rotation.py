@@ -12,7 +12,8 @@ in identity/store/sql/identity_refresh.sql):
     (the caller opens the seal with T), so concurrent refreshes all end holding one live token
     ("reused");
  3. T is any earlier token (or the parent after the interval): reuse — the session is revoked
-    ("reuse_detected");
+    ("reuse_detected") when the session's own client presents it; another client's is refused
+    and the session stays ("client_mismatch"): reuse detection applies within one client;
  4. otherwise an unknown token: refused, nothing written ("unknown_token").
 
 Steps 1 and 2 first check that the session may be refreshed now, and refuse otherwise:
@@ -23,6 +24,11 @@ Steps 1 and 2 first check that the session may be refreshed now, and refuse othe
  e. the user's success budget ("rate_limited").
 
 With the interval 0 nothing is sealed and step 2 never applies: any reuse revokes.
+
+Every answer carries the session's scope and audience, which the new access token is minted
+with. The rotation's time, and the reuse interval measured from it, are the database's clock on
+PostgreSQL (`now()`, so replicas whose clocks disagree judge alike) and the injected clock on
+SQLite, one process on one host (docs/sessions.md).
 
 Two implementations, as for the sign-in: `identity_refresh` in PostgreSQL (one round trip, its
 arguments passed by name from `ARGUMENTS`) and the statements below on SQLite; the suite runs
@@ -95,6 +101,7 @@ class RotationResult:
     session_id: str | None = None
     user_id: str | None = None
     scope: str | None = None
+    audience: str | None = None  # the audience its exchange granted; None: the default
     sealed: bytes | None = None  # the successor, sealed ("reused")
     email: str | None = None
     email_verified: bool = False
@@ -121,6 +128,7 @@ def _result(outcome: str, row: Row | None, sealed: bytes | None = None) -> Rotat
         session_id=row["session_id"],
         user_id=row["user_id"],
         scope=row["scope"],
+        audience=row["audience"],
         sealed=sealed,
         email=row["email"],
         email_verified=row["email_verified"] is not None,
@@ -139,8 +147,8 @@ async def _postgres(sql: Sql, r: RotationRequest) -> RotationResult:
 # -- SQLite: the same steps as statements ---------------------------------------------------
 
 _SESSION = """
-SELECT s.id AS session_id, s.user_id, s.scope, s.client_id, s.expires, s.last_used_at,
-       s.rotated_at, s.previous_sealed, u.email, u.email_verified, u.name, u.image
+SELECT s.id AS session_id, s.user_id, s.scope, s.audience, s.client_id, s.expires,
+       s.last_used_at, s.rotated_at, s.previous_sealed, u.email, u.email_verified, u.name, u.image
 FROM sessions s JOIN users u ON u.id = s.user_id
 WHERE s.{column} = $1
 """
@@ -154,7 +162,8 @@ _REMEMBER = (
 )
 _USED = "UPDATE sessions SET last_used_at = $2 WHERE id = $1"
 _REUSED = """
-SELECT r.session_id, s.user_id FROM rotated_refresh_tokens r JOIN sessions s ON s.id = r.session_id
+SELECT r.session_id, s.user_id, s.client_id
+FROM rotated_refresh_tokens r JOIN sessions s ON s.id = r.session_id
 WHERE r.token_hash = $1
 """
 _END = "DELETE FROM sessions WHERE id = $1"
@@ -189,8 +198,11 @@ async def _sqlite(sql: Sql, r: RotationRequest) -> RotationResult:
         return _result("reused", parent, bytes(parent["previous_sealed"]))
 
     # 3. An earlier token: reuse revokes the session ("reuse_detected"). Nobody can tell the
-    # thief from the owner, so neither keeps the session.
+    # thief from the owner, so neither keeps the session. Another client's is refused and the
+    # session stays ("client_mismatch"): a client cannot end the sessions of another.
     reused = await sql.fetchrow(_REUSED, r.presented_hash)
+    if reused is not None and reused["client_id"] != r.client_id:
+        return RotationResult("client_mismatch")
     if reused is not None:
         await sql.fetch(_END, reused["session_id"])
         await audit.record(

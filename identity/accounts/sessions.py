@@ -208,8 +208,9 @@ class Sessions:
         )
 
     async def prune(self) -> int:
-        """Delete expired sessions."""
-        now, idle_since = self._bounds()
+        """Delete expired sessions (by the database's clock on PostgreSQL)."""
+        now = self._db.shared_now(self._clock)
+        idle_since = now - timedelta(seconds=self.policy.idle_ttl)
         async with self._db.transaction() as tx:
             result = await tx.execute(
                 delete(SESSIONS).where(
@@ -220,8 +221,11 @@ class Sessions:
 
     async def forget_sealed(self) -> int:
         """Delete sealed successors whose reuse interval has ended (every housekeeping round;
-        they are never used after it, sealed or not)."""
-        interval_end = utc(self._clock() - self.policy.reuse_interval)
+        they are never used after it, sealed or not). Measured on the clock the rotation's
+        time was taken from: the database's on PostgreSQL, so no replica forgets one early."""
+        interval_end = self._db.shared_now(self._clock) - timedelta(
+            seconds=self.policy.reuse_interval
+        )
         async with self._db.transaction() as tx:
             result = await tx.execute(
                 update(SESSIONS)

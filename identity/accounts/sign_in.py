@@ -5,14 +5,18 @@ alike in `_sqlite` below and in identity/store/sql/identity_sign_in.sql):
 
  1. The failure limit of this caller, when it is checked here ("locked").
  2. Who it is: an account (provider, account key) → its user; else a user holding the token's
-    address verified → linked to them when the provider is authoritative for it, else
-    "conflict" (an audit event). A disabled user is refused ("disabled", an audit event).
+    address verified → linked to them when the provider is authoritative for it, the holder
+    has no account of this provider and a provider (not our mail) proved their address, else
+    "conflict" (an audit event with the reason). A disabled user is refused ("disabled"), and
+    a suspended account ("suspended"), each with an audit event.
  3. Single use: the id_token is remembered ("replayed").
  4. The user's success budget ("rate_limited", which forgets the id_token again).
  5. The user: a new one (the address verified, and taken from an unverified holder, when the
-    provider is authoritative for it), or the profile refreshed from the token.
+    provider is authoritative for it), or the profile refreshed from the token; who proved
+    the address is recorded (`email_verified_by`).
  6. The provider tokens, field by field.
- 7. The session and the sign_in audit event.
+ 7. The session (with its audience, the account and the provider's `sid`) and the sign_in
+    audit event.
  8. The answer: the user and their accounts ("ok").
 
 Two implementations, on purpose: PostgreSQL runs these steps as one call of the function
@@ -39,35 +43,20 @@ from sqlalchemy.exc import IntegrityError
 from identity.clock import as_utc
 from identity.store.database import Database, Row, Sql
 from identity.store.functions import Arguments, Call
-from identity.store.models import AccountPublic, UserRecord, new_id
+from identity.store.models import VERIFIED_BY_MAIL, AccountPublic, UserRecord, new_id
 from identity.tokens.id_tokens import VerifiedIdentity
+from identity.tokens.provider_tokens import ProviderTokens
 
 from . import audit
 from .limits import WINDOW_ARGUMENTS, Window, over_budget, reached
 
 logger = logging.getLogger("identity.sign_in")
 _ATTEMPTS = 4
-Outcome = Literal["ok", "replayed", "conflict", "disabled", "locked", "rate_limited"]
+Outcome = Literal["ok", "replayed", "conflict", "disabled", "suspended", "locked", "rate_limited"]
 USER_COLUMNS = (
-    "id, name, email, email_verified, image, pending_email, name_edited, image_edited, "
-    "email_edited, disabled_at, created_at, updated_at"
+    "id, name, email, email_verified, email_verified_by, image, pending_email, name_edited, "
+    "image_edited, email_edited, disabled_at, created_at, updated_at"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderTokens:
-    """Provider tokens from the callback, already sealed; None leaves the stored value."""
-
-    access_token: str | None = None
-    refresh_token: str | None = None
-    id_token: str | None = None
-    expires_at: int | None = None
-    token_type: str | None = None
-    scope: str | None = None
-    session_state: str | None = None
-
-    def given(self) -> bool:
-        return any(value is not None for value in astuple(self))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +64,7 @@ class SignInRequest:
     identity: VerifiedIdentity
     client_id: str
     scope: str
+    audience: str | None  # the audience granted, kept on the session; None: the default
     session_id: str
     refresh_hash: str
     session_expires: datetime
@@ -119,13 +109,16 @@ ARGUMENTS: Arguments[SignInRequest] = (
     ("p_token_scope", lambda r: (r.provider_tokens or _NO_TOKENS).scope),
     ("p_session_state", lambda r: (r.provider_tokens or _NO_TOKENS).session_state),
     *audit.CONTEXT_ARGUMENTS,
+    ("p_audience", lambda r: r.audience),
+    ("p_upstream_sid", lambda r: r.identity.upstream_sid),
 )
 CALL = Call(
     "identity_sign_in",
     ARGUMENTS,
     columns="outcome, created_user, r_id AS id, r_name AS name, r_email AS email, "
     "r_email_verified AS email_verified, r_image AS image, r_pending_email AS pending_email, "
-    "r_created_at AS created_at, r_updated_at AS updated_at, r_accounts AS accounts",
+    "r_created_at AS created_at, r_updated_at AS updated_at, r_accounts AS accounts, "
+    "r_reason AS reason",
 )
 
 
@@ -135,6 +128,7 @@ class SignInResult:
     user: UserRecord | None = None
     accounts: tuple[AccountPublic, ...] = ()
     created_user: bool = False
+    reason: str | None = None  # why a "conflict": the audit event's reason code
 
 
 class SignIns:
@@ -169,7 +163,7 @@ class _Retry(Exception):
 async def _postgres(sql: Sql, r: SignInRequest) -> SignInResult:
     row = await CALL.fetchone(sql, r)  # steps 1-8 in one statement
     if row["outcome"] != "ok":
-        return SignInResult(row["outcome"])
+        return SignInResult(row["outcome"], reason=row["reason"])
     accounts = tuple(
         AccountPublic(provider=p, provider_account_id=k) for p, k in orjson.loads(row["accounts"])
     )
@@ -179,11 +173,13 @@ async def _postgres(sql: Sql, r: SignInRequest) -> SignInResult:
 # -- SQLite: the same steps as statements ---------------------------------------------------
 
 _BY_ACCOUNT = f"""
-SELECT a.id AS account_id, {", ".join("u." + c.strip() for c in USER_COLUMNS.split(","))}
+SELECT a.id AS account_id, a.suspended_at,
+       {", ".join("u." + c.strip() for c in USER_COLUMNS.split(","))}
 FROM accounts a JOIN users u ON u.id = a.user_id
 WHERE a.provider = $1 AND a.provider_account_id = $2
 """
 _BY_EMAIL = f"SELECT {USER_COLUMNS} FROM users WHERE email = $1"
+_HAS_PROVIDER = "SELECT 1 AS found FROM accounts WHERE user_id = $1 AND provider = $2"
 REMEMBER_REPLAY = """
 INSERT INTO used_id_tokens (replay_key, expires_at) VALUES ($1, $2)
 ON CONFLICT DO NOTHING RETURNING replay_key
@@ -194,9 +190,9 @@ UPDATE users SET email = NULL, updated_at = $2 WHERE id = $1 AND email_verified 
 RETURNING id
 """
 _INSERT_USER = f"""
-INSERT INTO users (id, name, email, email_verified, image, name_edited, image_edited,
-                   email_edited, last_sign_in_at, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, false, false, false, $6, $6, $6)
+INSERT INTO users (id, name, email, email_verified, email_verified_by, image, name_edited,
+                   image_edited, email_edited, last_sign_in_at, created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, false, false, false, $7, $7, $7)
 RETURNING {USER_COLUMNS}
 """
 _INSERT_ACCOUNT = """
@@ -204,8 +200,8 @@ INSERT INTO accounts (id, user_id, type, provider, provider_account_id, created_
 VALUES ($1, $2, 'oidc', $3, $4, $5, $5)
 """
 _UPDATE_USER = f"""
-UPDATE users SET name = $2, image = $3, email = $4, email_verified = $5, pending_email = $6,
-                 updated_at = $7, last_sign_in_at = $8
+UPDATE users SET name = $2, image = $3, email = $4, email_verified = $5, email_verified_by = $6,
+                 pending_email = $7, updated_at = $8, last_sign_in_at = $9
 WHERE id = $1 AND disabled_at IS NULL
 RETURNING {USER_COLUMNS}
 """
@@ -218,9 +214,9 @@ UPDATE accounts SET access_token = COALESCE($2, access_token),
 WHERE id = $1
 """
 _INSERT_SESSION = """
-INSERT INTO sessions (id, session_token, user_id, expires, client_id, scope, user_agent,
-                      created_at, last_used_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+INSERT INTO sessions (id, session_token, user_id, expires, client_id, scope, audience,
+                      account_id, upstream_sid, user_agent, created_at, last_used_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11)
 """
 ACCOUNTS_OF = """
 SELECT provider, provider_account_id FROM accounts WHERE user_id = $1 ORDER BY created_at, id
@@ -233,7 +229,8 @@ async def _sqlite(sql: Sql, r: SignInRequest) -> SignInResult:
     if r.lock_key is not None and r.lock is not None and await reached(sql, r.lock_key, r.lock):
         return SignInResult("locked")
 
-    # 2. Who it is: the account, or else the token's address ("conflict", "disabled").
+    # 2. Who it is: the account, or else the token's address ("conflict", "disabled",
+    # "suspended").
     user = await sql.fetchrow(_BY_ACCOUNT, i.provider, i.account_key)
     account_id = user["account_id"] if user is not None else None
     holder = None
@@ -241,13 +238,18 @@ async def _sqlite(sql: Sql, r: SignInRequest) -> SignInResult:
         holder = await sql.fetchrow(_BY_EMAIL, i.email)
     how = "returning"
     if holder is not None and holder["email_verified"] is not None:
-        if not i.authoritative:  # the address is someone's, and this provider cannot vouch
-            await _event(sql, r, "sign_in_refused", "account_conflict", holder["id"])
-            return SignInResult("conflict")
+        refusal = await _link_refusal(sql, r, holder)
+        if refusal is not None:
+            await _event(sql, r, "sign_in_refused", refusal, holder["id"])
+            return SignInResult("conflict", reason=refusal)
         user, how = holder, "linked"
     if user is not None and user["disabled_at"] is not None:
         await _event(sql, r, "sign_in_refused", "disabled", user["id"])
         return SignInResult("disabled")
+    if user is not None and how == "returning" and user["suspended_at"] is not None:
+        # This account only: the user's other accounts still sign in.
+        await _event(sql, r, "sign_in_refused", "suspended", user["id"])
+        return SignInResult("suspended")
 
     # 3. Single use: the id_token is remembered ("replayed").
     if await sql.fetchrow(REMEMBER_REPLAY, i.replay_key, i.replay_expires) is None:
@@ -270,20 +272,8 @@ async def _sqlite(sql: Sql, r: SignInRequest) -> SignInResult:
         user = await _refresh(sql, r, user)
 
     # 6. The provider tokens, field by field (a field not given keeps its value).
-    if r.provider_tokens is not None and r.provider_tokens.given():
-        t = r.provider_tokens
-        await sql.fetch(
-            _PROVIDER_TOKENS,
-            account_id,
-            t.access_token,
-            t.refresh_token,
-            t.id_token,
-            t.expires_at,
-            t.token_type,
-            t.scope,
-            t.session_state,
-            now,
-        )
+    if r.provider_tokens is not None and r.provider_tokens.given():  # $2-$8: its fields, in order
+        await sql.fetch(_PROVIDER_TOKENS, account_id, *astuple(r.provider_tokens), now)
 
     # 7. The session and the sign_in audit event.
     await sql.fetch(
@@ -294,6 +284,9 @@ async def _sqlite(sql: Sql, r: SignInRequest) -> SignInResult:
         r.session_expires,
         r.client_id,
         r.scope,
+        r.audience,
+        account_id,
+        i.upstream_sid,
         r.user_agent,
         now,
     )
@@ -327,8 +320,8 @@ async def _create(sql: Sql, r: SignInRequest, holder: Row | None) -> tuple[Row, 
             await _event(sql, r, "email_released", "proven_by_provider", holder["id"])
         else:
             email = None  # an address nobody proved reserves nothing, but is not taken either
-    verified = now if email is not None and i.authoritative else None
-    user = await sql.fetchone(_INSERT_USER, new_id(), i.name, email, verified, i.picture, now)
+    proven = (now, i.provider) if email is not None and i.authoritative else (None, None)
+    user = await sql.fetchone(_INSERT_USER, new_id(), i.name, email, *proven, i.picture, now)
     account_id = new_id()
     await sql.fetch(_INSERT_ACCOUNT, account_id, user["id"], i.provider, i.account_key, now)
     return user, account_id
@@ -340,26 +333,23 @@ async def _refresh(sql: Sql, r: SignInRequest, user: Row) -> Row:
     name = i.name if not user["name_edited"] and i.name else user["name"]
     image = i.picture if not user["image_edited"] and i.picture else user["image"]
     email, verified, pending = user["email"], user["email_verified"], user["pending_email"]
-    if i.authoritative and i.email is not None and not user["email_edited"]:
-        other = await sql.fetchrow(_BY_EMAIL, i.email) if i.email != email else None
-        if i.email == email:
-            verified = verified or now  # proven now, if it was not before
-        elif other is None or other["email_verified"] is None:
+    verified_by = user["email_verified_by"]
+    if i.authoritative and i.email is not None and i.email == email:
+        verified = verified or now  # proven now, if it was not before, and by a provider
+        verified_by = i.provider if verified_by in (None, VERIFIED_BY_MAIL) else verified_by
+    elif i.authoritative and i.email is not None and not user["email_edited"]:
+        other = await sql.fetchrow(_BY_EMAIL, i.email)
+        if other is None or other["email_verified"] is None:
             if other is not None and other["id"] != user["id"]:
                 if await sql.fetchrow(_RELEASE, other["id"], now) is None:
                     raise _Retry  # verified meanwhile
                 await _event(sql, r, "email_released", "proven_by_provider", other["id"])
             if email is not None:  # the old address's mail tokens must not verify it any more
                 await sql.fetch(_FORGET_MAIL_TOKENS, user["id"], email)
-            email, verified = i.email, now
+            email, verified, verified_by = i.email, now, i.provider
             pending = None if pending == i.email else pending
-    changed = (name, image, email, verified, pending) != (
-        user["name"],
-        user["image"],
-        user["email"],
-        user["email_verified"],
-        user["pending_email"],
-    )
+    before = (user[k] for k in ("name", "image", "email", "email_verified", "pending_email"))
+    changed = (name, image, email, verified, pending) != tuple(before)
     updated = await sql.fetchrow(
         _UPDATE_USER,
         user["id"],
@@ -367,6 +357,7 @@ async def _refresh(sql: Sql, r: SignInRequest, user: Row) -> Row:
         image,
         email,
         as_utc(verified) if verified else None,
+        verified_by,
         pending,
         now if changed else as_utc(user["updated_at"]),
         now,
@@ -374,6 +365,23 @@ async def _refresh(sql: Sql, r: SignInRequest, user: Row) -> Row:
     if updated is None:
         raise _Retry  # disabled since we read it: decide again
     return updated
+
+
+async def _link_refusal(sql: Sql, r: SignInRequest, holder: Row) -> str | None:
+    """Rule 2: why this sign-in may not be linked to the user holding its address verified
+    (the audit event's reason), or None."""
+    i = r.identity
+    if not i.authoritative:  # the address is someone's, and this provider cannot vouch
+        return "account_conflict"
+    if await sql.fetchrow(_HAS_PROVIDER, holder["id"], i.provider) is not None:
+        # Another account key at this provider for the same address: a recycled domain or a
+        # recreated account, never the same person by proof.
+        return "same_provider"
+    if holder["email_verified_by"] in (None, VERIFIED_BY_MAIL):
+        # Proven only by our mail (or before this was recorded): a phished confirmation must
+        # not earn the link.
+        return "not_proven_by_provider"
+    return None
 
 
 async def _event(sql: Sql, r: SignInRequest, type_: str, reason: str, user_id: str) -> None:

@@ -17,7 +17,12 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from identity.clock import Clock, utc
-from identity.errors import AccountConflict, Conflict, InvalidRequest, NotFound
+from identity.errors import (
+    AccountConflict,
+    Conflict,
+    InvalidSubjectToken,
+    NotFound,
+)
 from identity.store.database import Database, Tx
 from identity.store.models import (
     ACCOUNTS,
@@ -170,7 +175,8 @@ class Users:
                     await tx.fetchrow(REMEMBER_REPLAY, identity.replay_key, identity.replay_expires)
                     is None
                 ):
-                    raise InvalidRequest("the id_token was already used", reason="replayed")
+                    # The same answer as any other bad id_token (docs/security.md).
+                    raise InvalidSubjectToken("replayed")
                 if owner is None:
                     await tx.execute(
                         ACCOUNTS.insert().values(

@@ -17,43 +17,46 @@ from sqlmodel import SQLModel
 from identity.accounts import audit
 from identity.app import DataServices, data_services
 from identity.clock import parse_duration
-from identity.errors import InvalidRequest
+from identity.errors import InvalidRequest, NotFound
 from identity.settings import Settings
 from identity.store.database import Database
 from identity.store.models import AdminUser, AuditEventPublic
+
+from .command import command, group
 
 T = TypeVar("T")
 CLI_CLIENT = "cli"
 
 
 def add_parsers(commands: Any) -> None:
-    users = commands.add_parser("users", help="look up and manage users")
-    actions = users.add_subparsers(dest="users_command", required=True)
-    listing = actions.add_parser("list", help="users, newest first")
-    listing.add_argument("--email")
-    listing.add_argument("--provider")
-    listing.add_argument("--limit", type=int, default=50)
-    listing.add_argument("--json", action="store_true")
-    listing.set_defaults(handler=_list)
-    for name, handler, help_text in (
+    actions = group(command(commands, "users", "look up and manage users", None), "users_command")
+    listing = command(actions, "list", "users, newest first", _list)
+    listing.add_argument("--email", help="only the user with this address")
+    listing.add_argument("--provider", help="only users with an account at this provider")
+    listing.add_argument("--limit", type=int, default=50, help="at most this many (1-200)")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    for name, handler, summary in (
         ("show", _show, "one user with accounts and live sessions"),
         ("disable", _disable, "disable a user and end every session at once"),
         ("enable", _enable, "enable a disabled user"),
         ("revoke-sessions", _revoke, "end every session of a user"),
         ("delete", _delete, "delete a user, their accounts and sessions"),
     ):
-        action = actions.add_parser(name, help=help_text)
-        action.add_argument("id")
-        action.add_argument("--json", action="store_true")
-        action.set_defaults(handler=handler)
+        action = command(actions, name, summary, handler)
+        action.add_argument("user", metavar="ID|EMAIL", help="the user's id, or their address")
+        action.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    events = commands.add_parser("events", help="the audit log, newest first")
-    events.add_argument("--user")
-    events.add_argument("--type")
-    events.add_argument("--since", metavar="AGE", help="e.g. 24h or 7d")
-    events.add_argument("--limit", type=int, default=50)
-    events.add_argument("--json", action="store_true")
-    events.set_defaults(handler=_events)
+    events = command(commands, "events", "the audit log, newest first", _events)
+    events.add_argument("--user", metavar="ID", help="only this user's events")
+    events.add_argument(
+        "--type",
+        metavar="TYPE",
+        choices=sorted(audit.TYPES),
+        help=f"only events of this type: {', '.join(sorted(audit.TYPES))}",
+    )
+    events.add_argument("--since", metavar="AGE", help="only the last AGE (30m, 24h, 7d)")
+    events.add_argument("--limit", type=int, default=50, help="at most this many (1-200)")
+    events.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def _run(settings: Settings, work: Callable[[DataServices], Awaitable[T]]) -> T:
@@ -65,6 +68,16 @@ def _run(settings: Settings, work: Callable[[DataServices], Awaitable[T]]) -> T:
             await database.close()
 
     return asyncio.run(run())
+
+
+async def _user_id(services: DataServices, user: str) -> str:
+    """The id of `user`, given as an id or as an address (ids never hold an '@')."""
+    if "@" not in user:
+        return user
+    found = await services.admin.search(email=user, limit=1)
+    if not found.users:
+        raise NotFound("no user has this address")
+    return found.users[0].id
 
 
 def _context() -> tuple[audit.Context, dict[str, str]]:
@@ -130,27 +143,41 @@ def _show_user(user: AdminUser, as_json: bool) -> None:
 
 
 def _show(settings: Settings, args: argparse.Namespace) -> int:
-    _show_user(_run(settings, lambda s: s.admin.detail(args.id)), args.json)
+    async def work(s: DataServices) -> AdminUser:
+        return await s.admin.detail(await _user_id(s, args.user))
+
+    _show_user(_run(settings, work), args.json)
+    return 0
+
+
+def _set_disabled(settings: Settings, args: argparse.Namespace, disabled: bool) -> int:
+    context, detail = _context()
+
+    async def work(s: DataServices) -> AdminUser:
+        user_id = await _user_id(s, args.user)
+        return await s.admin.set_disabled(user_id, disabled, context=context, **detail)
+
+    _show_user(_run(settings, work), args.json)
     return 0
 
 
 def _disable(settings: Settings, args: argparse.Namespace) -> int:
-    context, detail = _context()
-    user = _run(settings, lambda s: s.admin.set_disabled(args.id, True, context=context, **detail))
-    _show_user(user, args.json)
-    return 0
+    return _set_disabled(settings, args, True)
 
 
 def _enable(settings: Settings, args: argparse.Namespace) -> int:
-    context, detail = _context()
-    user = _run(settings, lambda s: s.admin.set_disabled(args.id, False, context=context, **detail))
-    _show_user(user, args.json)
-    return 0
+    return _set_disabled(settings, args, False)
 
 
 def _revoke(settings: Settings, args: argparse.Namespace) -> int:
     context, detail = _context()
-    ended = _run(settings, lambda s: s.admin.revoke_sessions(args.id, context=context, **detail))
+
+    async def work(s: DataServices) -> int:
+        return await s.admin.revoke_sessions(
+            await _user_id(s, args.user), context=context, **detail
+        )
+
+    ended = _run(settings, work)
     print(
         orjson.dumps({"sessions_ended": ended}).decode()
         if args.json
@@ -161,11 +188,17 @@ def _revoke(settings: Settings, args: argparse.Namespace) -> int:
 
 def _delete(settings: Settings, args: argparse.Namespace) -> int:
     context, detail = _context()
-    _run(settings, lambda s: s.admin.delete(args.id, context=context, **detail))
+
+    async def work(s: DataServices) -> str:
+        user_id = await _user_id(s, args.user)
+        await s.admin.delete(user_id, context=context, **detail)
+        return user_id
+
+    deleted = _run(settings, work)
     print(
-        orjson.dumps({"deleted": args.id}).decode()
+        orjson.dumps({"deleted": deleted}).decode()
         if args.json
-        else f"identity: user {args.id} deleted"
+        else f"identity: user {deleted} deleted"
     )
     return 0
 

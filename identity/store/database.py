@@ -22,6 +22,7 @@ asyncpg uses the unnamed statement, parsed and executed in one exchange with the
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from abc import ABC, abstractmethod
@@ -34,11 +35,14 @@ from typing import Any, Protocol, cast
 import asyncpg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, text
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import event, func, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from identity.clock import Clock, utc
 from identity.errors import TemporarilyUnavailable
 from identity.tracing import NO_TRACING, Tracer
 
@@ -164,6 +168,13 @@ class Database:
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._hinted = False
+        self._at_head = False
+
+    def shared_now(self, clock: Clock) -> Any:
+        """The moment stored times are compared with where replicas must agree (pruning):
+        PostgreSQL's own clock, `now()`, shared by every replica; on SQLite, one process on one
+        host, the injected `clock` (docs/sessions.md)."""
+        return func.now() if self.postgres else utc(clock())
 
     async def close(self) -> None:
         if self._pool is not None:
@@ -227,6 +238,19 @@ class Database:
                 continue
             return True
         return False
+
+    async def unmigrated(self) -> str | None:
+        """Why the schema is not the one this code needs ("not migrated (at 0004, head 0005)"),
+        or None when it is. A positive answer is remembered: nothing downgrades a schema under a
+        running service, so a ready process asks once."""
+        if self._at_head:
+            return None
+        async with self.engine.connect() as connection:
+            current = await connection.run_sync(revision_of)
+        if current == head_revision():
+            self._at_head = True
+            return None
+        return f"database not migrated (at {current or 'none'}, head {head_revision()})"
 
     async def _asyncpg(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -343,6 +367,21 @@ def alembic_config(url: str, pool_mode: str = "session") -> Config:
     config.attributes["database_url"] = url
     config.attributes["database_pool_mode"] = pool_mode
     return config
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest migration this code ships (read once from migrations/)."""
+    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migration in {migrations_dir()}")
+    return head
+
+
+def revision_of(connection: Any) -> str | None:
+    """The revision a database is at (None: never migrated); `connection` is synchronous,
+    as `AsyncConnection.run_sync` hands it over."""
+    return MigrationContext.configure(connection).get_current_revision()
 
 
 def migrate(url: str, revision: str = "head", *, pool_mode: str = "session") -> None:

@@ -29,6 +29,7 @@ from sqlmodel import Field, SQLModel
 from identity.clock import as_utc
 
 DEFAULT_SCOPE = "openid email profile"
+VERIFIED_BY_MAIL = "mail"  # users.email_verified_by of an address proven by our own link
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -90,6 +91,10 @@ class User(UserBase, table=True):
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     email: str | None = Field(default=None, max_length=320, unique=True)
     email_verified: datetime | None = _time(nullable=True)
+    # Who proved `email`: a provider's name, or "mail" (our own link); None with a verified
+    # address means "before 0006, unknown", which, like "mail", never earns linking by address
+    # (docs/accounts.md).
+    email_verified_by: str | None = Field(default=None, max_length=32)
     # An address asked for through PATCH /users/me; it becomes `email` when its link is redeemed.
     pending_email: str | None = Field(default=None, max_length=320)
     # Fields the user set through PATCH /users/me: their own edits win over later sign-ins.
@@ -121,6 +126,8 @@ class Account(SQLModel, table=True):
     scope: str | None = Field(default=None, sa_type=sa.Text)
     id_token: str | None = Field(default=None, sa_type=sa.Text)
     session_state: str | None = Field(default=None, sa_type=sa.Text)
+    # Set when the provider says the account is disabled: its sign-ins are refused (403).
+    suspended_at: datetime | None = _time(nullable=True)
     created_at: datetime = _time()
     updated_at: datetime = _time()
 
@@ -136,6 +143,21 @@ class Session(SQLModel, table=True):
     expires: datetime = _time()  # absolute end (IDENTITY_REFRESH_TOKEN_TTL)
     client_id: str = Field(max_length=128)
     scope: str = Field(default=DEFAULT_SCOPE, max_length=256)
+    # The audience the exchange granted (None: the configured default); every refresh mints
+    # with it, never wider.
+    audience: str | None = Field(default=None, sa_type=sa.Text)
+    # The provider account whose sign-in started the session, and the provider's session id
+    # (the id_token's `sid`), for the provider's signals to end exactly these sessions.
+    account_id: str | None = Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.String(32),
+            sa.ForeignKey("accounts.id", ondelete="SET NULL"),
+            nullable=True,
+            index=True,
+        ),
+    )
+    upstream_sid: str | None = Field(default=None, max_length=255, index=True)
     user_agent: str | None = Field(default=None, max_length=512)
     created_at: datetime = _time()
     last_used_at: datetime = _time()

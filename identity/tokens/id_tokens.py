@@ -34,6 +34,11 @@ from .claims import ClaimRules
 from .keysets import Discovery, KeySetCache
 from .providers import Provider
 
+# How long past `exp` plus the skew a single-use record is kept: replicas' clocks may disagree
+# with the database's by this much before a pruned record could let a token in twice.
+REPLAY_MARGIN = 300
+MAX_SID_LENGTH = 255
+
 
 @dataclass(frozen=True, slots=True)
 class VerifiedIdentity:
@@ -48,7 +53,9 @@ class VerifiedIdentity:
     picture: str | None
     expires_at: int
     replay_key: str  # the single-use key (jws.replay_key): the same for every spelling
-    replay_expires: datetime  # how long the single-use record is kept: as long as it is accepted
+    # How long the single-use record is kept: as long as any replica could accept the token.
+    replay_expires: datetime
+    upstream_sid: str | None = None  # the provider's session id (`sid`), when usable
 
 
 class IdTokenVerifier:
@@ -130,8 +137,10 @@ class IdTokenVerifier:
             picture=found.picture,
             expires_at=checked.expires_at,
             replay_key=jws.replay_key(compact),
-            # As long as the token could still be accepted: its exp plus the clock skew.
-            replay_expires=utc(checked.expires_at + self._leeway),
+            # As long as the token could still be accepted: its exp plus the clock skew, plus a
+            # margin for a replica whose clock is behind the database's (docs/sessions.md).
+            replay_expires=utc(checked.expires_at + self._leeway + REPLAY_MARGIN),
+            upstream_sid=upstream_sid(claims.get("sid")),
         )
 
     def _provider_of(self, claims: dict[str, object]) -> Provider:
@@ -146,6 +155,14 @@ class IdTokenVerifier:
                 return candidate
         # An unknown issuer is refused like any other bad token; no request follows its URL.
         raise TokenRejected("unknown_issuer")
+
+
+def upstream_sid(value: object) -> str | None:
+    """The provider's session id, kept to end exactly its sessions on a back-channel logout:
+    printable text of 1-255 characters, else ignored (the sign-in goes on without it)."""
+    if isinstance(value, str) and 0 < len(value) <= MAX_SID_LENGTH and value.isprintable():
+        return value
+    return None
 
 
 def nonce_matches(claimed: object, sent: str) -> bool:

@@ -17,6 +17,7 @@ live reload), read together.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import math
@@ -180,6 +181,18 @@ class KeyStore:
                 problems.append(KeyFileError(f"{path}: {type(error).__name__}"))
         return keys, problems
 
+    def generate_first(self, *, bits: int = MIN_BITS) -> SigningKey | None:
+        """A first key, unless the directory has one (then None). Under a lock file in the
+        directory: two processes started at once make one key between them, not one each."""
+        if self.load():
+            return None  # without the lock: a read-only directory that has its keys is fine
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with open(self.directory / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if self.load():
+                return None
+            return self.generate(bits=bits)
+
     def generate(self, *, bits: int = MIN_BITS, now: float | None = None) -> SigningKey:
         if bits < MIN_BITS:
             raise KeyFileError(f"RSA keys must have at least {MIN_BITS} bits")
@@ -216,6 +229,8 @@ class KeyStore:
 
     def _load_file(self, path: Path, stamp: str) -> SigningKey:
         info = path.stat()  # through the link: a Secret volume's files are links into `..data`
+        if not stat.S_ISREG(info.st_mode):
+            raise KeyFileError(f"{path}: not a regular file")
         mode = stat.S_IMODE(info.st_mode)
         # A private key readable by other users is a leaked key: refuse it loudly. One owned by
         # root may be read by its group (as PostgreSQL allows its key files): a Kubernetes

@@ -3,13 +3,16 @@
 The request id (echoed when short and plain), the 64 KiB body cap, tokens in query strings
 refused, one access-log line and the metrics per request, a trace span when tracing is on. It
 sits outside Starlette's own error handling, so even a 500 carries X-Request-ID and is logged
-like every other request. (The failure limit is a step of the routes it guards:
+like every other request; an exception that escapes the layers beneath it before an answer
+started (Starlette's handlers never saw it) is answered here with the same JSON 500 body, never
+the server's plain-text one. (The failure limit is a step of the routes it guards:
 failure_limit.py.)
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import re
 import secrets
@@ -22,11 +25,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from identity import tracing
-from identity.errors import IdentityError, InvalidRequest, PayloadTooLarge, render
+from identity.errors import IdentityError, InvalidRequest, PayloadTooLarge, ServerError, render
 from identity.logs import AccessLog
 from identity.metrics import Metrics
 from identity.tracing import NO_TRACING, Tracer
 
+logger = logging.getLogger("identity.app")
 MAX_BODY = 64 * 1024
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # fullmatch: a `$` lets "\n" in
 _QUERY_TOKENS = frozenset({"access_token", "subject_token", "refresh_token", "token"})
@@ -74,11 +78,13 @@ class RequestContext:
         # Echo a caller's id only when it is short and plain: it ends up in every log line.
         request_id = offered if offered and _REQUEST_ID.fullmatch(offered) else _new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
-        outcome: list[Any] = [500, None]  # the status sent, and the route when answered here
+        # The status sent, the route when answered here, and whether an answer has started.
+        outcome: list[Any] = [500, None, False]
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 outcome[0] = message["status"]
+                outcome[2] = True
                 message["headers"] = [
                     *message.get("headers", ()),
                     (b"x-request-id", request_id.encode()),
@@ -90,6 +96,13 @@ class RequestContext:
                 await self._traced(scope, receive, send_with_id, request_id, outcome)
             else:
                 await self._answer(scope, receive, send_with_id, outcome)
+        except Exception as error:
+            if outcome[2]:
+                raise  # an answer is under way: the server can only close the connection
+            # Raised outside Starlette's handlers (a failure-limit count on a database without
+            # its tables, say): the type to the log, the usual JSON body to the client.
+            logger.error("unhandled error", extra={"event": {"error": type(error).__name__}})
+            await send_error(send_with_id, ServerError())
         finally:
             route = _route(scope, outcome)
             seconds = time.perf_counter() - started

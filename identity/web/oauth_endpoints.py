@@ -19,11 +19,10 @@ from identity import logs
 from identity.accounts.grants import Grants
 from identity.accounts.limits import Attempt
 from identity.accounts.sessions import Sessions
-from identity.accounts.sign_in import ProviderTokens
 from identity.errors import InvalidRequest, InvalidSubjectToken, InvalidToken
 from identity.store.models import Introspection, TokenResponse
 from identity.tokens import jws
-from identity.tokens.provider_tokens import Sealer
+from identity.tokens.provider_tokens import ProviderTokens, Sealer
 
 from . import inputs
 from .bearer import Bearer

@@ -9,6 +9,7 @@ answers GET and HEAD of those paths itself; the routes here answer the same thro
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from starlette.requests import Request
@@ -134,6 +135,14 @@ class PublicEndpoints:
         reasons = []
         if not await self._db.ping():
             reasons.append("database unreachable")
+        else:
+            try:
+                async with asyncio.timeout(2.0):
+                    unmigrated = await self._db.unmigrated()
+            except Exception:  # readiness reports any failure as "not ready", never a 500
+                unmigrated = "database schema unreadable"
+            if unmigrated:
+                reasons.append(unmigrated)
         if not self._keys.ring.keys:
             reasons.append("no signing key loaded")
         if reasons:

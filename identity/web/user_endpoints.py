@@ -7,12 +7,21 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute
 
+from identity import logs
 from identity.accounts.email_verification import MAX_TOKEN_LENGTH, EmailVerification
 from identity.accounts.limits import Attempt
 from identity.accounts.sessions import Sessions
 from identity.accounts.users import Users
-from identity.errors import Conflict, InvalidToken, InvalidVerificationToken, MailDisabled, NotFound
+from identity.errors import (
+    Conflict,
+    IdentityError,
+    InvalidToken,
+    InvalidVerificationToken,
+    MailDisabled,
+    NotFound,
+)
 from identity.store.models import UserPublic
+from identity.tokens import jws
 from identity.tokens.id_tokens import IdTokenVerifier
 
 from . import inputs, pages
@@ -228,12 +237,22 @@ class UserEndpoints:
     async def link_account(self, request: Request) -> Response:
         claims = await self._bearer.authenticate(request)
         body = inputs.parse(LinkBody, await inputs.json_object(request))
-        identity = await self._verifier.verify(body.id_token, nonce=body.nonce)
-        user = await self._users.link(
-            claims.subject,
-            identity,
-            context=context(request, claims.client_id),
-        )
+        ctx = context(request, claims.client_id)
+        try:
+            identity = await self._verifier.verify(body.id_token, nonce=body.nonce)
+            user = await self._users.link(claims.subject, identity, context=ctx)
+        except IdentityError as error:
+            # The client got one generic message for any bad id_token; the rule is logged here.
+            logs.auth_event(
+                event="link",
+                outcome="failure",
+                reason=error.reason,
+                user_id=claims.subject,
+                client=claims.client_id,
+                request_id=ctx.request_id,
+                token_fingerprint=jws.fingerprint(body.id_token),
+            )
+            raise
         return json_response(user)
 
     async def unlink_account(self, request: Request) -> Response:

@@ -1,6 +1,8 @@
 -- identity_refresh: the refresh-token rotation of identity/accounts/rotation.py in one call, its
 -- steps numbered and named as there (1-4, and the checks a-e of steps 1 and 2). Called as one
--- statement in autocommit, so the call is its own transaction.
+-- statement in autocommit, so the call is its own transaction. Times two replicas must agree on
+-- (the rotation's, and the reuse interval measured from it) are the database's own, now(): never
+-- a replica's clock; p_now serves the session's expiry and idle time and the audit events.
 -- Changing it: docs/architecture.md, "The SQL functions".
 CREATE OR REPLACE FUNCTION identity_refresh(
     p_hash text, p_client_id text, p_scope text[], p_successor text, p_sealed bytea,
@@ -10,7 +12,7 @@ CREATE OR REPLACE FUNCTION identity_refresh(
     p_audit_client text, p_ip text, p_audit_agent text, p_request_id text
 ) RETURNS TABLE (
     outcome text, session_id text, user_id text, scope text, sealed bytea,
-    email text, email_verified timestamptz, name text, image text
+    email text, email_verified timestamptz, name text, image text, audience text
 ) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -19,25 +21,28 @@ DECLARE
     v_step integer;
     v_reused_session text;
     v_reused_user text;
+    v_reused_client text;
 BEGIN
     FOR v_step IN 1..2 LOOP
         -- 1. The current token; 2. the parent, within the reuse interval.
         IF v_step = 1 THEN
-            SELECT se.id, se.user_id, se.scope, se.client_id, se.expires, se.last_used_at,
-                   se.previous_sealed, us.email, us.email_verified, us.name, us.image
+            SELECT se.id, se.user_id, se.scope, se.audience, se.client_id, se.expires,
+                   se.last_used_at, se.previous_sealed, us.email, us.email_verified, us.name,
+                   us.image
             INTO s FROM sessions se JOIN users us ON us.id = se.user_id
             WHERE se.session_token = p_hash;
         ELSE
-            SELECT se.id, se.user_id, se.scope, se.client_id, se.expires, se.last_used_at,
-                   se.previous_sealed, us.email, us.email_verified, us.name, us.image
+            SELECT se.id, se.user_id, se.scope, se.audience, se.client_id, se.expires,
+                   se.last_used_at, se.previous_sealed, us.email, us.email_verified, us.name,
+                   us.image
             INTO s FROM sessions se JOIN users us ON us.id = se.user_id
             WHERE se.previous_hash = p_hash AND p_interval > 0
               AND se.previous_sealed IS NOT NULL
-              AND se.rotated_at > p_now - make_interval(secs => p_interval);
+              AND se.rotated_at > now() - make_interval(secs => p_interval);
         END IF;
         CONTINUE WHEN NOT FOUND;
 
-        session_id := s.id; user_id := s.user_id; scope := s.scope;
+        session_id := s.id; user_id := s.user_id; scope := s.scope; audience := s.audience;
         email := s.email; email_verified := s.email_verified; name := s.name; image := s.image;
         -- a. The client the session is bound to ("client_mismatch"; the session stays).
         IF s.client_id <> p_client_id THEN
@@ -79,22 +84,27 @@ BEGIN
         -- 1. The current token: compare and swap ("rotated"). A concurrent twin that swapped
         -- first leaves nothing to match here; it then finds this token as the parent in step 2.
         UPDATE sessions SET session_token = p_successor, previous_hash = p_hash,
-               previous_sealed = p_sealed, rotated_at = p_now, last_used_at = p_now
+               previous_sealed = p_sealed, rotated_at = now(), last_used_at = p_now
         WHERE sessions.id = s.id AND sessions.session_token = p_hash;
         IF FOUND THEN
             INSERT INTO rotated_refresh_tokens (token_hash, session_id, rotated_at)
-            VALUES (p_hash, s.id, p_now);
+            VALUES (p_hash, s.id, now());
             outcome := 'rotated'; RETURN NEXT; RETURN;
         END IF;
         p_budget_limit := NULL;  -- counted once, whichever step answers
     END LOOP;
 
-    -- 3. An earlier token: reuse revokes the session ("reuse_detected").
-    SELECT r.session_id, se.user_id INTO v_reused_session, v_reused_user
+    -- 3. An earlier token: reuse revokes the session ("reuse_detected"), when its own client
+    -- presents it; another client's is refused and the session stays ("client_mismatch").
+    SELECT r.session_id, se.user_id, se.client_id
+    INTO v_reused_session, v_reused_user, v_reused_client
     FROM rotated_refresh_tokens r JOIN sessions se ON se.id = r.session_id
     WHERE r.token_hash = p_hash;
-    session_id := NULL; user_id := NULL; scope := NULL;
+    session_id := NULL; user_id := NULL; scope := NULL; audience := NULL;
     email := NULL; email_verified := NULL; name := NULL; image := NULL;
+    IF v_reused_session IS NOT NULL AND v_reused_client <> p_client_id THEN
+        outcome := 'client_mismatch'; RETURN NEXT; RETURN;
+    END IF;
     IF v_reused_session IS NOT NULL THEN
         DELETE FROM sessions WHERE sessions.id = v_reused_session;
         INSERT INTO audit_events (created_at, type, user_id, session_id, client_id, ip,

@@ -13,11 +13,12 @@ CREATE OR REPLACE FUNCTION identity_sign_in(
     p_budget_limit integer, p_budget_window bigint, p_budget_expires timestamptz,
     p_access_token text, p_refresh_token text, p_id_token text, p_expires_at bigint,
     p_token_type text, p_token_scope text, p_session_state text,
-    p_audit_client text, p_ip text, p_audit_agent text, p_request_id text
+    p_audit_client text, p_ip text, p_audit_agent text, p_request_id text,
+    p_audience text DEFAULT NULL, p_upstream_sid text DEFAULT NULL
 ) RETURNS TABLE (
     outcome text, created_user boolean, r_id text, r_name text, r_email text,
     r_email_verified timestamptz, r_image text, r_pending_email text,
-    r_created_at timestamptz, r_updated_at timestamptz, r_accounts text
+    r_created_at timestamptz, r_updated_at timestamptz, r_accounts text, r_reason text
 ) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -26,6 +27,8 @@ DECLARE
     other users%ROWTYPE;
     v_user_id text;
     v_account_id text;
+    v_suspended timestamptz;
+    v_refusal text;
     v_how text := 'returning';
     v_created boolean := false;
     v_count integer;
@@ -33,6 +36,7 @@ DECLARE
     v_image text;
     v_email text;
     v_verified timestamptz;
+    v_verified_by text;
     v_pending text;
     v_changed boolean;
 BEGIN
@@ -45,21 +49,36 @@ BEGIN
         END IF;
     END IF;
 
-    -- 2. Who it is: the account, or else the token's address ("conflict", "disabled").
-    SELECT a.id, a.user_id INTO v_account_id, v_user_id FROM accounts a
-    WHERE a.provider = p_provider AND a.provider_account_id = p_account_key;
+    -- 2. Who it is: the account, or else the token's address ("conflict", "disabled",
+    -- "suspended").
+    SELECT a.id, a.user_id, a.suspended_at INTO v_account_id, v_user_id, v_suspended
+    FROM accounts a WHERE a.provider = p_provider AND a.provider_account_id = p_account_key;
     IF v_user_id IS NOT NULL THEN
         SELECT * INTO u FROM users WHERE users.id = v_user_id;
     ELSIF p_email IS NOT NULL THEN
-        SELECT * INTO holder FROM users WHERE users.email = p_email;
+        -- Locked: two first sign-ins of one provider cannot both see the holder without an
+        -- account of it, and both link.
+        SELECT * INTO holder FROM users WHERE users.email = p_email FOR NO KEY UPDATE;
         IF holder.id IS NOT NULL AND holder.email_verified IS NOT NULL THEN
-            IF NOT p_authoritative THEN
+            v_refusal := CASE
+                WHEN NOT p_authoritative THEN 'account_conflict'
+                -- Another account key at this provider for the same address: a recycled
+                -- domain or a recreated account, never the same person by proof.
+                WHEN EXISTS (SELECT 1 FROM accounts a
+                             WHERE a.user_id = holder.id AND a.provider = p_provider)
+                    THEN 'same_provider'
+                -- Proven only by our mail (or before this was recorded): a phished
+                -- confirmation must not earn the link.
+                WHEN holder.email_verified_by IS NULL OR holder.email_verified_by = 'mail'
+                    THEN 'not_proven_by_provider'
+            END;
+            IF v_refusal IS NOT NULL THEN
                 INSERT INTO audit_events (created_at, type, user_id, session_id, client_id, ip,
                                           user_agent, request_id, detail)
                 VALUES (p_now, 'sign_in_refused', holder.id, NULL, p_audit_client, p_ip,
                         p_audit_agent, p_request_id,
-                        jsonb_build_object('provider', p_provider, 'reason', 'account_conflict'));
-                outcome := 'conflict'; RETURN NEXT; RETURN;
+                        jsonb_build_object('provider', p_provider, 'reason', v_refusal));
+                outcome := 'conflict'; r_reason := v_refusal; RETURN NEXT; RETURN;
             END IF;
             u := holder;
             v_how := 'linked';
@@ -71,6 +90,13 @@ BEGIN
         VALUES (p_now, 'sign_in_refused', u.id, NULL, p_audit_client, p_ip, p_audit_agent,
                 p_request_id, jsonb_build_object('provider', p_provider, 'reason', 'disabled'));
         outcome := 'disabled'; RETURN NEXT; RETURN;
+    END IF;
+    IF v_suspended IS NOT NULL THEN  -- this account only: the user's others still sign in
+        INSERT INTO audit_events (created_at, type, user_id, session_id, client_id, ip,
+                                  user_agent, request_id, detail)
+        VALUES (p_now, 'sign_in_refused', u.id, NULL, p_audit_client, p_ip, p_audit_agent,
+                p_request_id, jsonb_build_object('provider', p_provider, 'reason', 'suspended'));
+        outcome := 'suspended'; RETURN NEXT; RETURN;
     END IF;
 
     -- 3. Single use: the id_token is remembered ("replayed").
@@ -113,10 +139,12 @@ BEGIN
                 v_email := NULL;
             END IF;
         END IF;
-        INSERT INTO users (id, name, email, email_verified, image, name_edited, image_edited,
-                           email_edited, last_sign_in_at, created_at, updated_at)
+        INSERT INTO users (id, name, email, email_verified, email_verified_by, image,
+                           name_edited, image_edited, email_edited, last_sign_in_at, created_at,
+                           updated_at)
         VALUES (p_new_user_id, p_name, v_email,
                 CASE WHEN v_email IS NOT NULL AND p_authoritative THEN p_now END,
+                CASE WHEN v_email IS NOT NULL AND p_authoritative THEN p_provider END,
                 p_picture, false, false, false, p_now, p_now, p_now)
         RETURNING * INTO u;
         v_account_id := p_new_account_id;
@@ -140,11 +168,15 @@ BEGIN
                         THEN p_picture ELSE u.image END;
         v_email := u.email;
         v_verified := u.email_verified;
+        v_verified_by := u.email_verified_by;
         v_pending := u.pending_email;
-        IF p_authoritative AND p_email IS NOT NULL AND NOT u.email_edited THEN
-            IF p_email = u.email THEN
+        IF p_authoritative AND p_email IS NOT NULL THEN
+            IF p_email = u.email THEN  -- proven now, if it was not before, and by a provider
                 v_verified := COALESCE(v_verified, p_now);
-            ELSE
+                IF v_verified_by IS NULL OR v_verified_by = 'mail' THEN
+                    v_verified_by := p_provider;
+                END IF;
+            ELSIF NOT u.email_edited THEN
                 SELECT * INTO other FROM users WHERE users.email = p_email;
                 IF other.id IS NULL OR other.email_verified IS NULL THEN
                     IF other.id IS NOT NULL THEN
@@ -167,6 +199,7 @@ BEGIN
                     END IF;
                     v_email := p_email;
                     v_verified := p_now;
+                    v_verified_by := p_provider;
                     IF v_pending = p_email THEN
                         v_pending := NULL;
                     END IF;
@@ -176,7 +209,8 @@ BEGIN
         v_changed := (v_name, v_image, v_email, v_verified, v_pending)
             IS DISTINCT FROM (u.name, u.image, u.email, u.email_verified, u.pending_email);
         UPDATE users SET name = v_name, image = v_image, email = v_email,
-               email_verified = v_verified, pending_email = v_pending,
+               email_verified = v_verified, email_verified_by = v_verified_by,
+               pending_email = v_pending,
                updated_at = CASE WHEN v_changed THEN p_now ELSE users.updated_at END,
                last_sign_in_at = p_now
         WHERE users.id = u.id AND users.disabled_at IS NULL
@@ -201,10 +235,10 @@ BEGIN
     END IF;
 
     -- 7. The session and the sign_in audit event.
-    INSERT INTO sessions (id, session_token, user_id, expires, client_id, scope, user_agent,
-                          created_at, last_used_at)
+    INSERT INTO sessions (id, session_token, user_id, expires, client_id, scope, audience,
+                          account_id, upstream_sid, user_agent, created_at, last_used_at)
     VALUES (p_session_id, p_refresh_hash, u.id, p_session_expires, p_client_id, p_scope,
-            p_user_agent, p_now, p_now);
+            p_audience, v_account_id, p_upstream_sid, p_user_agent, p_now, p_now);
     INSERT INTO audit_events (created_at, type, user_id, session_id, client_id, ip, user_agent,
                               request_id, detail)
     VALUES (p_now, 'sign_in', u.id, p_session_id, p_audit_client, p_ip, p_audit_agent,
