@@ -1,4 +1,4 @@
-"""Benchmark: python -m bench.run [--smoke] [--seconds N] [--reps N] [--no-peers]
+"""Benchmark: python -m bench.run [--smoke] [--seconds N] [--reps N] [--no-peers] [--pooler]
 
 Measures what ships, on PostgreSQL, against references measured in the same run, and prints one
 table of figures, ratios and targets (docs/performance.md):
@@ -11,6 +11,10 @@ table of figures, ratios and targets (docs/performance.md):
 - the references: `openssl speed rsa2048` on one core (the sign rate), a bare Starlette endpoint
   serving the same JWKS bytes (bench/bare.py), and, from ../shared/peers when it is there,
   fastapi-users' `GET /users/me` and Better Auth's id_token sign-in, get-session and /jwks.
+
+- the pooler phase: exchange, refresh and `GET /users/me`, 1 worker, directly, directly with
+  IDENTITY_DATABASE_POOL_MODE=transaction (the setting's own cost), and through PgBouncer in
+  transaction mode (the pooler's), each against the first. `--pooler` runs this phase alone.
 
 wrk -t1 -c32 for every side; each figure is the median of --reps runs of --seconds each.
 --smoke runs every phase of the service once for a second, without peers or targets, so CI
@@ -51,6 +55,7 @@ from identity.tokens.refresh_tokens import digest
 from identity.tokens.signing_keys import KeyStore
 from identity.verifier import TokenVerifier
 from tests.fakes import MS_CLIENT, MS_TENANT, WEB_CLIENT, http_google, serve_issuers
+from tests.poolers import find, pgbouncer
 from tests.servers import base_env, free_port, serve, wait_until_ok
 
 HERE = Path(__file__).resolve().parent
@@ -90,6 +95,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="runs per figure (the median)")
     parser.add_argument("--rss-exchanges", type=int, default=20_000)
     parser.add_argument("--no-peers", action="store_true", help="skip fastapi-users, Better Auth")
+    parser.add_argument("--pooler", action="store_true", help="only the PgBouncer phase")
     parser.add_argument(
         "--database-url",
         default=os.environ.get(
@@ -118,7 +124,8 @@ class Bench:
     def run(self) -> None:
         started = time.monotonic()
         try:
-            self.references()
+            if not self.args.pooler:
+                self.references()
             with serve_issuers() as served:
                 google = served.add(http_google(self.google_key, served.base))
                 env = base_env(
@@ -133,11 +140,13 @@ class Bench:
                     IDENTITY_LOG_FORMAT="json",
                 )
                 KeyStore(self.work / "keys").generate()
-                self.bare_jwks(env)
-                for workers in (1, 2):
-                    self.service(env, workers, limits=False)
-                self.service(env, 1, limits=True)
-                self.memory(env)
+                if not self.args.pooler:
+                    self.bare_jwks(env)
+                    for workers in (1, 2):
+                        self.service(env, workers, limits=False)
+                    self.service(env, 1, limits=True)
+                    self.memory(env)
+                self.pooler(env)
         finally:
             shutil.rmtree(self.work, ignore_errors=True)
         self.print_table(time.monotonic() - started)
@@ -376,6 +385,68 @@ class Bench:
                 second - first < 5,
             )
         )
+
+    def pooler(self, env: dict[str, str]) -> None:
+        """Exchange, refresh and /users/me (1 worker): directly, directly in transaction mode,
+        and through PgBouncer in transaction mode; the last two against the first."""
+        if find("pgbouncer") is None:
+            self.notes.append("pooler phase not run: pgbouncer is not installed")
+            return
+        ways = (
+            ("direct", False, "session"),
+            ("direct, pool mode transaction", False, "transaction"),
+            ("PgBouncer, pool mode transaction", True, "transaction"),
+        )
+        baseline: dict[str, Load] = {}
+        with pgbouncer(self.args.database_url, pool_size=20) as bouncer:
+            for label, through, mode in ways:
+                with database(self.args.database_url) as url:
+                    port = free_port()
+                    own = {
+                        **env,
+                        "IDENTITY_DATABASE_URL": bouncer.url(url) if through else url,
+                        "IDENTITY_DATABASE_POOL_MODE": mode,
+                        "IDENTITY_PORT": str(port),
+                        "IDENTITY_ISSUER": f"http://127.0.0.1:{port}",
+                    }
+                    with serve(own, self.work) as server:
+                        loads = self.three_paths(server.url, url)
+                for path, load in loads.items():
+                    self.add(f"{path}, {label}", load)
+                    if path in baseline:
+                        ratio = load.rps / baseline[path].rps
+                        reference = f"direct {baseline[path].rps:,.0f}/s"
+                        self.rows.append(Row("  vs direct", "", reference, ratio))
+                    else:
+                        baseline[path] = load
+
+    def three_paths(self, base: str, url: str) -> dict[str, Load]:
+        returning = seed_users(url, 500)
+        per_run = int(1500 * self.seconds)
+        tokens = iter(
+            [
+                bodies(mint(self.google_key, per_run, returning, f"pool{i}"))
+                for i in range(self.reps)
+            ]
+        )
+        exchange = self.repeat(
+            lambda: wrk_post(base, "/token", next(tokens), self.seconds, self.work)
+        )
+        sessions = iter([seed_sessions(url, int(3000 * self.seconds)) for _ in range(self.reps)])
+
+        def refresh() -> Load:
+            form = [
+                urlencode({"grant_type": "refresh_token", "refresh_token": t})
+                for t in next(sessions)
+            ]
+            return wrk_post(base, "/token", form, self.seconds, self.work)
+
+        refreshed = self.repeat(refresh)
+        access = first_access_token(base, self.google_key)
+        me = self.repeat(
+            lambda: wrk_get(base + "/users/me", self.seconds, f"Authorization: Bearer {access}")
+        )
+        return {"exchange": exchange, "refresh": refreshed, "GET /users/me": me}
 
     # -- measuring and reporting --------------------------------------------------------------
 

@@ -78,7 +78,12 @@ def create_app(
     clock = clock or time.time
     own_http = http_client is None
     http = http_client or httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
-    database = Database(settings.database_url, pool_size=settings.database_pool_size, tracer=tracer)
+    database = Database(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        pool_mode=settings.database_pool_mode,
+        tracer=tracer,
+    )
     keys = KeyManager(
         KeyStore(settings.keys_dir, passphrase=settings.keys_passphrase),
         lead=settings.key_publish_lead,

@@ -132,6 +132,10 @@ class Settings:
         "IDENTITY_DATABASE_URL", "sqlite+aiosqlite:///./identity.db", _database_url
     )
     database_pool_size: int = setting("IDENTITY_DATABASE_POOL_SIZE", 20, integer(2, 200))
+    # "transaction": behind PgBouncer, RDS Proxy or Supavisor pooling per transaction.
+    database_pool_mode: str = setting(
+        "IDENTITY_DATABASE_POOL_MODE", "session", choice("session", "transaction")
+    )
     keys_dir: Path = setting("IDENTITY_KEYS_DIR", Path("./keys"), path)
     keys_passphrase: str | None = setting("IDENTITY_KEYS_PASSPHRASE", None, text)
     google_client_ids: tuple[str, ...] = setting("IDENTITY_GOOGLE_CLIENT_IDS", (), items)

@@ -17,17 +17,23 @@ from sqlmodel import SQLModel
 
 import identity.store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from identity.settings import Settings
+from identity.store.database import connect_args
 
 config = context.config
 target_metadata = SQLModel.metadata
 
 
-def _url() -> str:
+def _url() -> tuple[str, str]:
+    """The database URL and pool mode (IDENTITY_DATABASE_POOL_MODE: through a pooler?)."""
     if config.attributes.get("database_url"):
-        return str(config.attributes["database_url"])
-    # Plain `alembic`: the one variable, with identity's default and spellings.
-    only = {"IDENTITY_DATABASE_URL": os.environ.get("IDENTITY_DATABASE_URL", "")}
-    return Settings.from_env(only).database_url
+        return (
+            str(config.attributes["database_url"]),
+            str(config.attributes.get("database_pool_mode", "session")),
+        )
+    # Plain `alembic`: the two variables, with identity's defaults and spellings.
+    names = ("IDENTITY_DATABASE_URL", "IDENTITY_DATABASE_POOL_MODE")
+    settings = Settings.from_env({name: os.environ.get(name, "") for name in names})
+    return settings.database_url, settings.database_pool_mode
 
 
 def _configure(connection: Connection | None = None, url: str | None = None) -> None:
@@ -49,7 +55,8 @@ def _run_sync(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_async_engine(_url())
+    url, pool_mode = _url()
+    engine = create_async_engine(url, connect_args=connect_args(url, pool_mode))
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run_sync)
@@ -59,7 +66,7 @@ async def _run_async() -> None:
 
 
 if context.is_offline_mode():
-    _configure(url=_url())
+    _configure(url=_url()[0])
     with context.begin_transaction():
         context.run_migrations()
 else:

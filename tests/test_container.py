@@ -9,20 +9,17 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from .fakes import WEB_CLIENT, http_google, serve_issuers
+from .kube import podman
 from .servers import free_port, wait_until_ok
 from .support import EXCHANGE
 
 ROOT = Path(__file__).resolve().parent.parent
-STANDIN = "localhost/python-standin:3.11"
-IMAGE = "localhost/identity-test:latest"
 
 
 def test_dockerfile_passes_hadolint() -> None:
@@ -40,40 +37,13 @@ def test_dockerfile_passes_hadolint() -> None:
 
 
 def _podman(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["podman", *args], capture_output=True, text=True, timeout=timeout, check=False
-    )
-
-
-@pytest.fixture(scope="module")
-def image() -> Iterator[str]:
-    if shutil.which("podman") is None:
-        pytest.skip("podman is not installed (run ../shared/container/prepare.sh as root)")
-    if _podman("image", "exists", STANDIN).returncode != 0:
-        pytest.skip(f"the base image {STANDIN} is missing (run ../shared/container/prepare.sh)")
-    built = _podman(
-        "build",
-        "-q",
-        "--pull=never",
-        "--format",
-        "docker",
-        "--network",
-        "host",
-        "--build-arg",
-        f"PYTHON_IMAGE={STANDIN}",
-        "-t",
-        IMAGE,
-        str(ROOT),
-    )
-    if built.returncode != 0:
-        pytest.fail(f"podman build failed:\n{built.stderr[-3000:]}")
-    yield IMAGE
-    _podman("rmi", "-f", IMAGE)
+    return podman(*args, timeout=timeout)
 
 
 def test_image_exchanges_tokens(
-    image: str, keys: dict[str, Any], postgres_or_none: str | None
+    identity_image: str, keys: dict[str, Any], postgres_or_none: str | None
 ) -> None:
+    image = identity_image
     port = free_port()
     name = f"identity-test-{port}"
     # This run's own PostgreSQL database when there is one (migrated again by the container:

@@ -1,17 +1,27 @@
-"""The background loop of every worker outlives any error of one of its items."""
+"""The background loop of every worker outlives any error of one of its items, and its janitor
+prunes once per round across workers and replicas (directly, or through PgBouncer)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
+import asyncpg
 import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from identity.accounts import housekeeping
 from identity.accounts.audit import AuditLog
 from identity.accounts.sessions import SessionPolicy, Sessions
+from identity.settings import Settings
 from identity.store.database import Database
+
+from .support import Sql
 
 pytestmark = pytest.mark.anyio
 
@@ -43,10 +53,8 @@ async def test_every_item_of_a_round_survives_the_others_and_the_next_round_runs
     prune = Flaky(1, RuntimeError("boom"))
     keys = cast(Any, type("Keys", (), {"reload_if_changed": staticmethod(reload)})())
     sessions = cast(Any, type("S", (), {"forget_sealed": staticmethod(forget.async_call)})())
-    janitor = cast(Any, type("J", (), {"prune": staticmethod(prune.async_call)})())
-    task = asyncio.create_task(
-        housekeeping.run(keys, janitor, sessions, key_interval=0.01, janitor_interval=0.0)
-    )
+    janitor = cast(Any, type("J", (), {"round": staticmethod(prune.async_call)})())
+    task = asyncio.create_task(housekeeping.run(keys, janitor, sessions, key_interval=0.01))
     await asyncio.sleep(0.3)
     assert not task.done(), "the loop ended"
     task.cancel()
@@ -68,3 +76,96 @@ async def test_one_failing_kind_of_pruning_leaves_the_others(tmp_path: Any) -> N
         await database.close()
     assert done["sessions"] == 0 and ok.successes == 1
     assert done["used_id_tokens"] is None and done["audit_events"] is None  # failed, logged
+
+
+POLICY = SessionPolicy(absolute_ttl=60, idle_ttl=60, reuse_interval=10)
+
+
+async def _expired_windows(sql: Sql, n: int) -> None:
+    """`n` rate-limit windows that ended long ago: what one round of the janitor deletes."""
+    async with sql.engine.begin() as connection:
+        for i in range(n):
+            await connection.execute(
+                text(
+                    "INSERT INTO rate_limits (key, window_start, count, expires_at)"
+                    " VALUES (:key, 0, 1, '2000-01-01 00:00:00')"
+                ),
+                {"key": f"old:{i}"},
+            )
+
+
+@contextlib.asynccontextmanager
+async def _replicas(url: str, pool_mode: str, n: int) -> AsyncIterator[list[housekeeping.Janitor]]:
+    """`n` janitors, each on its own connections, as in `n` replicas; rounds of 2 seconds."""
+    databases = [Database(url, pool_mode=pool_mode) for _ in range(n)]
+    try:
+        yield [
+            housekeeping.Janitor(d, Sessions(d, POLICY), AuditLog(d, retention=3600), interval=2)
+            for d in databases
+        ]
+    finally:
+        for database in databases:
+            await database.close()
+
+
+async def test_three_replicas_prune_each_round_once(
+    database_url: str, settings: Settings, sql: Sql, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="identity.housekeeping")
+    await _expired_windows(sql, 7)
+    async with _replicas(database_url, settings.database_pool_mode, 3) as janitors:
+        _wait_for_a_fresh_round(2)
+        first = await asyncio.gather(*(j.round() for j in janitors))
+        again = await asyncio.gather(*(j.round() for j in janitors))  # the same round
+        await _expired_windows(sql, 5)
+        _wait_for_a_fresh_round(2)
+        second = await asyncio.gather(*(j.round() for j in janitors))
+        assert await asyncio.gather(*(j.round() for j in janitors)) == [None, None, None]
+    done = [r for r in first if r is not None]
+    assert len(done) == 1 and done[0]["rate_limits"] == 7, first
+    assert again == [None, None, None]
+    done = [r for r in second if r is not None]
+    # The five, and the first round's mark: its window is over.
+    assert len(done) == 1 and done[0]["rate_limits"] == 6, second
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines.count("janitor round done") == 2
+    # Each replica that did not prune a round heard that it was done, once per round.
+    assert lines.count("janitor round done elsewhere") == 4
+    assert await sql.scalar("SELECT count(*) FROM rate_limits WHERE key LIKE 'old:%'") == 0
+    marks = await sql.scalar("SELECT count(*) FROM rate_limits WHERE key = 'janitor:round'")
+    assert marks == 1
+
+
+def _wait_for_a_fresh_round(interval: int) -> None:
+    """Sleep until a round has just begun, so the next looks all fall in one round."""
+    time.sleep(interval - time.time() % interval + 0.05)
+
+
+async def test_a_round_under_way_elsewhere_is_skipped_and_taken_if_it_dies(
+    database_url: str, settings: Settings, sql: Sql
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("advisory locks are PostgreSQL's")
+    await _expired_windows(sql, 3)
+    async with _replicas(database_url, settings.database_pool_mode, 2) as janitors:
+        _wait_for_a_fresh_round(2)
+        # Another replica's round, under way: its lock held, not yet marked done.
+        plain = make_url(str(sql.engine.url)).set(drivername="postgresql")
+        other = await asyncpg.connect(plain.render_as_string(hide_password=False))
+        try:
+            async with other.transaction():
+                await other.execute(
+                    "SELECT pg_advisory_xact_lock($1, $2)",
+                    housekeeping.LOCK_CLASS,
+                    housekeeping.JANITOR_LOCK,
+                )
+                assert await asyncio.gather(*(j.round() for j in janitors)) == [None, None]
+                raise RuntimeError("that replica dies before it marks the round")
+        except RuntimeError:
+            pass
+        finally:
+            await other.close()
+        # Its lock went with it; the round is still to do, and one of these does it.
+        results = await asyncio.gather(*(j.round() for j in janitors))
+    assert sorted(r is None for r in results) == [False, True]
+    assert await sql.scalar("SELECT count(*) FROM rate_limits WHERE key LIKE 'old:%'") == 0

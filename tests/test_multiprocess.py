@@ -1,4 +1,5 @@
-"""Two service processes on one PostgreSQL database behave like one."""
+"""Two service processes on one PostgreSQL database behave like one, reaching it directly or
+through PgBouncer in transaction mode (`service_database`)."""
 
 from __future__ import annotations
 
@@ -15,21 +16,21 @@ import pytest
 from . import fakes
 from .fakes import FakeIssuer, http_google, http_microsoft, serve_issuers
 from .servers import Server, base_env, serve
-from .support import EXCHANGE, sql_for, truncate
+from .support import EXCHANGE, sql_for
 
 pytestmark = pytest.mark.anyio
 
 
 @contextmanager
 def two_servers(
-    keys: dict[str, Any], database_url: str, keys_dir: Path, tmp_path: Path, **extra: str
+    keys: dict[str, Any], database: dict[str, str], keys_dir: Path, tmp_path: Path, **extra: str
 ) -> Iterator[tuple[Server, Server, FakeIssuer, FakeIssuer]]:
     """Two service processes on one PostgreSQL database and one key directory."""
     with serve_issuers() as served:
         google = served.add(http_google(keys["google"], served.base))
         microsoft = served.add(http_microsoft(keys["microsoft"], served.base))
         env = base_env(
-            IDENTITY_DATABASE_URL=database_url,
+            **database,
             IDENTITY_KEYS_DIR=str(keys_dir),
             IDENTITY_GOOGLE_JWKS_URL=google.jwks_url,
             IDENTITY_GOOGLE_CLIENT_IDS=fakes.WEB_CLIENT,
@@ -55,10 +56,19 @@ async def post_all(
 
 @pytest.mark.parametrize("provider", ["google", "microsoft"])
 async def test_fifty_concurrent_first_sign_ins_make_one_user(
-    pg_database: str, keys: dict[str, Any], keys_dir: Path, tmp_path: Path, provider: str
+    pg_database: str,
+    service_database: dict[str, str],
+    keys: dict[str, Any],
+    keys_dir: Path,
+    tmp_path: Path,
+    provider: str,
 ) -> None:
-    await truncate(pg_database)
-    with two_servers(keys, pg_database, keys_dir, tmp_path) as (first, second, google, microsoft):
+    with two_servers(keys, service_database, keys_dir, tmp_path) as (
+        first,
+        second,
+        google,
+        microsoft,
+    ):
         issuer = google if provider == "google" else microsoft
         tokens = [issuer.mint() for _ in range(50)]  # one person, fifty tokens
         responses = await post_all(
@@ -80,10 +90,12 @@ async def _events(url: str, type_: str) -> list[dict[str, Any]]:
 
 
 async def test_one_token_sent_to_both_processes_is_exchanged_once(
-    pg_database: str, keys: dict[str, Any], keys_dir: Path, tmp_path: Path
+    service_database: dict[str, str],
+    keys: dict[str, Any],
+    keys_dir: Path,
+    tmp_path: Path,
 ) -> None:
-    await truncate(pg_database)
-    with two_servers(keys, pg_database, keys_dir, tmp_path) as (first, second, google, _):
+    with two_servers(keys, service_database, keys_dir, tmp_path) as (first, second, google, _):
         token = google.mint()
         responses = await post_all((first, second), [{**EXCHANGE, "subject_token": token}] * 20)
         # And every re-spelling of it, after: refused too.
@@ -96,10 +108,13 @@ async def test_one_token_sent_to_both_processes_is_exchanged_once(
 
 
 async def test_twenty_concurrent_refreshes_over_two_processes_share_one_successor(
-    pg_database: str, keys: dict[str, Any], keys_dir: Path, tmp_path: Path
+    pg_database: str,
+    service_database: dict[str, str],
+    keys: dict[str, Any],
+    keys_dir: Path,
+    tmp_path: Path,
 ) -> None:
-    await truncate(pg_database)
-    with two_servers(keys, pg_database, keys_dir, tmp_path) as (first, second, google, _):
+    with two_servers(keys, service_database, keys_dir, tmp_path) as (first, second, google, _):
         async with httpx.AsyncClient(timeout=30) as client:
             signed_in = await client.post(
                 first.url + "/token", data={**EXCHANGE, "subject_token": google.mint()}
@@ -115,11 +130,10 @@ async def test_twenty_concurrent_refreshes_over_two_processes_share_one_successo
 
 
 async def test_strict_mode_over_two_processes_one_winner(
-    pg_database: str, keys: dict[str, Any], keys_dir: Path, tmp_path: Path
+    service_database: dict[str, str], keys: dict[str, Any], keys_dir: Path, tmp_path: Path
 ) -> None:
-    await truncate(pg_database)
     with two_servers(
-        keys, pg_database, keys_dir, tmp_path, IDENTITY_REFRESH_REUSE_INTERVAL="0"
+        keys, service_database, keys_dir, tmp_path, IDENTITY_REFRESH_REUSE_INTERVAL="0"
     ) as (first, second, google, _):
         async with httpx.AsyncClient(timeout=30) as client:
             signed_in = await client.post(

@@ -87,7 +87,7 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 def _prune(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> dict[str, int | None]:
-        database = Database(settings.database_url)
+        database = Database(settings.database_url, pool_mode=settings.database_pool_mode)
         try:
             return await data_services(settings, database).janitor.prune()
         finally:
@@ -123,7 +123,7 @@ async def _problems(settings: Settings) -> list[str]:
             problems.append(f"IDENTITY_KEYS_DIR: no signing key in {settings.keys_dir}")
     except KeyFileError as error:
         problems.append(f"IDENTITY_KEYS_DIR: {error}")
-    database = await schema.diagnose(settings.database_url)
+    database = await schema.diagnose(settings.database_url, settings.database_pool_mode)
     if database is not None:
         problems.append(f"IDENTITY_DATABASE_URL: {database}")
     enabled = providers.configured(settings)

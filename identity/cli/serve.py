@@ -143,7 +143,7 @@ def _prepare(settings: Settings) -> None:
             log.info(f"database migrated from {before or 'nothing'} to {after}")
     elif not settings.production:
         # PostgreSQL in development is not migrated by itself: say what to run, once.
-        problem = asyncio.run(schema.diagnose(settings.database_url))
+        problem = asyncio.run(schema.diagnose(settings.database_url, settings.database_pool_mode))
         if problem:
             log.warning(f"IDENTITY_DATABASE_URL: {problem}")
 
@@ -151,7 +151,7 @@ def _prepare(settings: Settings) -> None:
 def migrate_database(settings: Settings) -> tuple[str | None, str | None]:
     """Every pending migration (under a lock); the revisions before and after."""
     try:
-        return schema.upgrade(settings.database_url)
+        return schema.upgrade(settings.database_url, settings.database_pool_mode)
     except Exception as error:  # any failure to reach or migrate is one line
         problem = schema.unreachable(settings.database_url, error)
         raise CommandError(

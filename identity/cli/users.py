@@ -61,7 +61,7 @@ def add_parsers(commands: Any) -> None:
 
 def _run(settings: Settings, work: Callable[[DataServices], Awaitable[T]]) -> T:
     async def run() -> T:
-        database = Database(settings.database_url)
+        database = Database(settings.database_url, pool_mode=settings.database_pool_mode)
         try:
             return await work(data_services(settings, database))
         finally:

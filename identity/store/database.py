@@ -11,12 +11,19 @@
 Any failure to reach the database (refused, reset, restarting, pool exhausted, SQLite locked)
 raises `TemporarilyUnavailable`, here and nowhere else; any other database error is a bug and
 propagates (a 500, logged by type).
+
+Behind a transaction-mode pooler (PgBouncer, RDS Proxy, Supavisor: `pool_mode="transaction"`,
+IDENTITY_DATABASE_POOL_MODE) each transaction may run on another server connection, so no
+server-side prepared statement may outlive one: both doors turn their statement caches off and
+asyncpg uses the unnamed statement, parsed and executed in one exchange with the server
+(docs/operations.md, "PgBouncer").
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
@@ -42,6 +49,13 @@ from identity.tracing import NO_TRACING, Tracer
 _PACKAGE = Path(__file__).resolve().parent.parent  # the identity package
 _PARAM = re.compile(r"\$(\d+)")
 Row = Mapping[str, Any]
+POOL_MODES = ("session", "transaction")
+logger = logging.getLogger("identity.database")
+# What a transaction-mode pooler does to a cached prepared statement, seen from the client.
+_POOLER_SYMPTOMS = (
+    asyncpg.exceptions.InvalidSQLStatementNameError,  # prepared on another server connection
+    asyncpg.exceptions.DuplicatePreparedStatementError,  # another client's, on this one
+)
 
 
 def is_outage(error: BaseException) -> bool:
@@ -61,6 +75,14 @@ def is_outage(error: BaseException) -> bool:
         | asyncpg.exceptions.OperatorInterventionError
         | asyncpg.exceptions.InsufficientResourcesError,
     )
+
+
+def _pooler_symptom(error: BaseException) -> bool:
+    """Whether `error` is what a transaction-mode pooler does to a cached prepared statement."""
+    while isinstance(error, sa_exc.DBAPIError) and error.orig is not None:
+        error = error.orig
+    # SQLAlchemy's asyncpg adapter raises its own error with asyncpg's as the cause.
+    return isinstance(error, _POOLER_SYMPTOMS) or isinstance(error.__cause__, _POOLER_SYMPTOMS)
 
 
 def unavailable() -> TemporarilyUnavailable:
@@ -126,15 +148,26 @@ class Tx(_Rows):
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 20, tracer: Tracer = NO_TRACING) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 20,
+        pool_mode: str = "session",
+        tracer: Tracer = NO_TRACING,
+    ) -> None:
+        if pool_mode not in POOL_MODES:
+            raise ValueError(f"pool_mode must be one of {POOL_MODES}")
         self.url = url
         self.postgres = url.startswith("postgresql")
         self.dialect = "postgresql" if self.postgres else "sqlite"
+        self.pool_mode = pool_mode
         self._pool_size = pool_size
         self._tracer = tracer
-        self.engine = create_engine(url)
+        self.engine = create_engine(url, pool_mode=pool_mode)
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
+        self._hinted = False
         self._at_head = False
 
     def shared_now(self, clock: Clock) -> Any:
@@ -157,6 +190,7 @@ class Database:
         except Exception as error:
             if is_outage(error):
                 raise unavailable() from None
+            self._hint_pool_mode(error)
             raise
 
     @asynccontextmanager
@@ -173,7 +207,18 @@ class Database:
         except Exception as error:
             if is_outage(error):
                 raise unavailable() from None
+            self._hint_pool_mode(error)
             raise
+
+    def _hint_pool_mode(self, error: BaseException) -> None:
+        # No detection up front (docs/operations.md, "PgBouncer"): the symptom, when it comes,
+        # names the setting once, in words, beside the 500 it causes.
+        if self.pool_mode == "session" and not self._hinted and _pooler_symptom(error):
+            self._hinted = True
+            logger.error(
+                "a prepared statement vanished between two statements: the database is behind "
+                "a transaction-mode pooler; set IDENTITY_DATABASE_POOL_MODE=transaction"
+            )
 
     async def fetchrow(self, query: str, *args: Any) -> Row | None:
         async with self.hot() as sql:
@@ -220,6 +265,7 @@ class Database:
                         command_timeout=30,
                         max_inactive_connection_lifetime=300,
                         reset=_reset,
+                        **_asyncpg_options(self.pool_mode),
                     )
         return self._pool
 
@@ -258,14 +304,37 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
-def create_engine(url: str) -> AsyncEngine:
+def _asyncpg_options(pool_mode: str) -> dict[str, Any]:
+    # 0: no named statement kept on the server connection; asyncpg then parses each statement as
+    # the unnamed one, in the same exchange (no Sync between) as its execution, so a pooler
+    # never hands the server connection to another client in between.
+    return {"statement_cache_size": 0} if pool_mode == "transaction" else {}
+
+
+def connect_args(url: str, pool_mode: str = "session") -> dict[str, Any]:
+    """The driver options of a SQLAlchemy engine on `url` (also used by the migrations)."""
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        return {"timeout": 30}
+    if pool_mode == "transaction":
+        # SQLAlchemy's asyncpg adapter keeps its own cache of prepared statements, and prepares
+        # named ones while asyncpg's cache is on: both off.
+        return {"prepared_statement_cache_size": 0, **_asyncpg_options(pool_mode)}
+    return {}
+
+
+def create_engine(url: str, *, pool_mode: str = "session") -> AsyncEngine:
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args=connect_args(url))
         _sqlite_pragmas(engine)
         return engine
     # Cold paths only: a small pool (the hot paths have their own, asyncpg's).
     return create_async_engine(
-        url, pool_size=5, max_overflow=5, pool_timeout=10, pool_pre_ping=True
+        url,
+        pool_size=5,
+        max_overflow=5,
+        pool_timeout=10,
+        pool_pre_ping=True,
+        connect_args=connect_args(url, pool_mode),
     )
 
 
@@ -292,10 +361,11 @@ def migrations_dir() -> Path:
     return packaged if packaged.is_dir() else _PACKAGE.parent / "migrations"
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str, pool_mode: str = "session") -> Config:
     config = Config()
     config.set_main_option("script_location", str(migrations_dir()))
     config.attributes["database_url"] = url
+    config.attributes["database_pool_mode"] = pool_mode
     return config
 
 
@@ -314,6 +384,6 @@ def revision_of(connection: Any) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def migrate(url: str, revision: str = "head") -> None:
+def migrate(url: str, revision: str = "head", *, pool_mode: str = "session") -> None:
     """Apply migrations (synchronous: call it before the event loop starts)."""
-    command.upgrade(alembic_config(url), revision)
+    command.upgrade(alembic_config(url, pool_mode), revision)

@@ -25,34 +25,36 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from .database import alembic_config, create_engine, head_revision, revision_of
+from .database import alembic_config, connect_args, create_engine, head_revision, revision_of
 
 _WITHIN = 5.0  # seconds to reach the database before saying it cannot be reached
 # pg_advisory_lock's key for "migrating identity's schema": any constant no other code uses.
 _MIGRATION_LOCK = 0x1D3E_7171
 
 
-def upgrade(url: str) -> tuple[str | None, str | None]:
+def upgrade(url: str, pool_mode: str = "session") -> tuple[str | None, str | None]:
     """Apply every pending migration; the revisions before and after (None: an empty database).
     Synchronous: call it before an event loop runs."""
     with _file_lock(sqlite_path(url)):
-        return asyncio.run(_upgrade(url))
+        return asyncio.run(_upgrade(url, pool_mode))
 
 
-async def _upgrade(url: str) -> tuple[str | None, str | None]:
+async def _upgrade(url: str, pool_mode: str) -> tuple[str | None, str | None]:
     # A plain engine, as migrations/env.py makes: none of the service's SQLite pragmas (with
     # foreign keys on, a batch migration's table copy would cascade deletes).
-    engine = create_async_engine(url)
+    engine = create_async_engine(url, connect_args=connect_args(url, pool_mode))
     try:
         async with engine.connect() as connection:
             if connection.dialect.name == "postgresql":
-                # Held until this connection closes; the second process waits here, then finds
-                # the schema at head and applies nothing.
+                # Held until the migrations' one transaction ends; the second process waits
+                # here, then finds the schema at head and applies nothing. A transaction lock:
+                # behind a transaction-mode pooler a session lock would stay on the server
+                # connection after this process has gone (docs/operations.md, "PgBouncer").
                 await connection.execute(
-                    text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK}
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK}
                 )
             before = await connection.run_sync(revision_of)
-            await connection.run_sync(_apply, url)
+            await connection.run_sync(_apply, url, pool_mode)
             await connection.commit()
             after = await connection.run_sync(revision_of)
     finally:
@@ -60,8 +62,8 @@ async def _upgrade(url: str) -> tuple[str | None, str | None]:
     return before, after
 
 
-def _apply(connection: Connection, url: str) -> None:
-    config = alembic_config(url)
+def _apply(connection: Connection, url: str, pool_mode: str) -> None:
+    config = alembic_config(url, pool_mode)
     config.attributes["connection"] = connection  # migrations/env.py runs on this connection
     command.upgrade(config, "head")
 
@@ -85,13 +87,13 @@ def _file_lock(database: Path | None) -> Iterator[None]:
         yield
 
 
-async def diagnose(url: str) -> str | None:
+async def diagnose(url: str, pool_mode: str = "session") -> str | None:
     """One line about what keeps the service from its schema, or None when nothing does."""
     path = sqlite_path(url)
     if path is not None and not path.exists():
         # Connecting would create an empty file: say it before anything does.
         return f"the SQLite file {path} does not exist: run `identity migrate`"
-    engine = create_engine(url)
+    engine = create_engine(url, pool_mode=pool_mode)
     try:
         async with asyncio.timeout(_WITHIN), engine.connect() as connection:
             current = await connection.run_sync(revision_of)

@@ -228,12 +228,15 @@ class KeyStore:
         return self._load_file(path, stamp)
 
     def _load_file(self, path: Path, stamp: str) -> SigningKey:
-        info = path.stat()
+        info = path.stat()  # through the link: a Secret volume's files are links into `..data`
         if not stat.S_ISREG(info.st_mode):
             raise KeyFileError(f"{path}: not a regular file")
         mode = stat.S_IMODE(info.st_mode)
-        # A private key readable by other users is a leaked key: refuse it loudly.
-        if mode & 0o077:
+        # A private key readable by other users is a leaked key: refuse it loudly. One owned by
+        # root may be read by its group (as PostgreSQL allows its key files): a Kubernetes
+        # Secret mounted with fsGroup is root's, mode 0440, the group the pod's own.
+        allowed = 0o040 if info.st_uid == 0 else 0
+        if mode & 0o077 & ~allowed:
             raise KeyFileError(f"{path}: mode {mode:o} is too open; run chmod 600 {path}")
         private = self._parse(path, path.read_bytes())
         if not isinstance(private, rsa.RSAPrivateKey):

@@ -1,0 +1,354 @@
+"""Three `identity serve` replicas behind HAProxy, on one PostgreSQL database and one key
+directory, behave as one service: real processes, real HTTP, a real balancer (round-robin,
+checking `/readyz`).
+
+The `cluster` fixture (one per module) and the helpers of `Cluster` are the place for later
+proofs of "done once across replicas": the outbox's deliveries (point a webhook at a loopback
+receiver through `Cluster.env`, count what arrives) and automatic key rotation (its settings in
+`Cluster.env`, one rotation in `Cluster.lines(...)` across the replicas' logs), as the
+janitor's test below does for pruning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import yaml
+from sqlalchemy.engine import make_url
+
+from . import fakes
+from .fakes import FakeIssuer, http_google, serve_issuers
+from .poolers import HAProxy, find, haproxy
+from .servers import Server, base_env, free_port, run_cli, serve
+from .support import EXCHANGE, bearer, sql_for
+
+pytestmark = pytest.mark.anyio
+NAMES = ("r1", "r2", "r3")
+EXPIRED_WINDOWS = 9  # seeded before the replicas start: what the first janitor round deletes
+
+
+@dataclass
+class Cluster:
+    balancer: HAProxy
+    google: FakeIssuer
+    database: str  # PostgreSQL itself, for the tests' own reads
+    env: dict[str, str]  # every replica's environment (the CLI's too)
+    work: Path
+    ports: dict[str, int]
+    stack: ExitStack
+    servers: dict[str, Server] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return self.balancer.url
+
+    def start(self, name: str) -> None:
+        env = {**self.env, "IDENTITY_PORT": str(self.ports[name])}
+        self.servers[name] = self.stack.enter_context(serve(env, self.work))
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: no graceful shutdown, in-flight requests cut."""
+        self.servers[name].process.send_signal(signal.SIGKILL)
+        self.servers[name].process.wait()
+
+    def hup_all(self) -> None:
+        """What an operator (or a sidecar) does after a rotation: every replica re-reads keys."""
+        for server in self.servers.values():
+            if server.process.poll() is None:
+                os.kill(server.process.pid, signal.SIGHUP)
+
+    def lines(self, name: str, message: str) -> list[dict[str, Any]]:
+        """The replica's JSON log lines whose message is `message`."""
+        found = []
+        for line in self.servers[name].log_text().splitlines():
+            try:
+                parsed = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(parsed, dict) and parsed.get("msg") == message:
+                found.append(parsed)
+        return found
+
+    def wait_all_ready(self, names: tuple[str, ...] = NAMES, timeout: float = 15) -> None:
+        """Until the balancer has sent a request to each of `names` (its checks saw them up)."""
+        deadline, seen = time.monotonic() + timeout, set[str | None]()
+        while time.monotonic() < deadline and not set(names) <= seen:
+            response = httpx.get(self.url + "/readyz", timeout=5)
+            seen.add(response.headers.get("x-replica"))
+            time.sleep(0.05)
+        assert set(names) <= seen, f"the balancer sent requests only to {seen}"
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    pg_database: str, keys: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    if find("haproxy") is None:
+        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+    work = tmp_path_factory.mktemp("replicas")
+    keys_dir = work / "keys"
+    asyncio.run(_fresh(pg_database))
+    ports = {name: free_port() for name in NAMES}
+    with ExitStack() as stack:
+        served = stack.enter_context(serve_issuers())
+        google = served.add(http_google(keys["google"], served.base))
+        balancer = stack.enter_context(haproxy([(name, ports[name]) for name in NAMES]))
+        env = base_env(
+            IDENTITY_DATABASE_URL=pg_database,
+            IDENTITY_KEYS_DIR=str(keys_dir),
+            IDENTITY_ISSUER=balancer.url,  # one issuer, the public address, for every replica
+            IDENTITY_GOOGLE_JWKS_URL=google.jwks_url,
+            IDENTITY_GOOGLE_CLIENT_IDS=fakes.WEB_CLIENT,
+            IDENTITY_LOG_FORMAT="json",
+            # A rotated key signs 2 s after it is published (and SIGHUP reaches every replica
+            # well within that): the rotation test need not wait 20 minutes.
+            IDENTITY_JWKS_MAX_AGE="1",
+            IDENTITY_KEY_PUBLISH_LEAD="2",
+        )
+        generated = run_cli("keys", "generate", env=env, cwd=work)
+        assert generated.returncode == 0, generated.stderr
+        cluster = Cluster(balancer, google, pg_database, env, work, ports, stack)
+        for name in NAMES:
+            cluster.start(name)
+        cluster.wait_all_ready()
+        yield cluster
+
+
+async def _fresh(url: str) -> None:
+    """An empty database but for rate-limit windows that ended long ago."""
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(plain)
+    try:
+        await connection.execute(
+            "TRUNCATE users, accounts, sessions, rotated_refresh_tokens, verification_tokens,"
+            " used_id_tokens, rate_limits, audit_events RESTART IDENTITY CASCADE"
+        )
+        await connection.executemany(
+            "INSERT INTO rate_limits (key, window_start, count, expires_at)"
+            " VALUES ($1, 0, 1, '2000-01-01')",
+            [(f"old:{i}",) for i in range(EXPIRED_WINDOWS)],
+        )
+    finally:
+        await connection.close()
+
+
+async def post_all(url: str, bodies: list[dict[str, str]]) -> list[httpx.Response]:
+    async with httpx.AsyncClient(timeout=30) as client:
+        return list(await asyncio.gather(*(client.post(url + "/token", data=b) for b in bodies)))
+
+
+def replicas_of(responses: list[httpx.Response]) -> set[str | None]:
+    return {r.headers.get("x-replica") for r in responses}
+
+
+async def test_a_hundred_concurrent_first_sign_ins_make_one_user(cluster: Cluster) -> None:
+    sub = f"hundred-{time.monotonic_ns()}"
+    tokens = [cluster.google.mint(sub=sub, email=f"{sub}@gmail.com") for _ in range(100)]
+    responses = await post_all(cluster.url, [{**EXCHANGE, "subject_token": t} for t in tokens])
+    assert Counter(r.status_code for r in responses) == {200: 100}, [
+        r.text for r in responses if r.status_code != 200
+    ][:3]
+    assert replicas_of(responses) == set(NAMES)  # every replica took its share
+    assert len({r.json()["user"]["id"] for r in responses}) == 1
+    async with sql_for(cluster.database) as sql:
+        rows = await sql.rows(
+            "SELECT count(DISTINCT a.user_id) AS users, count(DISTINCT a.id) AS accounts,"
+            " (SELECT count(*) FROM sessions s WHERE s.user_id = min(a.user_id)) AS sessions"
+            " FROM accounts a WHERE a.provider_account_id = :sub",
+            sub=sub,
+        )
+    assert rows == [{"users": 1, "accounts": 1, "sessions": 100}]
+
+
+async def test_concurrent_refreshes_through_every_replica_share_one_successor(
+    cluster: Cluster,
+) -> None:
+    signed_in = await post_all(cluster.url, [{**EXCHANGE, "subject_token": cluster.google.mint()}])
+    token = signed_in[0].json()["refresh_token"]
+    twins = [{"grant_type": "refresh_token", "refresh_token": token}] * 30
+    responses = await post_all(cluster.url, twins)
+    assert Counter(r.status_code for r in responses) == {200: 30}, responses[0].text
+    assert replicas_of(responses) == set(NAMES)
+    successors = {r.json()["refresh_token"] for r in responses}
+    assert len(successors) == 1
+    # The one successor works, through whichever replica.
+    again = await post_all(
+        cluster.url, [{"grant_type": "refresh_token", "refresh_token": t} for t in successors]
+    )
+    assert again[0].status_code == 200
+
+
+async def test_a_key_rotation_across_replicas_never_breaks_a_token(cluster: Cluster) -> None:
+    before = await post_all(cluster.url, [{**EXCHANGE, "subject_token": cluster.google.mint()}])
+    old_kid = _kid(before[0].json()["access_token"])
+    statuses: Counter[int] = Counter()
+    kids: set[str] = set()
+    stop = asyncio.Event()
+
+    async def traffic() -> None:
+        # Mint on one replica, use at the next (round-robin): every token any replica signs
+        # must be accepted by every other, before, during and after the rotation.
+        async with httpx.AsyncClient(base_url=cluster.url, timeout=30) as client:
+            while not stop.is_set():
+                body = {**EXCHANGE, "subject_token": cluster.google.mint()}
+                minted = await client.post("/token", data=body)
+                statuses[minted.status_code] += 1
+                if minted.status_code != 200:
+                    continue
+                access = minted.json()["access_token"]
+                kids.add(_kid(access))
+                for _ in range(3):
+                    statuses[
+                        (await client.get("/users/me", headers=bearer(access))).status_code
+                    ] += 1
+
+    runners = [asyncio.create_task(traffic()) for _ in range(4)]
+    await asyncio.sleep(0.5)
+    rotated = await asyncio.to_thread(run_cli, "keys", "rotate", env=cluster.env, cwd=cluster.work)
+    assert rotated.returncode == 0, rotated.stderr
+    cluster.hup_all()
+    # Past the publish lead (2 s after the key's creation, rounded up to a whole second): the
+    # new key signs everywhere for the last second or more of the traffic.
+    await asyncio.sleep(5)
+    stop.set()
+    await asyncio.gather(*runners)
+    assert set(statuses) == {200}, statuses
+    assert len(kids) == 2 and old_kid in kids  # the rotation happened under the traffic
+    for name in NAMES:
+        assert cluster.lines(name, "signing keys reloaded"), f"{name} never reloaded"
+    # A token signed before the rotation still works on every replica.
+    async with httpx.AsyncClient(base_url=cluster.url, timeout=30) as client:
+        access = before[0].json()["access_token"]
+        checks = [await client.get("/users/me", headers=bearer(access)) for _ in range(6)]
+    assert {r.status_code for r in checks} == {200} and replicas_of(checks) == set(NAMES)
+
+
+def _kid(token: str) -> str:
+    header = json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))
+    return str(header["kid"])
+
+
+def test_the_janitor_prunes_once_per_round_across_replicas(cluster: Cluster) -> None:
+    # Each replica looks 30 s after it started, then every 30 s: wait for every replica's
+    # first look (the tests above took part of that time).
+    deadline = time.monotonic() + 75
+    while time.monotonic() < deadline:
+        decisions = {name: _janitor_decisions(cluster, name) for name in NAMES}
+        if all(decisions.values()):
+            break
+        time.sleep(0.5)
+    assert all(decisions.values()), f"not every replica's janitor looked: {decisions}"
+    done = [
+        line
+        for lines in decisions.values()
+        for line in lines
+        if line["msg"] == "janitor round done"
+    ]
+    rounds = Counter(line["round"] for line in done)
+    assert rounds and max(rounds.values()) == 1, done  # never two replicas in one round
+    # The windows that ended long ago were deleted by the one replica that did the first round.
+    assert done[0]["deleted"]["rate_limits"] == EXPIRED_WINDOWS
+    skipped = [
+        line
+        for lines in decisions.values()
+        for line in lines
+        if line["msg"] != "janitor round done"
+    ]
+    assert skipped, "no replica skipped a round another had done"
+
+
+def _janitor_decisions(cluster: Cluster, name: str) -> list[dict[str, Any]]:
+    return cluster.lines(name, "janitor round done") + cluster.lines(
+        name, "janitor round done elsewhere"
+    )
+
+
+async def test_a_replica_killed_mid_load_costs_only_its_in_flight_requests(
+    cluster: Cluster,
+) -> None:
+    n, concurrency = 240, 24
+    outcomes: list[tuple[str, int | str, dict[str, Any] | None]] = []
+    queue = iter(range(n))
+    killed = asyncio.Event()
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        for i in queue:
+            if i == n // 3 and not killed.is_set():
+                killed.set()
+                cluster.kill("r2")
+            body = {**EXCHANGE, "subject_token": cluster.google.mint()}
+            try:
+                response = await client.post("/token", data=body)
+            except httpx.TransportError as error:
+                outcomes.append(("-", type(error).__name__, None))
+                continue
+            replica = response.headers.get("x-replica", "balancer")
+            payload = response.json() if response.status_code == 200 else None
+            outcomes.append((replica, response.status_code, payload))
+
+    async with httpx.AsyncClient(base_url=cluster.url, timeout=30) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    assert killed.is_set()
+    by_replica = Counter((replica, status) for replica, status, _ in outcomes)
+    failed = [(r, s) for r, s, _ in outcomes if s != 200]
+    # Survivors answered everything they were given, and kept answering after the kill.
+    assert not [f for f in failed if f[0] in ("r1", "r3")], by_replica
+    assert by_replica[("r1", 200)] > n // 3 and by_replica[("r3", 200)] > n // 3, by_replica
+    # What failed is what r2 was serving when it died (the balancer's 502s; requests it had not
+    # yet sent there went elsewhere): at most one per connection, far fewer in practice.
+    assert {replica for replica, _ in failed} <= {"balancer", "-"}, by_replica
+    assert len(failed) <= concurrency, by_replica
+    # Every session the service handed out works, whichever replica made it.
+    sessions = [payload["refresh_token"] for _, _, payload in outcomes if payload is not None]
+    refreshed = await post_all(
+        cluster.url, [{"grant_type": "refresh_token", "refresh_token": t} for t in sessions]
+    )
+    assert Counter(r.status_code for r in refreshed) == {200: len(sessions)}
+    assert replicas_of(refreshed) == {"r1", "r3"}
+
+
+def test_the_compose_replicas_profile_balances_the_three_services() -> None:
+    root = Path(__file__).resolve().parent.parent
+    services = yaml.safe_load((root / "compose.yaml").read_text())["services"]
+    replicas = [
+        n
+        for n, s in services.items()
+        if s.get("environment") == services["identity"]["environment"]
+    ]
+    replicas = [n for n in replicas if n.startswith("identity")]
+    assert replicas == ["identity", "identity-2", "identity-3"]
+    for name in replicas[1:]:
+        assert services[name]["profiles"] == ["replicas"]
+        assert services[name]["volumes"] == services["identity"]["volumes"]  # one key directory
+    balancer = services["balancer"]
+    config = root / "deploy" / "haproxy" / "haproxy.cfg"
+    assert balancer["volumes"] == [
+        f"./{config.relative_to(root)}:/usr/local/etc/haproxy/haproxy.cfg:ro"
+    ]
+    servers = [
+        line.split()[1]
+        for line in config.read_text().splitlines()
+        if line.strip().startswith("server ")
+    ]
+    assert servers == replicas and set(balancer["depends_on"]) == set(replicas)
+    program = find("haproxy")
+    if program is not None:  # the file is one HAProxy accepts (names unresolved here: fine)
+        checked = subprocess.run(
+            [program, "-c", "-f", str(config)], capture_output=True, text=True, check=False
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
