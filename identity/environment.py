@@ -9,6 +9,8 @@ with the closest known name (docs/configuration.md).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import difflib
 import re
@@ -19,6 +21,8 @@ from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 PREFIX = "IDENTITY_"
 DOTENV = ".env"
@@ -247,3 +251,50 @@ def check_url(value: str) -> None:
         raise Invalid(f"must be an http(s) URL (got {value!r})")
     if parts.query or parts.fragment or parts.username or parts.password:
         raise Invalid("must not have a query, fragment or user:password part")
+
+
+_DRIVERS = {
+    # Spellings platforms hand out, for the one driver we run each database with.
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+
+def database_driver_url(value: str) -> str:
+    try:
+        drivername = make_url(value).drivername
+    except ArgumentError:
+        raise Invalid("not a database URL") from None
+    driver = _DRIVERS.get(drivername)
+    if driver is None:
+        raise Invalid(
+            f"use postgresql+asyncpg://user:pass@host/db or sqlite+aiosqlite:///path "
+            f"(got {drivername!r})"
+        )
+    # Only the scheme changes: the rest (password, options) stays exactly as written.
+    return driver + value[value.index(":") :]
+
+
+def address(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}", value):
+        raise Invalid("must be a plain address like identity@example.com")
+    return value
+
+
+def fernet_keys(raw: str) -> tuple[str, ...]:
+    keys = items(raw)
+    for key in keys:
+        try:
+            decoded = base64.urlsafe_b64decode(key.encode())
+        except (binascii.Error, ValueError):
+            decoded = b""
+        if len(decoded) != 32:
+            # Refuse anything but a real Fernet key: a typo must not disable encryption.
+            raise Invalid(
+                "each key must be a Fernet key (python -c 'from cryptography.fernet import "
+                "Fernet; print(Fernet.generate_key().decode())')"
+            )
+    return keys

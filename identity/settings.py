@@ -11,26 +11,24 @@ Longer than most modules: one field per variable, and the rules that tie them to
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
-
 from identity import credentials, providers_file
 from identity.environment import (
     ConfigError,
     Invalid,
     RateLimit,
+    address,
     attribute,
     base_url,
     boolean,
     choice,
+    database_driver_url,
+    fernet_keys,
     integer,
     items,
     lowered_items,
@@ -52,29 +50,6 @@ __all__ = ["ConfigError", "RateLimit", "Settings"]
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 MICROSOFT_TENANT_GROUPS = ("organizations", "consumers", "common")
 MAIL_OFF = "off"
-_DRIVERS = {
-    # Spellings platforms hand out, for the one driver we run each database with.
-    "postgres": "postgresql+asyncpg",
-    "postgresql": "postgresql+asyncpg",
-    "postgresql+asyncpg": "postgresql+asyncpg",
-    "sqlite": "sqlite+aiosqlite",
-    "sqlite+aiosqlite": "sqlite+aiosqlite",
-}
-
-
-def _database_url(value: str) -> str:
-    try:
-        drivername = make_url(value).drivername
-    except ArgumentError:
-        raise Invalid("not a database URL") from None
-    driver = _DRIVERS.get(drivername)
-    if driver is None:
-        raise Invalid(
-            f"use postgresql+asyncpg://user:pass@host/db or sqlite+aiosqlite:///path "
-            f"(got {drivername!r})"
-        )
-    # Only the scheme changes: the rest (password, options) stays exactly as written.
-    return driver + value[value.index(":") :]
 
 
 def _tenants(raw: str) -> tuple[str, ...]:
@@ -95,28 +70,6 @@ def _smtp_url(value: str) -> str:
     return value
 
 
-def _address(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9.-]{1,253}", value):
-        raise Invalid("must be a plain address like identity@example.com")
-    return value
-
-
-def _fernet_keys(raw: str) -> tuple[str, ...]:
-    keys = items(raw)
-    for key in keys:
-        try:
-            decoded = base64.urlsafe_b64decode(key.encode())
-        except (binascii.Error, ValueError):
-            decoded = b""
-        if len(decoded) != 32:
-            # Refuse anything but a real Fernet key: a typo must not disable encryption.
-            raise Invalid(
-                "each key must be a Fernet key (python -c 'from cryptography.fernet import "
-                "Fernet; print(Fernet.generate_key().decode())')"
-            )
-    return keys
-
-
 def _local_issuer(host: str, port: int) -> str:
     # A wildcard listen address is not one to be reached at; loopback is.
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - compared
@@ -129,7 +82,7 @@ class Settings:
     # Empty: http://{host}:{port} of this very process (development; production refuses it).
     issuer: str = setting("IDENTITY_ISSUER", "", base_url)
     database_url: str = setting(
-        "IDENTITY_DATABASE_URL", "sqlite+aiosqlite:///./identity.db", _database_url
+        "IDENTITY_DATABASE_URL", "sqlite+aiosqlite:///./identity.db", database_driver_url
     )
     database_pool_size: int = setting("IDENTITY_DATABASE_POOL_SIZE", 20, integer(2, 200))
     # "transaction": behind PgBouncer, RDS Proxy or Supavisor pooling per transaction.
@@ -186,11 +139,11 @@ class Settings:
     forwarded_allow_ips: str = setting("IDENTITY_FORWARDED_ALLOW_IPS", "127.0.0.1", text)
     # None: mails go to the log; "off": email verification is off
     smtp_url: str | None = setting("IDENTITY_SMTP_URL", None, _smtp_url)
-    mail_from: str = setting("IDENTITY_MAIL_FROM", "identity@localhost", _address)
+    mail_from: str = setting("IDENTITY_MAIL_FROM", "identity@localhost", address)
     # None: {issuer}/auth/verify-email
     verify_email_url: str | None = setting("IDENTITY_VERIFY_EMAIL_URL", None, url)
     token_encryption_keys: tuple[str, ...] = setting(
-        "IDENTITY_TOKEN_ENCRYPTION_KEY", (), _fernet_keys
+        "IDENTITY_TOKEN_ENCRYPTION_KEY", (), fernet_keys
     )
     audit_retention: int = setting(
         "IDENTITY_AUDIT_RETENTION", 7_776_000, integer(3600, 315_360_000)
