@@ -20,15 +20,8 @@ from sqlalchemy import and_, exists, or_, select, update
 from identity.clock import Clock, as_utc, utc
 from identity.errors import InvalidRequest, NotFound
 from identity.store.database import Database
-from identity.store.models import (
-    ACCOUNTS,
-    SESSIONS,
-    USERS,
-    AdminAccount,
-    AdminUser,
-    AdminUserList,
-    UserRecord,
-)
+from identity.store.models import ACCOUNTS, SESSIONS, USERS
+from identity.store.shapes import AdminAccount, AdminUser, AdminUserList, UserRecord
 
 from . import audit
 from .sessions import Sessions

@@ -24,7 +24,8 @@ from identity.clock import Clock, as_utc, utc
 from identity.errors import InvalidRequest
 from identity.store.database import Database, Sql
 from identity.store.functions import Arguments
-from identity.store.models import AUDIT_EVENTS, AuditEventPublic
+from identity.store.models import AUDIT_EVENTS
+from identity.store.shapes import AuditEventPublic
 
 TYPES = frozenset(
     {

@@ -32,7 +32,8 @@ from identity.errors import (
     TemporarilyUnavailable,
 )
 from identity.store.database import Database, Tx
-from identity.store.models import USERS, VERIFICATION_TOKENS, VERIFIED_BY_MAIL, UserRecord
+from identity.store.models import USERS, VERIFICATION_TOKENS, VERIFIED_BY_MAIL
+from identity.store.shapes import UserRecord
 
 from . import audit
 from .limits import Counter

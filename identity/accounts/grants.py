@@ -26,7 +26,8 @@ from identity.errors import (
     RateLimited,
 )
 from identity.metrics import Metrics
-from identity.store.models import DEFAULT_SCOPE, TokenResponse, new_id
+from identity.store.models import DEFAULT_SCOPE, new_id
+from identity.store.shapes import TokenResponse
 from identity.tokens import jws, refresh_tokens
 from identity.tokens.access_tokens import AccessTokens, Profile
 from identity.tokens.id_tokens import IdTokenVerifier

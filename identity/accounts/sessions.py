@@ -17,14 +17,8 @@ from sqlalchemy import and_, delete, or_, select, update
 
 from identity.clock import Clock, as_utc, utc
 from identity.store.database import Database
-from identity.store.models import (
-    ROTATED,
-    SESSIONS,
-    AccountPublic,
-    Introspection,
-    SessionPublic,
-    UserRecord,
-)
+from identity.store.models import ROTATED, SESSIONS
+from identity.store.shapes import AccountPublic, Introspection, SessionPublic, UserRecord
 from identity.tokens import refresh_tokens
 
 from . import audit

@@ -43,7 +43,8 @@ from sqlalchemy.exc import IntegrityError
 from identity.clock import as_utc
 from identity.store.database import Database, Row, Sql
 from identity.store.functions import Arguments, Call
-from identity.store.models import VERIFIED_BY_MAIL, AccountPublic, UserRecord, new_id
+from identity.store.models import VERIFIED_BY_MAIL, new_id
+from identity.store.shapes import AccountPublic, UserRecord
 from identity.tokens.id_tokens import VerifiedIdentity
 from identity.tokens.provider_tokens import ProviderTokens
 

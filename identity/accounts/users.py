@@ -24,14 +24,8 @@ from identity.errors import (
     NotFound,
 )
 from identity.store.database import Database, Tx
-from identity.store.models import (
-    ACCOUNTS,
-    USERS,
-    AccountPublic,
-    UserPublic,
-    UserRecord,
-    new_id,
-)
+from identity.store.models import ACCOUNTS, USERS, new_id
+from identity.store.shapes import AccountPublic, UserPublic, UserRecord
 from identity.tokens.id_tokens import VerifiedIdentity
 
 from . import audit

@@ -20,7 +20,7 @@ from identity.clock import parse_duration
 from identity.errors import InvalidRequest, NotFound
 from identity.settings import Settings
 from identity.store.database import Database
-from identity.store.models import AdminUser, AuditEventPublic
+from identity.store.shapes import AdminUser, AuditEventPublic
 
 from .command import command, group
 

@@ -1,32 +1,24 @@
-"""The data model: tables, and the one public shape of each resource (docs/architecture.md).
+"""The data model: the tables (docs/architecture.md).
 
 Tables follow the Auth.js adapter schema (`users`, `accounts`, `sessions`,
 `verification_tokens`) plus what token exchange needs; Alembic migrations create them and a
-test holds models and migrations together. The public family (`UserPublic`, `SessionPublic`,
-`TokenResponse`, …) is what the services hand back: it renders output and feeds the OpenAPI
-document, as in fastapi/full-stack-fastapi-template's models.py (request bodies, and the answers
-only HTTP builds, are the web layer's: `identity.web.requests`, `identity.web.responses`). Typed
-handles of the tables (`USERS`, …) are declared once at the bottom for SQLAlchemy Core statements.
+test holds models and migrations together. The public shape of each resource (`UserPublic`,
+`SessionPublic`, `TokenResponse`, …) lives beside it in `shapes.py`. Typed handles of the tables
+(`USERS`, …) are declared once at the bottom for SQLAlchemy Core statements.
 
 Times are stored timezone-aware and always come back in UTC, on SQLite as on PostgreSQL.
-
-Longer than most modules: every table and every public shape, in one place on purpose.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
-
-from identity.clock import as_utc
 
 DEFAULT_SCOPE = "openid email profile"
 VERIFIED_BY_MAIL = "mail"  # users.email_verified_by of an address proven by our own link
@@ -244,134 +236,6 @@ class AuditEvent(SQLModel, table=True):
     detail: dict[str, Any] = Field(
         default_factory=dict, sa_type=sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
     )
-
-
-# -- the public family -------------------------------------------------------------------------
-
-
-class AccountPublic(SQLModel):
-    provider: str
-    provider_account_id: str
-
-
-class UserPublic(UserBase):
-    """GET /users/me; `email_verified` is the time of verification, or null."""
-
-    id: str
-    email_verified: datetime | None
-    pending_email: str | None
-    created_at: datetime
-    updated_at: datetime
-    accounts: list[AccountPublic]
-
-
-@dataclass(frozen=True, slots=True)
-class UserRecord:
-    """A user row as the services hand it around (the hot paths build it from SQL rows)."""
-
-    id: str
-    name: str | None
-    email: str | None
-    email_verified: datetime | None
-    image: str | None
-    pending_email: str | None
-    created_at: datetime
-    updated_at: datetime
-
-    @classmethod
-    def of(cls, row: Mapping[str, Any]) -> UserRecord:
-        verified = row["email_verified"]
-        return cls(
-            id=row["id"],
-            name=row["name"],
-            email=row["email"],
-            email_verified=as_utc(verified) if verified is not None else None,
-            image=row["image"],
-            pending_email=row["pending_email"],
-            created_at=as_utc(row["created_at"]),
-            updated_at=as_utc(row["updated_at"]),
-        )
-
-    def public(self, accounts: Sequence[AccountPublic]) -> UserPublic:
-        return UserPublic(
-            id=self.id,
-            name=self.name,
-            email=self.email,
-            email_verified=self.email_verified,
-            image=self.image,
-            pending_email=self.pending_email,
-            created_at=self.created_at,
-            updated_at=self.updated_at,
-            accounts=list(accounts),
-        )
-
-
-class SessionPublic(SQLModel):
-    id: str
-    created_at: datetime
-    last_used_at: datetime
-    expires_at: datetime  # when it dies unless used: absolute or idle end, whichever is first
-    user_agent: str | None
-    client_id: str
-    current: bool = False
-
-
-class TokenResponse(SQLModel):
-    """A successful exchange (with `user`) or refresh (without)."""
-
-    access_token: str
-    issued_token_type: str | None = None
-    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - a token type name, not a secret
-    expires_in: int
-    refresh_token: str
-    user: UserPublic | None = None
-
-
-class Introspection(SQLModel):
-    """RFC 7662: only `active` when the token is not active."""
-
-    active: bool
-    token_type: str | None = None
-    iss: str | None = None
-    sub: str | None = None
-    aud: str | list[str] | None = None
-    exp: int | None = None
-    iat: int | None = None
-    jti: str | None = None
-    sid: str | None = None
-    client_id: str | None = None
-    scope: str | None = None
-
-
-class AdminAccount(AccountPublic):
-    created_at: datetime
-
-
-class AdminUser(UserPublic):
-    """The admin API's user: GET /users/me's form plus what operators need."""
-
-    accounts: list[AdminAccount]  # type: ignore[assignment]
-    disabled_at: datetime | None
-    last_sign_in_at: datetime | None
-    sessions: list[SessionPublic] | None = None  # in the detail view only
-
-
-class AdminUserList(SQLModel):
-    users: list[AdminUser]
-    next_cursor: str | None
-
-
-class AuditEventPublic(SQLModel):
-    id: int
-    created_at: datetime
-    type: str
-    user_id: str | None
-    session_id: str | None
-    client_id: str | None
-    ip: str | None
-    user_agent: str | None
-    request_id: str | None
-    detail: dict[str, Any]
 
 
 # -- typed table handles, declared once --------------------------------------------------------

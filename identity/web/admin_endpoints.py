@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Mount
 from identity.accounts.admin import MAX_LIMIT, Admin
 from identity.accounts.audit import AuditLog
 from identity.errors import InvalidRequest
-from identity.store.models import AdminUser, AdminUserList
+from identity.store.shapes import AdminUser, AdminUserList
 
 from . import inputs
 from .clients import ClientAuthenticator

@@ -20,7 +20,7 @@ from identity.accounts.grants import Grants
 from identity.accounts.limits import Attempt
 from identity.accounts.sessions import Sessions
 from identity.errors import InvalidRequest, InvalidSubjectToken, InvalidToken
-from identity.store.models import Introspection, TokenResponse
+from identity.store.shapes import Introspection, TokenResponse
 from identity.tokens import jws
 from identity.tokens.provider_tokens import ProviderTokens, Sealer
 

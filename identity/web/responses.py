@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlmodel import SQLModel
 
-from identity.store.models import AuditEventPublic, SessionPublic
+from identity.store.shapes import AuditEventPublic, SessionPublic
 
 
 class ErrorBody(SQLModel):

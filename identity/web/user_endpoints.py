@@ -20,7 +20,7 @@ from identity.errors import (
     MailDisabled,
     NotFound,
 )
-from identity.store.models import UserPublic
+from identity.store.shapes import UserPublic
 from identity.tokens import jws
 from identity.tokens.id_tokens import IdTokenVerifier
 
