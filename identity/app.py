@@ -136,10 +136,7 @@ def create_app(
     )
     clients = ClientAuthenticator(settings.clients, settings.admin_clients)
     # IDENTITY_RATE_LIMIT_FAILURES: a step of each route it guards (the endpoint classes say which).
-    limit = FailureLimit(
-        FailureGuard(database, settings.rate_limit_failures, clock=clock),
-        clients_required=clients.required,
-    )
+    limit = FailureLimit(FailureGuard(database, settings.rate_limit_failures, clock=clock))
     bearer = Bearer(tokens, sessions)
     public = PublicEndpoints(
         keys=keys,
@@ -168,7 +165,9 @@ def create_app(
             verifier=verifier,
             limit=limit,
         ).routes(),
-        *AdminEndpoints(admin=data.admin, audit_log=audit_log, clients=clients).routes(),
+        *AdminEndpoints(
+            admin=data.admin, audit_log=audit_log, clients=clients, limit=limit
+        ).routes(),
     ]
     # Described from the routes themselves, itself included (a route without a description
     # stops the app here).

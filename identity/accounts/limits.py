@@ -7,12 +7,18 @@ increment returned, so a concurrent burst gets at most the limit through.
 The failure limit (IDENTITY_RATE_LIMIT_FAILURES, docs/security.md "Rate limits") is keyed so one
 user's broken session never locks out the others behind the same web server:
 - a request without client authentication, or whose client authentication failed: its IP
-  (an IPv6 address by its /64);
+  (an IPv6 address by its /64). On a route that authenticates clients (and the admin API) that
+  IP is checked *before* the credentials are: past the limit every request from it gets 429,
+  the right secret's too, so no answer tells a right secret from a wrong one;
 - a request of an authenticated client: (client, subject), the subject being the provider
-  account or user the request is about, or the presented token's fingerprint.
+  account or user the request is about, or the presented token's fingerprint;
+- a Bearer request: its verified user (client, `sub`); only a missing or invalid token counts
+  per IP, under a key of its own (a web server relaying expired tokens never locks its
+  clients' /token).
 A key past the limit gets 429 until its window ends. The success path reads nothing for it: the
-subject check runs inside the grant's own statement, and IP checks are answered from a cache
-(keys known locked until their window ends, keys known under the limit for one second).
+subject check runs inside the grant's own statement, a Bearer user's is answered from memory
+(keys this process saw pass the limit), and IP checks are answered from a cache (keys known
+locked until their window ends, keys known under the limit for one second).
 
 `Attempt` is one guarded request: its handler tells it who the request is about, and it alone
 decides which key that is; the web layer's `FailureLimit` checks and counts it around the route.
@@ -152,6 +158,17 @@ def user_key_prefix(client: str) -> str:
     return f"fail:{client}:user:"
 
 
+def bearer_key(client: str, subject: str) -> str:
+    """A Bearer caller's key: apart from its grants' key, so mistakes on /users/me never stop
+    the user's refreshes."""
+    return f"fail:{client}:me:{subject}"
+
+
+def bearer_ip_key(address: str | None) -> str:
+    """A missing or invalid Bearer token's key: per IP, apart from failed client authentication."""
+    return "fail:bearer:" + ip_key(address).removeprefix("fail:")
+
+
 class FailureGuard:
     def __init__(self, database: Database, limit: RateLimit | None, *, clock: Clock = time.time):
         self.counter = Counter(limit, clock=clock)
@@ -195,6 +212,12 @@ class FailureGuard:
             self._remember(self._locked, key, window.ends)
         return self._refusal(window) if count > window.limit.count else None
 
+    def known_locked(self, key: str) -> None:
+        """RateLimited when this process knows `key` is past the limit (reads nothing)."""
+        window = self.counter.window()
+        if window is not None and self._locked.get(key, 0.0) > window.now:
+            raise self._refusal(window)
+
     def locked(self, key: str, until: float) -> None:
         """A statement found `key` past the limit: remember it for the rest of its window."""
         self._remember(self._locked, key, until)
@@ -224,14 +247,28 @@ class Attempt:
     """One request behind the failure limit: who it is about, as its handler learns it, and so
     the key its failure counts under. Which key is decided here and nowhere else."""
 
-    def __init__(self, guard: FailureGuard, address: str | None, *, client_keyed: bool) -> None:
+    def __init__(self, guard: FailureGuard, address: str | None, *, bearer: bool = False) -> None:
         self._guard = guard
-        self._ip_key = ip_key(address)
-        # The route authenticates clients and clients are configured: once one authenticated,
-        # its failures count per (client, subject) instead of per IP.
-        self._client_keyed = client_keyed
+        # A Bearer route: until its token is verified, a failure is the IP's (a key of its own).
+        self._ip_key = bearer_ip_key(address) if bearer else ip_key(address)
+        self._bearer = bearer
+        # Once a client authenticated, its failures count per (client, subject), not per IP.
         self._client: str | None = None
         self._subject = "token:-"
+        self._user_key: str | None = None
+        self._counted = True
+
+    def bearer_verified(self, client_id: str, subject: str) -> None:
+        """The Bearer token verified: from now on this request is its user's (client, `sub`);
+        RateLimited when this process knows that user is past the limit (reads nothing)."""
+        self._user_key = bearer_key(client_id, subject)
+        self._guard.known_locked(self._user_key)
+
+    def admin_authenticated(self, client_id: str) -> None:
+        """An admin client authenticated: its own mistakes after that (an unknown user id, a
+        bad query) are not guesses at a secret, and count nowhere."""
+        self._client = client_id
+        self._counted = False
 
     def client_authenticated(self, client_id: str) -> None:
         self._client = client_id
@@ -247,25 +284,30 @@ class Attempt:
 
     def key(self) -> str:
         """The key a failure of this request counts under."""
+        if self._user_key is not None:
+            return self._user_key
         if self._client is None:
             return self._ip_key
         return subject_key(self._client, self._subject)
 
     async def check(self) -> None:
-        """Before the handler runs: RateLimited when this caller is already past the limit.
-        Only an IP-keyed caller can be told apart this early; a client's subject is checked
-        inside its grant's own statement (`lock`)."""
-        if not self._client_keyed:
+        """Before the handler runs: RateLimited when this IP is already past the limit, before
+        any credentials are looked at, so a right secret gets the same 429 as a wrong one.
+        A client's subject is checked inside its grant's own statement (`lock`); a Bearer
+        route's caller once its token is verified (`bearer_verified`)."""
+        if not self._bearer:
             await self._guard.check(self._ip_key)
 
     async def fail(self) -> RateLimited | None:
         """Count this request's failure; the 429 to answer instead when it passed the limit."""
+        if not self._counted:
+            return None
         return await self._guard.fail(self.key())
 
     def lock(self) -> Lock | None:
         """For the grant's statement: the window to check this attempt's key in, when the key
         was not checked before the handler ran (a client's); None otherwise or when off."""
-        if self._client is None:
+        if self._client is None or not self._counted:
             return None
         window = self._guard.counter.window()
         return Lock(window, self.key(), user_key_prefix(self._client)) if window else None

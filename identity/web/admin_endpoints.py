@@ -15,18 +15,20 @@ from starlette.routing import BaseRoute, Mount
 
 from identity.accounts.admin import MAX_LIMIT, Admin
 from identity.accounts.audit import AuditLog
+from identity.accounts.limits import Attempt
 from identity.errors import InvalidRequest
 from identity.store.shapes import AdminUser, AdminUserList
 
 from . import inputs
 from .clients import ClientAuthenticator
+from .failure_limit import FailureLimit
 from .rendering import context, json_response
 from .requests import AdminUserUpdate
 from .responses import AuditEventList
 from .routes import ADMIN, ApiRoute, Operation, Query
 
 AdminHandler = Callable[[Request, str], Awaitable[Response]]
-_ADMIN_ERRORS = (400, 401, 403, 503)
+_ADMIN_ERRORS = (400, 401, 403, 429, 503)
 _PAGE = (
     Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
     Query("cursor"),
@@ -34,10 +36,18 @@ _PAGE = (
 
 
 class AdminEndpoints:
-    def __init__(self, *, admin: Admin, audit_log: AuditLog, clients: ClientAuthenticator) -> None:
+    def __init__(
+        self,
+        *,
+        admin: Admin,
+        audit_log: AuditLog,
+        clients: ClientAuthenticator,
+        limit: FailureLimit,
+    ) -> None:
         self._admin = admin
         self._audit = audit_log
         self._clients = clients
+        self._limit = limit
 
     def routes(self) -> list[BaseRoute]:
         """One mount. Its handlers take the admin's id, so none can be routed without the
@@ -133,12 +143,16 @@ class AdminEndpoints:
 
     def _guarded(self, handler: AdminHandler) -> Callable[[Request], Awaitable[Response]]:
         """The mount's guard: 401 without valid Basic credentials, 403 for a client that is not
-        an admin (or with the admin API off); the handler gets the admin client's id."""
+        an admin (or with the admin API off); the handler gets the admin client's id. Behind
+        the failure limit: failed authentications count per IP, and past the limit every
+        request from that IP is 429 before its credentials are looked at."""
 
-        async def endpoint(request: Request) -> Response:
-            return await handler(request, self._clients.admin(request.headers))
+        async def endpoint(request: Request, attempt: Attempt) -> Response:
+            admin = self._clients.admin(request.headers)
+            attempt.admin_authenticated(admin)
+            return await handler(request, admin)
 
-        return endpoint
+        return self._limit.guarded(endpoint)
 
     async def list_users(self, request: Request, admin: str) -> Response:
         q = request.query_params

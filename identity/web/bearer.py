@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from identity.accounts.limits import Attempt
 from identity.accounts.sessions import Sessions
 from identity.errors import InvalidToken, TokenRejected
 from identity.tokens.access_tokens import AccessClaims, AccessTokens
@@ -37,9 +38,16 @@ class Bearer:
         except InvalidToken:
             return None
 
-    async def authenticate(self, request: Request) -> AccessClaims:
-        """The caller's access token, verified, whose session is still alive."""
+    def caller(self, request: Request, attempt: Attempt) -> AccessClaims:
+        """The request's access token, verified (no session check); from then on the failure
+        limit counts this request as its user's (client, `sub`), not its IP's."""
         claims = self.verify(inputs.bearer(request))
+        attempt.bearer_verified(claims.client_id, claims.subject)
+        return claims
+
+    async def authenticate(self, request: Request, attempt: Attempt) -> AccessClaims:
+        """The caller's access token, verified, whose session is still alive."""
+        claims = self.caller(request, attempt)
         if not await self._sessions.alive(claims.session_id, claims.subject):
             raise InvalidToken("the access token is no longer valid", reason="session_ended")
         return claims

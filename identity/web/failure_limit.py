@@ -1,8 +1,10 @@
 """IDENTITY_RATE_LIMIT_FAILURES as one step around each route it guards (docs/security.md).
 
 `FailureLimit.guarded(handler)` is the route's endpoint: it builds the request's `Attempt`,
-refuses a caller already past the limit before any work, hands the attempt to the handler (which
-tells it who the request is about), and counts the answer on the way out. A client error counts
+refuses an IP already past the limit before any work — before any credentials are looked at —
+hands the attempt to the handler (which tells it who the request is about), and counts the
+answer on the way out. A Bearer route (`bearer=True`) is keyed by the token's user once it is
+verified, so nothing is checked before its handler runs. A client error counts
 (our own failures, 5xx, and the 429s themselves do not); when that count passes the limit, the
 caller gets the 429 instead of the answer it would have had. Which key counts is the attempt's
 decision (`identity.accounts.limits.Attempt`), never this module's.
@@ -23,17 +25,15 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 class FailureLimit:
-    def __init__(self, guard: FailureGuard, *, clients_required: bool) -> None:
+    def __init__(self, guard: FailureGuard) -> None:
         self._guard = guard
-        self._clients_required = clients_required
 
-    def guarded(self, handler: Handler, *, authenticates_clients: bool = False) -> Endpoint:
-        """`handler` behind the failure limit. `authenticates_clients`: the route authenticates
-        clients, so when clients are configured its failures count per (client, subject)."""
-        client_keyed = authenticates_clients and self._clients_required
+    def guarded(self, handler: Handler, *, bearer: bool = False) -> Endpoint:
+        """`handler` behind the failure limit. `bearer`: the route takes an access token, and
+        counts per its verified user (the handler calls `attempt.bearer_verified`)."""
 
         async def endpoint(request: Request) -> Response:
-            attempt = Attempt(self._guard, _address(request), client_keyed=client_keyed)
+            attempt = Attempt(self._guard, _address(request), bearer=bearer)
             if not self._guard.enabled:
                 return await handler(request, attempt)
             await attempt.check()  # 429 (or 503 when the count cannot be read) before any work

@@ -67,7 +67,7 @@ class OAuthEndpoints:
         return [
             ApiRoute(
                 "/token",
-                guarded(self.token, authenticates_clients=True),
+                guarded(self.token),
                 method="POST",
                 operation=Operation(
                     "Token exchange (RFC 8693) or refresh",
@@ -80,7 +80,7 @@ class OAuthEndpoints:
             ),
             ApiRoute(
                 "/auth/oauth/callback",
-                guarded(self.callback, authenticates_clients=True),
+                guarded(self.callback),
                 method="POST",
                 operation=Operation(
                     "Token exchange in the NextAuth callback's JSON shape",
@@ -92,7 +92,7 @@ class OAuthEndpoints:
             ),
             ApiRoute(
                 "/revoke",
-                guarded(self.revoke, authenticates_clients=True),
+                guarded(self.revoke),
                 method="POST",
                 operation=Operation(
                     "Revoke a refresh (or access) token (RFC 7009)",
@@ -105,7 +105,7 @@ class OAuthEndpoints:
             ),
             ApiRoute(
                 "/introspect",
-                guarded(self.introspect, authenticates_clients=True),
+                guarded(self.introspect),
                 method="POST",
                 operation=Operation(
                     "Introspect a token (RFC 7662)",
@@ -118,7 +118,7 @@ class OAuthEndpoints:
             ),
             ApiRoute(
                 "/auth/logout",
-                guarded(self.logout),
+                guarded(self.logout, bearer=True),
                 method="POST",
                 operation=Operation(
                     "End the current session, or all of them with scope=global",
@@ -250,7 +250,7 @@ class OAuthEndpoints:
         return json_response(answer, omit_none=True)
 
     async def logout(self, request: Request, attempt: Attempt) -> Response:
-        claims = await self._bearer.authenticate(request)
+        claims = await self._bearer.authenticate(request, attempt)
         scope = request.query_params.get("scope")
         if scope is None and inputs.media_type(request) == inputs.FORM:
             scope = (await inputs.form(request)).get("scope")

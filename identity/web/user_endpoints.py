@@ -32,7 +32,8 @@ from .requests import LinkBody, UserUpdate, VerifyEmailBody
 from .responses import SessionList, UserInfo
 from .routes import BEARER, LIMITED_ERRORS, STRING, ApiRoute, Operation, Query, obj
 
-_SIGNED_IN = (400, 401, 503)  # a bad or ended Bearer token, a database outage
+# A bad or ended Bearer token, the failure limit, a database outage.
+_SIGNED_IN = (400, 401, 429, 503)
 
 
 class UserEndpoints:
@@ -58,7 +59,7 @@ class UserEndpoints:
         return [
             ApiRoute(
                 "/users/me",
-                self.get_me,
+                guarded(self.get_me, bearer=True),
                 method="GET",
                 operation=Operation(
                     "The signed-in user", {200: UserPublic}, errors=_SIGNED_IN, security=BEARER
@@ -66,19 +67,19 @@ class UserEndpoints:
             ),
             ApiRoute(
                 "/users/me",
-                self.patch_me,
+                guarded(self.patch_me, bearer=True),
                 method="PATCH",
                 operation=Operation(
                     "Change name or picture; ask for a new email address",
                     {200: UserPublic},
-                    errors=(*_SIGNED_IN, 403, 409, 413, 429),
+                    errors=(*_SIGNED_IN, 403, 409, 413),
                     security=BEARER,
                     body=(UserUpdate,),
                 ),
             ),
             ApiRoute(
                 "/users/me",
-                self.delete_me,
+                guarded(self.delete_me, bearer=True),
                 method="DELETE",
                 operation=Operation(
                     "Delete the user", {204: None}, errors=_SIGNED_IN, security=BEARER
@@ -86,7 +87,7 @@ class UserEndpoints:
             ),
             ApiRoute(
                 "/userinfo",
-                self.userinfo,
+                guarded(self.userinfo, bearer=True),
                 method="GET",
                 operation=Operation(
                     "OpenID Connect UserInfo", {200: UserInfo}, errors=_SIGNED_IN, security=BEARER
@@ -94,7 +95,7 @@ class UserEndpoints:
             ),
             ApiRoute(
                 "/users/me/sessions",
-                self.list_sessions,
+                guarded(self.list_sessions, bearer=True),
                 method="GET",
                 operation=Operation(
                     "The user's live sessions",
@@ -105,7 +106,7 @@ class UserEndpoints:
             ),
             ApiRoute(
                 "/users/me/sessions/{session_id}",
-                self.end_session,
+                guarded(self.end_session, bearer=True),
                 method="DELETE",
                 operation=Operation(
                     "End one of the user's sessions",
@@ -116,7 +117,7 @@ class UserEndpoints:
             ),
             ApiRoute(
                 "/users/me/accounts",
-                self.link_account,
+                guarded(self.link_account, bearer=True),
                 method="POST",
                 operation=Operation(
                     "Link another provider's account (its id_token)",
@@ -128,7 +129,7 @@ class UserEndpoints:
             ),
             ApiRoute(
                 "/users/me/accounts/{provider}/{provider_account_id:path}",
-                self.unlink_account,
+                guarded(self.unlink_account, bearer=True),
                 method="DELETE",
                 operation=Operation(
                     "Unlink an account (never the last one)",
@@ -139,7 +140,7 @@ class UserEndpoints:
             ),
             ApiRoute(
                 "/auth/verify-email/request",
-                guarded(self.request_verification),
+                guarded(self.request_verification, bearer=True),
                 method="POST",
                 operation=Operation(
                     "Mail a verification link",
@@ -177,8 +178,8 @@ class UserEndpoints:
             ),
         ]
 
-    async def _me(self, request: Request) -> UserPublic:
-        claims = self._bearer.verify(inputs.bearer(request))
+    async def _me(self, request: Request, attempt: Attempt) -> UserPublic:
+        claims = self._bearer.caller(request, attempt)
         # One statement: the session is alive (the sid check) and the user with their accounts.
         found = await self._sessions.profile(claims.session_id, claims.subject)
         if found is None:  # session ended or user deleted: the token no longer speaks for anyone
@@ -186,11 +187,11 @@ class UserEndpoints:
         user, accounts = found
         return user.public(accounts)
 
-    async def get_me(self, request: Request) -> Response:
-        return json_response(await self._me(request))
+    async def get_me(self, request: Request, attempt: Attempt) -> Response:
+        return json_response(await self._me(request, attempt))
 
-    async def userinfo(self, request: Request) -> Response:
-        user = await self._me(request)
+    async def userinfo(self, request: Request, attempt: Attempt) -> Response:
+        user = await self._me(request, attempt)
         info = UserInfo(
             sub=user.id,
             name=user.name,
@@ -200,28 +201,28 @@ class UserEndpoints:
         )
         return json_response(info)
 
-    async def patch_me(self, request: Request) -> Response:
-        claims = await self._bearer.authenticate(request)
+    async def patch_me(self, request: Request, attempt: Attempt) -> Response:
+        claims = await self._bearer.authenticate(request, attempt)
         changes = inputs.parse(UserUpdate, await inputs.json_object(request))
         user = await self._users.update(
             claims.subject, changes.change(), context=context(request, claims.client_id)
         )
         return json_response(user)
 
-    async def delete_me(self, request: Request) -> Response:
-        claims = await self._bearer.authenticate(request)
+    async def delete_me(self, request: Request, attempt: Attempt) -> Response:
+        claims = await self._bearer.authenticate(request, attempt)
         await self._users.delete(
             claims.subject, context=context(request, claims.client_id), by="self"
         )
         return Response(status_code=204)
 
-    async def list_sessions(self, request: Request) -> Response:
-        claims = await self._bearer.authenticate(request)
+    async def list_sessions(self, request: Request, attempt: Attempt) -> Response:
+        claims = await self._bearer.authenticate(request, attempt)
         sessions = await self._sessions.live(claims.subject, claims.session_id)
         return json_response(SessionList(sessions=sessions))
 
-    async def end_session(self, request: Request) -> Response:
-        claims = await self._bearer.authenticate(request)
+    async def end_session(self, request: Request, attempt: Attempt) -> Response:
+        claims = await self._bearer.authenticate(request, attempt)
         # Another user's session id gets the same 404 as an unknown one.
         ended = await self._sessions.end(
             claims.subject,
@@ -234,8 +235,8 @@ class UserEndpoints:
             raise NotFound("no such session")
         return Response(status_code=204)
 
-    async def link_account(self, request: Request) -> Response:
-        claims = await self._bearer.authenticate(request)
+    async def link_account(self, request: Request, attempt: Attempt) -> Response:
+        claims = await self._bearer.authenticate(request, attempt)
         body = inputs.parse(LinkBody, await inputs.json_object(request))
         ctx = context(request, claims.client_id)
         try:
@@ -255,8 +256,8 @@ class UserEndpoints:
             raise
         return json_response(user)
 
-    async def unlink_account(self, request: Request) -> Response:
-        claims = await self._bearer.authenticate(request)
+    async def unlink_account(self, request: Request, attempt: Attempt) -> Response:
+        claims = await self._bearer.authenticate(request, attempt)
         await self._users.unlink(
             claims.subject,
             request.path_params["provider"],
@@ -266,7 +267,7 @@ class UserEndpoints:
         return Response(status_code=204)
 
     async def request_verification(self, request: Request, attempt: Attempt) -> Response:
-        claims = await self._bearer.authenticate(request)
+        claims = await self._bearer.authenticate(request, attempt)
         await self._verification.request(claims.subject)
         return JSONResponse({"status": "sent"}, status_code=202, headers=NO_STORE)
 
