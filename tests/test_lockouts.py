@@ -100,9 +100,7 @@ async def test_the_admin_api_counts_failed_authentications(
         # The right password from that IP: 429 as well, before it is compared.
         assert (await guesser.get("/admin/users", headers=ADMIN)).status_code == 429
         # A client that is not an admin counts too (403), per IP.
-        refused = [
-            (await ops.get("/admin/users", headers=NEXTJS)).status_code for _ in range(6)
-        ]
+        refused = [(await ops.get("/admin/users", headers=NEXTJS)).status_code for _ in range(6)]
         assert refused == [403] * 5 + [429]
     async with client_from(with_clients, "10.0.0.7") as admin:
         # An authenticated admin's own mistakes (unknown ids) are not guesses: never a 429.
@@ -124,9 +122,7 @@ async def test_one_users_mistakes_never_stop_anothers_logout(
         grace = await sign_in(server, issuers.microsoft)
         pressed = [
             (
-                await server.post(
-                    "/auth/verify-email/request", headers=bearer(ada["access_token"])
-                )
+                await server.post("/auth/verify-email/request", headers=bearer(ada["access_token"]))
             ).status_code
             for _ in range(7)
         ]

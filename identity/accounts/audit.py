@@ -36,6 +36,7 @@ TYPES = frozenset(
         "session_revoked",
         "user_updated",
         "email_change_requested",
+        "email_verification_sent",
         "email_verified",
         "email_released",
         "account_linked",

@@ -7,6 +7,11 @@ RETURNING`, so of two concurrent redemptions exactly one gets the row; then, by 
 docs/accounts.md, the address becomes the asking user's: refused (409) when another user holds it
 verified, taken from its holder when they never proved it. An address that is merely pending
 reserves nothing.
+
+IDENTITY_RATE_LIMIT_MAIL counts per user and per recipient address (several users claiming one
+address cannot mail it more often), every mail sent writes `email_verification_sent`, and the
+mail names the account that asked — its providers and name — so a confirmation asked by someone
+else's account can be recognised (docs/security.md, "Verification mail").
 """
 
 from __future__ import annotations
@@ -29,15 +34,16 @@ from identity.errors import (
     InvalidVerificationToken,
     MailDisabled,
     NotFound,
+    RateLimited,
     TemporarilyUnavailable,
 )
 from identity.store.database import Database, Tx
-from identity.store.models import USERS, VERIFICATION_TOKENS, VERIFIED_BY_MAIL
+from identity.store.models import ACCOUNTS, USERS, VERIFICATION_TOKENS, VERIFIED_BY_MAIL
 from identity.store.shapes import UserRecord
 
 from . import audit
 from .limits import Counter
-from .mail import Mailer, MailError, verification_message
+from .mail import Asker, Mailer, MailError, verification_message
 
 logger = logging.getLogger("identity.verification")
 TOKEN_TTL = 24 * 3600
@@ -73,12 +79,43 @@ class EmailVerification:
         if not self.enabled:
             raise MailDisabled("email verification is turned off on this service")
 
-    async def send(self, tx: Tx, user_id: str, address: str) -> None:
-        """Store a new token for `address` and mail its link, inside `tx`."""
+    async def _charge(self, tx: Tx, user_id: str, address: str) -> RateLimited | None:
+        """Count one mail against the user's budget and the recipient's; the 429 when over."""
+        recipient = hashlib.sha256(address.encode()).hexdigest()[:32]  # no address in the table
+        return await self._budget.hit(tx, f"mail:{user_id}") or await self._budget.hit(
+            tx, f"mail:to:{recipient}"
+        )
+
+    async def charge(self, user_id: str, address: str) -> None:
+        """Charge the budget for a mail to `address` in a transaction of its own, committed
+        whatever follows: an answer about the address (409 held) costs what a mail costs, so
+        probing addresses meets the limit like mailing them does. Free when `address` is the
+        user's own (nothing will be mailed)."""
         self.require_enabled()
-        refusal = await self._budget.hit(tx, f"mail:{user_id}")
+        async with self._db.transaction() as tx:
+            current = (
+                await tx.execute(select(USERS.c.email).where(USERS.c.id == user_id))
+            ).scalar()
+            refusal = None if current == address else await self._charge(tx, user_id, address)
         if refusal is not None:
             raise refusal
+
+    async def send(
+        self,
+        tx: Tx,
+        user_id: str,
+        address: str,
+        *,
+        context: audit.Context,
+        charged: bool = False,
+    ) -> None:
+        """Store a new token for `address` and mail its link, inside `tx` (`charged`: the
+        budget was charged already, by `charge`)."""
+        self.require_enabled()
+        refusal = None if charged else await self._charge(tx, user_id, address)
+        if refusal is not None:
+            raise refusal
+        asker = await _asker(tx, user_id, address)
         token = secrets.token_urlsafe(32)
         await tx.execute(
             VERIFICATION_TOKENS.insert().values(
@@ -92,7 +129,7 @@ class EmailVerification:
         link = f"{self._link_base}{separator}{urlencode({'email': address, 'token': token})}"
         try:
             await self._mailer.send(
-                verification_message(sender=self._sender, to=address, link=link)
+                verification_message(sender=self._sender, to=address, link=link, asker=asker)
             )
         except MailError:
             # Raising rolls the token back: no usable token exists for a mail never sent.
@@ -101,8 +138,11 @@ class EmailVerification:
                 reason="mail_failed",
                 retry_after=60,
             ) from None
+        await audit.record(
+            tx, "email_verification_sent", at=utc(self._clock()), context=context, user_id=user_id
+        )
 
-    async def request(self, user_id: str) -> None:
+    async def request(self, user_id: str, *, context: audit.Context) -> None:
         """Mail a new link for the user's pending address, or for their unverified one."""
         self.require_enabled()
         async with self._db.transaction() as tx:
@@ -114,7 +154,7 @@ class EmailVerification:
             )
             if address is None:
                 raise InvalidRequest("there is no unverified email address to verify")
-            await self.send(tx, user_id, address)
+            await self.send(tx, user_id, address, context=context)
 
     async def redeem(self, email: object, token: object, *, context: audit.Context) -> UserRecord:
         # One answer for unknown, expired, used and mismatched tokens: nothing to probe.
@@ -204,3 +244,22 @@ class EmailVerification:
             tx, "email_verified", at=now, context=context, user_id=user_id, reason=reason
         )
         return UserRecord.of(row)
+
+
+async def _asker(tx: Tx, user_id: str, recipient: str) -> Asker:
+    """The account that asked, as the mail names it: its providers, name, and its address when
+    that is not the recipient (never a token)."""
+    user = (
+        (await tx.execute(select(USERS.c.name, USERS.c.email).where(USERS.c.id == user_id)))
+        .mappings()
+        .one()
+    )
+    providers = (
+        await tx.execute(
+            select(ACCOUNTS.c.provider)
+            .where(ACCOUNTS.c.user_id == user_id)
+            .order_by(ACCOUNTS.c.created_at, ACCOUNTS.c.id)
+        )
+    ).scalars()
+    email = user["email"] if user["email"] != recipient else None
+    return Asker(providers=tuple(dict.fromkeys(providers)), name=user["name"], email=email)

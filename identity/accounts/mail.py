@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Protocol
 
@@ -78,13 +79,38 @@ class SmtpMailer:
             raise MailError(type(error).__name__) from None
 
 
-def verification_message(*, sender: str, to: str, link: str) -> EmailMessage:
+@dataclass(frozen=True, slots=True)
+class Asker:
+    """The account that asked for a verification mail, as the mail names it."""
+
+    providers: tuple[str, ...]
+    name: str | None
+    email: str | None  # its own address, when not the recipient
+
+    def describe(self) -> str:
+        signed_in = ", ".join(self.providers) or "no provider"
+        parts = [f"signed in with {signed_in}"]
+        if self.name:
+            parts.append(f"name {_printable(self.name)!r}")
+        if self.email:
+            parts.append(f"address {self.email}")
+        return "; ".join(parts)
+
+
+def _printable(text: str) -> str:
+    # A name is the asker's own words: no line breaks or controls to forge the mail's layout.
+    return "".join(c for c in text if c.isprintable())[:100]
+
+
+def verification_message(*, sender: str, to: str, link: str, asker: Asker) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = to
     message["Subject"] = "Confirm your email address"
     message.set_content(
         "Someone, hopefully you, asked to use this address for their account.\n\n"
+        f"The account that asked: {asker.describe()}.\n"
+        "If that is not an account of yours, do not confirm: ignore this message.\n\n"
         f"To confirm it, open this link within 24 hours:\n\n{link}\n\n"
         "Confirming gives the account that asked this address: whoever holds that account can\n"
         "then sign in with it. If this was not you, ignore this message; nothing changes.\n"

@@ -80,7 +80,11 @@ class Users:
     ) -> UserPublic:
         """Apply a validated PATCH: nothing changes unless all of it can."""
         fields = changes.fields
-        if "email" in fields:
+        if changes.email is not None:
+            # Charged before the address is looked at, and committed: a held address's 409
+            # costs what a mail costs, so probing addresses meets the limit (no oracle).
+            await self._verification.charge(user_id, changes.email)
+        elif "email" in fields:
             self._verification.require_enabled()  # before anything is written
         now = utc(self._clock())
         async with self._db.transaction() as tx:
@@ -121,7 +125,7 @@ class Users:
         if holder is not None and holder["email_verified"] is not None:
             raise Conflict("this email address belongs to another account")
         # Mail inside the transaction: if it cannot be sent, nothing changes.
-        await self._verification.send(tx, user_id, address)
+        await self._verification.send(tx, user_id, address, context=context, charged=True)
         await audit.record(
             tx, "email_change_requested", at=now, context=context, user_id=user_id, fields=["email"]
         )

@@ -268,7 +268,7 @@ class UserEndpoints:
 
     async def request_verification(self, request: Request, attempt: Attempt) -> Response:
         claims = await self._bearer.authenticate(request, attempt)
-        await self._verification.request(claims.subject)
+        await self._verification.request(claims.subject, context=context(request, claims.client_id))
         return JSONResponse({"status": "sent"}, status_code=202, headers=NO_STORE)
 
     async def verify_email(self, request: Request, attempt: Attempt) -> Response:
