@@ -1,9 +1,11 @@
 """Our access tokens (RFC 9068): minted and verified by one object built once in create_app.
 
 Header `{"alg": "RS256", "typ": "at+jwt", "kid"}`; claims `iss sub aud exp iat jti sid client_id
-scope email email_verified name picture`. Verification is the same strict path as a provider's
-token (`jws.parse`, the shared `ClaimRules`), against the keys we publish; it never touches the
-network. Whether the session is still alive is the caller's question (docs/api.md).
+scope`, and the profile claims its scope grants (`SCOPE_CLAIMS`: `email` → `email email_verified`,
+`profile` → `name picture`; a token of `scope=openid` carries none). Verification is the same
+strict path as a provider's token (`jws.parse`, the shared `ClaimRules`), against the keys we
+publish; it never touches the network. Whether the session is still alive is the caller's
+question (docs/api.md).
 
 A token that passed verification is remembered by its exact text: a client presents the same
 access token on every request of its lifetime, and parsing it and checking its RSA signature
@@ -46,6 +48,16 @@ class AccessClaims:
     issued_at: int
     token_id: str
     raw: dict[str, Any]
+
+
+# The profile claims each scope grants (OpenID Connect Core §5.4); nothing else is scoped.
+SCOPE_CLAIMS = {"email": ("email", "email_verified"), "profile": ("name", "picture")}
+
+
+def withheld(scope: str) -> frozenset[str]:
+    """The profile claims `scope` does not grant: left out of tokens and /userinfo."""
+    granted = scope.split()
+    return frozenset(c for s, claims in SCOPE_CLAIMS.items() if s not in granted for c in claims)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +107,7 @@ class AccessTokens:
             self._headers[key.kid] = header
         issued = int(self._clock())
         aud = audience or (self.audience[0] if len(self.audience) == 1 else list(self.audience))
-        claims = {
+        claims: dict[str, Any] = {
             "iss": self.issuer,
             "sub": subject,
             "aud": aud,
@@ -105,11 +117,15 @@ class AccessTokens:
             "sid": session_id,
             "client_id": client_id,
             "scope": scope,
-            "email": profile.email,
-            "email_verified": profile.email_verified,
-            "name": profile.name,
-            "picture": profile.picture,
         }
+        # Only what the scope grants: a token of `openid` alone names no address or person.
+        scopes = scope.split()
+        if "email" in scopes:
+            claims["email"] = profile.email
+            claims["email_verified"] = profile.email_verified
+        if "profile" in scopes:
+            claims["name"] = profile.name
+            claims["picture"] = profile.picture
         signing_input = f"{header}.{jws.encode_segment(orjson.dumps(claims))}"
         signature = key.private.sign(signing_input.encode("ascii"), PKCS1v15(), SHA256())
         return f"{signing_input}.{jws.encode_segment(signature)}"

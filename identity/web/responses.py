@@ -19,13 +19,14 @@ class ErrorBody(SQLModel):
 
 
 class UserInfo(SQLModel):
-    """GET /userinfo: the OpenID Connect form."""
+    """GET /userinfo: the OpenID Connect form; a member the token's scope does not grant is
+    absent (`email` → email, email_verified; `profile` → name, picture)."""
 
     sub: str
-    name: str | None
-    email: str | None
-    email_verified: bool
-    picture: str | None
+    name: str | None = None
+    email: str | None = None
+    email_verified: bool | None = None
+    picture: str | None = None
 
 
 class SessionList(SQLModel):

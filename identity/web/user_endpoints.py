@@ -22,6 +22,7 @@ from identity.errors import (
 )
 from identity.store.shapes import UserPublic
 from identity.tokens import jws
+from identity.tokens.access_tokens import withheld
 from identity.tokens.id_tokens import IdTokenVerifier
 
 from . import inputs, pages
@@ -179,19 +180,24 @@ class UserEndpoints:
         ]
 
     async def _me(self, request: Request, attempt: Attempt) -> UserPublic:
+        return (await self._profile(request, attempt))[0]
+
+    async def _profile(self, request: Request, attempt: Attempt) -> tuple[UserPublic, str]:
+        """The signed-in user, and the scope their token was granted."""
         claims = self._bearer.caller(request, attempt)
         # One statement: the session is alive (the sid check) and the user with their accounts.
         found = await self._sessions.profile(claims.session_id, claims.subject)
         if found is None:  # session ended or user deleted: the token no longer speaks for anyone
             raise InvalidToken("the access token is no longer valid", reason="session_ended")
         user, accounts = found
-        return user.public(accounts)
+        scope = claims.raw.get("scope")
+        return user.public(accounts), scope if isinstance(scope, str) else ""
 
     async def get_me(self, request: Request, attempt: Attempt) -> Response:
         return json_response(await self._me(request, attempt))
 
     async def userinfo(self, request: Request, attempt: Attempt) -> Response:
-        user = await self._me(request, attempt)
+        user, scope = await self._profile(request, attempt)
         info = UserInfo(
             sub=user.id,
             name=user.name,
@@ -199,7 +205,9 @@ class UserEndpoints:
             email_verified=user.email_verified is not None,
             picture=user.image,
         )
-        return json_response(info)
+        # Only the claims the token's scope grants (docs/api.md); the rest are absent.
+        body = info.model_dump_json(exclude=set(withheld(scope)))
+        return Response(body, media_type=inputs.JSON, headers=NO_STORE)
 
     async def patch_me(self, request: Request, attempt: Attempt) -> Response:
         claims = await self._bearer.authenticate(request, attempt)
