@@ -1,18 +1,15 @@
 """The operators' back office: one service behind both the admin API and `identity users`.
 
 Listing is newest first with keyset pagination on (created_at, id); the cursor is opaque to the
-caller and strictly validated on the way back (anything but a cursor of this listing is a 400).
+caller and strictly validated on the way back by `listing` (anything but a cursor of this
+listing is a 400).
 Every action writes an audit event naming who did it (docs/admin.md).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, exists, or_, select, update
@@ -24,11 +21,11 @@ from identity.store.models import ACCOUNTS, SESSIONS, USERS
 from identity.store.shapes import AdminAccount, AdminUser, AdminUserList, UserRecord
 
 from . import audit
+from .listing import MAX_LIMIT, read_user_cursor, user_cursor
 from .sessions import Sessions
 from .users import Users
 
-MAX_LIMIT = 200
-_CURSOR = re.compile(r"(\d{1,19}):([A-Za-z0-9_-]{1,32})")
+__all__ = ["MAX_LIMIT", "Admin"]
 
 
 class Admin:
@@ -62,7 +59,7 @@ class Admin:
                 account.append(ACCOUNTS.c.provider_account_id == provider_account_id)
             conditions.append(exists().where(*account))
         if cursor is not None:
-            created, user_id = decode_cursor(cursor)
+            created, user_id = read_user_cursor(cursor)
             conditions.append(
                 or_(
                     USERS.c.created_at < created,
@@ -79,7 +76,10 @@ class Admin:
             rows = list((await tx.execute(statement)).mappings().all())
             users = await self._with_accounts(tx, rows[:limit])
         more = len(rows) > limit
-        return AdminUserList(users=users, next_cursor=encode_cursor(users[-1]) if more else None)
+        return AdminUserList(
+            users=users,
+            next_cursor=user_cursor(users[-1].created_at, users[-1].id) if more else None,
+        )
 
     async def detail(self, user_id: str) -> AdminUser:
         async with self._db.transaction() as tx:
@@ -163,23 +163,3 @@ class Admin:
             )
             for r in rows
         ]
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def encode_cursor(user: AdminUser) -> str:
-    micros = (user.created_at - _EPOCH) // timedelta(microseconds=1)  # exact, unlike a float
-    return base64.urlsafe_b64encode(f"{micros}:{user.id}".encode()).rstrip(b"=").decode()
-
-
-def decode_cursor(cursor: str) -> tuple[Any, str]:
-    """(created_at, id) of a cursor; anything else is a 400, never a different query."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidRequest("cursor: not a cursor of this listing") from None
-    match = _CURSOR.fullmatch(raw)
-    if match is None:
-        raise InvalidRequest("cursor: not a cursor of this listing")
-    return _EPOCH + timedelta(microseconds=int(match.group(1))), match.group(2)

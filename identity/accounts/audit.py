@@ -9,9 +9,6 @@ event exists exactly when its change does. `detail` takes only the keys listed i
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +23,8 @@ from identity.store.database import Database, Sql
 from identity.store.functions import Arguments
 from identity.store.models import AUDIT_EVENTS
 from identity.store.shapes import AuditEventPublic
+
+from .listing import event_cursor, read_event_cursor
 
 TYPES = frozenset(
     {
@@ -55,7 +54,6 @@ INSERT INTO audit_events
     (created_at, type, user_id, session_id, client_id, ip, user_agent, request_id, detail)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 """
-_CURSOR = re.compile(r"[1-9][0-9]{0,18}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +143,7 @@ class AuditLog:
         if since is not None:
             conditions.append(t.c.created_at >= utc(since))
         if cursor is not None:
-            conditions.append(t.c.id < decode_cursor(cursor))
+            conditions.append(t.c.id < read_event_cursor(cursor))
         statement = (
             select(t).where(and_(True, *conditions)).order_by(t.c.id.desc()).limit(limit + 1)
         )
@@ -158,7 +156,7 @@ class AuditLog:
             for row in rows[:limit]
         ]
         more = len(rows) > limit
-        return events, encode_cursor(events[-1].id) if more and events else None
+        return events, event_cursor(events[-1].id) if more and events else None
 
     async def prune(self) -> int:
         cutoff = self._db.shared_now(self._clock) - timedelta(seconds=self._retention)
@@ -172,18 +170,3 @@ class AuditLog:
 def _detail(value: Any) -> dict[str, Any]:
     parsed = orjson.loads(value) if isinstance(value, str | bytes) else value
     return parsed if isinstance(parsed, dict) else {}
-
-
-def encode_cursor(event_id: int) -> str:
-    return base64.urlsafe_b64encode(str(event_id).encode()).rstrip(b"=").decode()
-
-
-def decode_cursor(cursor: str) -> int:
-    """The event id a cursor stands for; anything else is a 400 (never a second query shape)."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("ascii")
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidRequest("cursor: not a cursor of this listing") from None
-    if not _CURSOR.fullmatch(raw):
-        raise InvalidRequest("cursor: not a cursor of this listing")
-    return int(raw)

@@ -7,16 +7,15 @@ which authenticates the admin client and hands the handler its id: no handler au
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount
 
-from identity.accounts.admin import MAX_LIMIT, Admin
+from identity.accounts import listing
+from identity.accounts.admin import Admin
 from identity.accounts.audit import AuditLog
 from identity.accounts.limits import Attempt
-from identity.errors import InvalidRequest
 from identity.store.shapes import AdminUser, AdminUserList
 
 from . import inputs
@@ -30,7 +29,7 @@ from .routes import ADMIN, ApiRoute, Operation, Query
 AdminHandler = Callable[[Request, str], Awaitable[Response]]
 _ADMIN_ERRORS = (400, 401, 403, 429, 503)
 _PAGE = (
-    Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}),
+    Query("limit", {"type": "integer", "minimum": 1, "maximum": listing.MAX_LIMIT}),
     Query("cursor"),
 )
 
@@ -160,7 +159,7 @@ class AdminEndpoints:
             email=q.get("email") or None,
             provider=q.get("provider") or None,
             provider_account_id=q.get("provider_account_id") or None,
-            limit=_limit(q.get("limit")),
+            limit=listing.limit(q.get("limit")),
             cursor=q.get("cursor") or None,
         )
         return json_response(result)
@@ -192,26 +191,8 @@ class AdminEndpoints:
         events, cursor = await self._audit.query(
             user_id=q.get("user_id") or None,
             type_=q.get("type") or None,
-            since=_since(q.get("since")),
-            limit=_limit(q.get("limit")),
+            since=listing.since(q.get("since")),
+            limit=listing.limit(q.get("limit")),
             cursor=q.get("cursor") or None,
         )
         return json_response(AuditEventList(events=events, next_cursor=cursor))
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return 50
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise InvalidRequest(f"limit: a whole number from 1 to {MAX_LIMIT}")
-    return int(raw)
-
-
-def _since(raw: str | None) -> float | None:
-    if not raw:
-        return None
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        raise InvalidRequest("since: an ISO 8601 time, such as 2026-12-01T00:00:00Z") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
