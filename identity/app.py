@@ -280,6 +280,9 @@ class _Service(Starlette):
     def __init__(self, outer: Callable[[ASGIApp], ASGIApp], **kwargs: object) -> None:
         self._outer = outer
         super().__init__(**kwargs)  # type: ignore[arg-type]
+        # No trailing-slash redirect: it would answer with a Location built from the request's
+        # Host, which a caller chooses (the /admin mount's router is built without it too).
+        self.router.redirect_slashes = False
 
     def build_middleware_stack(self) -> ASGIApp:
         # Outside even Starlette's error middleware, so a 500 carries X-Request-ID and is

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount
+from starlette.routing import BaseRoute, Mount, Router
 
 from identity.accounts import listing
 from identity.accounts.admin import Admin
@@ -56,87 +56,90 @@ class AdminEndpoints:
         return [
             Mount(
                 "/admin",
-                routes=[
-                    ApiRoute(
-                        "/users",
-                        admin(self.list_users),
-                        method="GET",
-                        operation=Operation(
-                            "Users, newest first",
-                            {200: AdminUserList},
-                            errors=_ADMIN_ERRORS,
-                            security=ADMIN,
-                            query=(
-                                Query("email"),
-                                Query("provider"),
-                                Query("provider_account_id"),
-                                *_PAGE,
+                app=Router(
+                    redirect_slashes=False,  # /admin/users/ is a 404, never a redirect
+                    routes=[
+                        ApiRoute(
+                            "/users",
+                            admin(self.list_users),
+                            method="GET",
+                            operation=Operation(
+                                "Users, newest first",
+                                {200: AdminUserList},
+                                errors=_ADMIN_ERRORS,
+                                security=ADMIN,
+                                query=(
+                                    Query("email"),
+                                    Query("provider"),
+                                    Query("provider_account_id"),
+                                    *_PAGE,
+                                ),
                             ),
                         ),
-                    ),
-                    ApiRoute(
-                        user,
-                        admin(self.get_user),
-                        method="GET",
-                        operation=Operation(
-                            "A user, with accounts and live sessions",
-                            {200: AdminUser},
-                            errors=(*_ADMIN_ERRORS, 404),
-                            security=ADMIN,
-                        ),
-                    ),
-                    ApiRoute(
-                        user,
-                        admin(self.patch_user),
-                        method="PATCH",
-                        operation=Operation(
-                            "Disable or enable a user",
-                            {200: AdminUser},
-                            errors=(*_ADMIN_ERRORS, 404, 413),
-                            security=ADMIN,
-                            body=(AdminUserUpdate,),
-                        ),
-                    ),
-                    ApiRoute(
-                        user,
-                        admin(self.delete_user),
-                        method="DELETE",
-                        operation=Operation(
-                            "Delete a user",
-                            {204: None},
-                            errors=(*_ADMIN_ERRORS, 404),
-                            security=ADMIN,
-                        ),
-                    ),
-                    ApiRoute(
-                        f"{user}/sessions",
-                        admin(self.delete_sessions),
-                        method="DELETE",
-                        operation=Operation(
-                            "End every session of a user",
-                            {204: None},
-                            errors=(*_ADMIN_ERRORS, 404),
-                            security=ADMIN,
-                        ),
-                    ),
-                    ApiRoute(
-                        "/events",
-                        admin(self.list_events),
-                        method="GET",
-                        operation=Operation(
-                            "The audit log, newest first",
-                            {200: AuditEventList},
-                            errors=_ADMIN_ERRORS,
-                            security=ADMIN,
-                            query=(
-                                Query("user_id"),
-                                Query("type"),
-                                Query("since", {"type": "string", "format": "date-time"}),
-                                *_PAGE,
+                        ApiRoute(
+                            user,
+                            admin(self.get_user),
+                            method="GET",
+                            operation=Operation(
+                                "A user, with accounts and live sessions",
+                                {200: AdminUser},
+                                errors=(*_ADMIN_ERRORS, 404),
+                                security=ADMIN,
                             ),
                         ),
-                    ),
-                ],
+                        ApiRoute(
+                            user,
+                            admin(self.patch_user),
+                            method="PATCH",
+                            operation=Operation(
+                                "Disable or enable a user",
+                                {200: AdminUser},
+                                errors=(*_ADMIN_ERRORS, 404, 413),
+                                security=ADMIN,
+                                body=(AdminUserUpdate,),
+                            ),
+                        ),
+                        ApiRoute(
+                            user,
+                            admin(self.delete_user),
+                            method="DELETE",
+                            operation=Operation(
+                                "Delete a user",
+                                {204: None},
+                                errors=(*_ADMIN_ERRORS, 404),
+                                security=ADMIN,
+                            ),
+                        ),
+                        ApiRoute(
+                            f"{user}/sessions",
+                            admin(self.delete_sessions),
+                            method="DELETE",
+                            operation=Operation(
+                                "End every session of a user",
+                                {204: None},
+                                errors=(*_ADMIN_ERRORS, 404),
+                                security=ADMIN,
+                            ),
+                        ),
+                        ApiRoute(
+                            "/events",
+                            admin(self.list_events),
+                            method="GET",
+                            operation=Operation(
+                                "The audit log, newest first",
+                                {200: AuditEventList},
+                                errors=_ADMIN_ERRORS,
+                                security=ADMIN,
+                                query=(
+                                    Query("user_id"),
+                                    Query("type"),
+                                    Query("since", {"type": "string", "format": "date-time"}),
+                                    *_PAGE,
+                                ),
+                            ),
+                        ),
+                    ],
+                ),
             )
         ]
 

@@ -14,6 +14,7 @@ message follows the field's name. `Text` is the check of a text field, `Body` ev
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl
@@ -112,6 +113,20 @@ def bearer(request: Request) -> str:
     if scheme.lower() != "bearer" or not token.strip():
         raise InvalidToken("a Bearer access token is required", reason="missing_token")
     return token.strip()
+
+
+# C0 controls, DEL and C1 controls (a header's bytes 0x80-0x9F arrive as U+0080-U+009F).
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def user_agent(request: Request) -> str | None:
+    """The User-Agent as stored and shown (sessions, audit events): control characters removed,
+    C0 and C1 alike — they could rewrite a terminal or a log viewer that shows it — at most 512
+    characters; None when nothing is left."""
+    raw = request.headers.get("user-agent")
+    if not raw:
+        return None
+    return _CONTROLS.sub("", raw)[:512] or None
 
 
 def safe_name(name: str) -> str:

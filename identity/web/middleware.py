@@ -33,6 +33,9 @@ from identity.tracing import NO_TRACING, Tracer
 logger = logging.getLogger("identity.app")
 MAX_BODY = 64 * 1024
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # fullmatch: a `$` lets "\n" in
+_DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII only: str.isdigit() also passes "²", int() not
+# A NUL or other C0 control in the decoded path: no route has one, and a database refuses it.
+_PATH_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
 _QUERY_TOKENS = frozenset({"access_token", "subject_token", "refresh_token", "token"})
 # The verification link carries a single-use mail token, not a credential (docs/api.md).
 _QUERY_TOKEN_ALLOWED = frozenset({("GET", "/auth/verify-email")})
@@ -200,9 +203,11 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def _refuse_early(scope: Scope) -> IdentityError | None:
+    if _PATH_CONTROLS.search(scope["path"]):
+        return InvalidRequest("the path holds a control character")
     length = _header(scope, b"content-length")
     if length is not None:
-        if not length.isdigit():
+        if not _DIGITS.fullmatch(length):
             return InvalidRequest("malformed Content-Length")
         if int(length) > MAX_BODY:
             return PayloadTooLarge(f"the body exceeds {MAX_BODY} bytes")

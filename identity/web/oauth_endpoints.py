@@ -152,7 +152,7 @@ class OAuthEndpoints:
                 nonce=body.nonce,
                 audience=body.audience,
                 scope=body.scope,
-                user_agent=request.headers.get("user-agent"),
+                user_agent=inputs.user_agent(request),
             )
         else:
             result = await self._grants.refresh(
@@ -187,7 +187,7 @@ class OAuthEndpoints:
                 client_id=caller.client_id,
                 context=context(request, caller.client_id),
                 nonce=body.nonce,
-                user_agent=request.headers.get("user-agent"),
+                user_agent=inputs.user_agent(request),
                 provider=body.provider,
                 provider_tokens=tokens,
             )
@@ -235,9 +235,14 @@ class OAuthEndpoints:
         token = inputs.parse(PresentedToken, form).token
         attempt.about_token(jws.fingerprint(token))
         answer = Introspection(active=False)
+        owner = caller.client_id if caller.authenticated else None
         claims = self._bearer.claims_or_none(token)
         if claims is not None:
-            if await self._sessions.alive(claims.session_id, claims.subject):
+            # Another client's access token is inactive to the asking client (RFC 7662 §4: no
+            # client learns of the others' tokens), like its refresh tokens are.
+            if (owner is None or claims.client_id == owner) and await self._sessions.alive(
+                claims.session_id, claims.subject
+            ):
                 raw = claims.raw
                 answer = Introspection(
                     active=True,
@@ -245,7 +250,6 @@ class OAuthEndpoints:
                     **{k: raw[k] for k in _CLAIMS if k in raw},
                 )
         elif token.count(".") != 2:
-            owner = caller.client_id if caller.authenticated else None
             answer = await self._sessions.introspect_refresh(token, client_id=owner)
         return json_response(answer, omit_none=True)
 

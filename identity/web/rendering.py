@@ -8,6 +8,7 @@ from starlette.responses import Response
 
 from identity.accounts import audit
 
+from . import inputs
 from .inputs import JSON
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -26,6 +27,6 @@ def context(request: Request, client_id: str | None = None) -> audit.Context:
     return audit.Context(
         client_id=client_id,
         ip=(request.scope.get("client") or ("",))[0] or None,
-        user_agent=request.headers.get("user-agent"),
+        user_agent=inputs.user_agent(request),
         request_id=request.scope.get("state", {}).get("request_id"),
     )

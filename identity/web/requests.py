@@ -171,17 +171,18 @@ class UserUpdate(Body):
         if not isinstance(value, str):
             raise ValueError("must be a string or null")
         parts = urlsplit(value) if value.isprintable() and value.isascii() else None
-        # http(s) only (javascript: and data: would run or render in the app); no user:password@
+        # https only: javascript: and data: would run or render in the app, and http: shows
+        # every viewer's browser mixed content a network attacker can swap; no user:password@
         # either, which hides the real host from whoever reads the URL.
         if (
             parts is None
             or len(value) > 2048
-            or parts.scheme not in ("http", "https")
+            or parts.scheme != "https"
             or not parts.hostname
             or "@" in parts.netloc
             or any(c.isspace() for c in value)
         ):
-            raise ValueError("must be an http(s) URL of at most 2048 characters")
+            raise ValueError("must be an https:// URL of at most 2048 characters")
         return value
 
     @field_validator("email", mode="before")
