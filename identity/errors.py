@@ -131,6 +131,11 @@ class PayloadTooLarge(IdentityError):
     error = "request_too_large"
 
 
+class HeadersTooLarge(IdentityError):
+    status = 431
+    error = "request_too_large"
+
+
 class RateLimited(IdentityError):
     status = 429
     error = "rate_limited"

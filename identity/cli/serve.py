@@ -33,6 +33,7 @@ from identity.store import schema
 
 from .command import NOT_STARTED, OK, CommandError, command
 from .keys import store
+from .protocol import CappedHttpToolsProtocol
 
 log = logging.getLogger("identity.cli")
 
@@ -83,6 +84,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=30,
         server_header=False,
+        # httptools with a cap on the header block (it has none of its own): protocol.py.
+        http=CappedHttpToolsProtocol,
     )
     # Workers read the environment again: hand them the format chosen here (a worker's stderr
     # is this terminal or pipe too, but the choice must not differ between processes).
