@@ -116,8 +116,8 @@ async def test_a_content_length_of_unicode_digits_is_400(client: httpx.AsyncClie
         "/token",
         content=b"",
         headers={
-            "content-length": "²".encode("latin-1"),  # str.isdigit() passes it
-            "content-type": "application/x-www-form-urlencoded",
+            b"content-length": "²".encode("latin-1"),  # str.isdigit() passes it
+            b"content-type": b"application/x-www-form-urlencoded",
         },
     )
     assert answer.status_code == 400

@@ -69,7 +69,9 @@ async def test_the_mail_names_the_account_that_asked(
     auth = bearer(attacker["access_token"])
     assert (await mail_client.post("/auth/verify-email/request", headers=auth)).status_code == 202
     (message,) = inbox.messages
-    text = message.get_body(("plain",)).get_content()
+    body = message.get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
     (line,) = [line for line in text.splitlines() if line.startswith("The account that asked")]
     assert "signed in with microsoft" in line
     assert "'SupportTeam'" in line  # the name, its controls removed
