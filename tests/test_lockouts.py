@@ -81,6 +81,29 @@ async def test_past_the_limit_the_right_client_secret_gets_429_too(
         assert (await exchange(guesser, google.mint(), headers=NEXTJS)).status_code == 200
 
 
+async def test_a_second_replica_refuses_the_right_secret_too(
+    settings: Settings, issuers: Issuers, clock: FakeClock, google: FakeIssuer
+) -> None:
+    """The count is the database's: failures on one replica lock the IP on the other."""
+    configured = dataclasses.replace(
+        settings,
+        clients=SECRETS,
+        admin_clients=("backoffice",),
+        rate_limit_failures=RateLimit(5, 60),
+    )
+    async with (
+        running(configured, issuers, clock) as (first, _),
+        running(configured, issuers, clock) as (second, _),
+    ):
+        async with client_from(first, "203.0.113.11") as guesser:
+            wrong = basic("nextjs", "wrong-guess-0000000000")
+            for _ in range(5):
+                assert (await exchange(guesser, google.mint(), headers=wrong)).status_code == 401
+        async with client_from(second, "203.0.113.11") as guesser:
+            assert (await exchange(guesser, google.mint(), headers=NEXTJS)).status_code == 429
+            assert (await guesser.get("/admin/users", headers=ADMIN)).status_code == 429
+
+
 async def test_the_admin_api_counts_failed_authentications(
     with_clients: Starlette, sql: Sql
 ) -> None:
