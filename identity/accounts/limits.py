@@ -250,13 +250,17 @@ class Attempt:
     def __init__(self, guard: FailureGuard, address: str | None, *, bearer: bool = False) -> None:
         self._guard = guard
         # A Bearer route: until its token is verified, a failure is the IP's (a key of its own).
-        self._ip_key = bearer_ip_key(address) if bearer else ip_key(address)
+        self._address = address
         self._bearer = bearer
         # Once a client authenticated, its failures count per (client, subject), not per IP.
         self._client: str | None = None
         self._subject = "token:-"
         self._user_key: str | None = None
         self._counted = True
+
+    def _ip_key(self) -> str:
+        # Built only when needed: a verified Bearer request never parses its address.
+        return bearer_ip_key(self._address) if self._bearer else ip_key(self._address)
 
     def bearer_verified(self, client_id: str, subject: str) -> None:
         """The Bearer token verified: from now on this request is its user's (client, `sub`);
@@ -287,7 +291,7 @@ class Attempt:
         if self._user_key is not None:
             return self._user_key
         if self._client is None:
-            return self._ip_key
+            return self._ip_key()
         return subject_key(self._client, self._subject)
 
     async def check(self) -> None:
@@ -296,7 +300,7 @@ class Attempt:
         A client's subject is checked inside its grant's own statement (`lock`); a Bearer
         route's caller once its token is verified (`bearer_verified`)."""
         if not self._bearer:
-            await self._guard.check(self._ip_key)
+            await self._guard.check(self._ip_key())
 
     async def fail(self) -> RateLimited | None:
         """Count this request's failure; the 429 to answer instead when it passed the limit."""
