@@ -48,21 +48,26 @@ class CappedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         self._in_headers = True  # a connection starts with a request's header block
         self._header_bytes = 0
+        self._completed = False  # a header block was completed in the chunk being parsed
         self._refused = False
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # answered and closing: nothing more is parsed or held
         counting = self._in_headers
+        self._completed = False
         super().data_received(data)
-        if counting and self._in_headers and not self._refused:
-            # This chunk began inside a header block that is still not complete.
+        if counting and not self._completed and not self._refused:
+            # This chunk began inside a header block and did not finish it. (A chunk that
+            # finished one — its body, even the next request's start, may follow in the same
+            # read — is never counted: at most one read of a block goes uncounted.)
             self._header_bytes += len(data)
             if self._header_bytes > MAX_HEADER_BYTES:
                 self._refuse()
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
+        self._completed = True
         self._header_bytes = 0
         super().on_headers_complete()
 
