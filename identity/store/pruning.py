@@ -1,0 +1,35 @@
+"""Deleting what has expired in bounded batches (docs/operations.md, "Pruning").
+
+A backlog of a million expired rows deleted by one statement holds a million row locks and one
+long transaction: a refresh of one of those sessions waits for all of it, and the table's dead
+rows cannot be vacuumed until it ends. Here each batch is its own short transaction: it picks
+at most `batch` matching rows through an index, skips any a request holds (`FOR UPDATE SKIP
+LOCKED` on PostgreSQL: the janitor never waits on a sign-in, and a sign-in waits on the janitor
+for one batch at most), deletes them and commits; the next batch follows until one comes back
+short. SQLite, one writer at a time, takes its write lock per batch the same way.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from .database import Database
+
+PRUNE_BATCH = 1000  # rows per transaction: a few milliseconds of locks (docs/performance.md)
+
+
+async def delete_batched(
+    database: Database, table: sa.Table, condition: sa.ColumnElement[bool], *, batch: int
+) -> int:
+    """Delete the rows of `table` that match `condition`, `batch` per transaction; how many."""
+    keys = list(table.primary_key.columns)
+    chosen = sa.select(*keys).where(condition).limit(batch).with_for_update(skip_locked=True)
+    target = keys[0] if len(keys) == 1 else sa.tuple_(*keys)
+    statement = sa.delete(table).where(target.in_(chosen))
+    total = 0
+    while True:
+        async with database.transaction() as tx:
+            deleted = int((await tx.execute(statement)).rowcount)
+        total += deleted
+        if deleted < batch:
+            return total
