@@ -164,7 +164,9 @@ class AuditLog:
         """Delete the events past retention, `batch` at a time."""
         cutoff = self._db.shared_now(self._clock) - timedelta(seconds=self._retention)
         past = AUDIT_EVENTS.c.created_at < cutoff
-        return await delete_batched(self._db, AUDIT_EVENTS, past, batch=batch)
+        return await delete_batched(
+            self._db, AUDIT_EVENTS, AUDIT_EVENTS.c.created_at, past, batch=batch
+        )
 
 
 def _detail(value: Any) -> dict[str, Any]:

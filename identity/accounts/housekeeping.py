@@ -153,7 +153,7 @@ class Janitor:
     def _expired(self, table: Table, expires: Column[Any]) -> Callable[[], Awaitable[int]]:
         async def run() -> int:
             past = expires < self._now()
-            return await delete_batched(self._db, table, past, batch=self.batch)
+            return await delete_batched(self._db, table, expires, past, batch=self.batch)
 
         return run
 

@@ -204,11 +204,17 @@ class Sessions:
 
     async def prune(self, *, batch: int = PRUNE_BATCH) -> int:
         """Delete expired sessions (by the database's clock on PostgreSQL), `batch` at a time
-        (their earlier tokens go with them)."""
+        (their earlier tokens go with them): past their end, then idle too long, each through
+        its own index."""
         now = self._db.shared_now(self._clock)
         idle_since = now - timedelta(seconds=self.policy.idle_ttl)
-        expired = or_(SESSIONS.c.expires <= now, SESSIONS.c.last_used_at <= idle_since)
-        return await delete_batched(self._db, SESSIONS, expired, batch=batch)
+        ended = await delete_batched(
+            self._db, SESSIONS, SESSIONS.c.expires, SESSIONS.c.expires <= now, batch=batch
+        )
+        idle = SESSIONS.c.last_used_at <= idle_since
+        return ended + await delete_batched(
+            self._db, SESSIONS, SESSIONS.c.last_used_at, idle, batch=batch
+        )
 
     async def forget_sealed(self) -> int:
         """Delete sealed successors whose reuse interval has ended (every housekeeping round;

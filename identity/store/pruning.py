@@ -1,5 +1,10 @@
 """Deleting what has expired in bounded batches (docs/operations.md, "Pruning").
 
+Each batch is taken in the order of the time column that decides expiry, through its index: the
+oldest first. Without the order, a `LIMIT` lets the planner read the table from the start and
+stop at the first `batch` rows that match, which it supposes spread evenly; expired rows sit
+wherever they were written, so that read can cross the whole table before it finds one.
+
 A backlog of a million expired rows deleted by one statement holds a million row locks and one
 long transaction: a refresh of one of those sessions waits for all of it, and the table's dead
 rows cannot be vacuumed until it ends. Here each batch is its own short transaction: it picks
@@ -11,6 +16,8 @@ short. SQLite, one writer at a time, takes its write lock per batch the same way
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from .database import Database
@@ -19,11 +26,23 @@ PRUNE_BATCH = 1000  # rows per transaction: a few milliseconds of locks (docs/pe
 
 
 async def delete_batched(
-    database: Database, table: sa.Table, condition: sa.ColumnElement[bool], *, batch: int
+    database: Database,
+    table: sa.Table,
+    expires: sa.Column[Any],
+    condition: sa.ColumnElement[bool],
+    *,
+    batch: int,
 ) -> int:
-    """Delete the rows of `table` that match `condition`, `batch` per transaction; how many."""
+    """Delete the rows of `table` that match `condition` (on the indexed time column
+    `expires`), oldest first, `batch` per transaction; how many."""
     keys = list(table.primary_key.columns)
-    chosen = sa.select(*keys).where(condition).limit(batch).with_for_update(skip_locked=True)
+    chosen = (
+        sa.select(*keys)
+        .where(condition)
+        .order_by(expires)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
     target = keys[0] if len(keys) == 1 else sa.tuple_(*keys)
     statement = sa.delete(table).where(target.in_(chosen))
     total = 0
