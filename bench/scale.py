@@ -131,14 +131,16 @@ def fill_statements(n: dict[str, int]) -> list[tuple[str, str]]:
             "used_id_tokens",
             f"""INSERT INTO used_id_tokens (replay_key, expires_at)
             SELECT {HEX.format("'r'", "i")},
-                   now() + interval '2 hours' + i * interval '1 hour' / {n["used_id_tokens"]}
+                   now() + interval '2 hours'
+                   + (i * (3600.0 / {n["used_id_tokens"]})) * interval '1 second'
             FROM generate_series(1, {n["used_id_tokens"]}) i""",
         ),
         (
             "audit_events",
             f"""INSERT INTO audit_events (created_at, type, user_id, session_id, client_id, ip,
                 user_agent, request_id, detail)
-            SELECT now() - interval '365 days' + i * interval '365 days' / {n["audit_events"]},
+            SELECT now() - interval '365 days'
+                   + (i * (31536000.0 / {n["audit_events"]})) * interval '1 second',
                 CASE WHEN i % 10 < 7 THEN 'sign_in' WHEN i % 10 < 9 THEN 'sign_out'
                      ELSE 'session_revoked' END,
                 pg_temp.bid('u', u), pg_temp.bid('s', 1 + i % {sessions}), 'web',
