@@ -108,7 +108,7 @@ async def explain_all(url: str, fraction: float) -> list[str]:
                 ("client_min_messages", "log"),
             ):
                 await connection.execute(f"SET LOCAL {setting} = '{value}'")
-            i = users // 3 * 20 + 1  # a filled user with a Google account (i % 20 < 16)
+            i = users // 3 // 20 * 20 + 1  # a filled user with a Google account (i % 20 < 16)
             sub = f"1{i:020d}"
             await nested(
                 "identity_sign_in, a returning person (failure limit and budget on)",

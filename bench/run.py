@@ -102,6 +102,9 @@ def main() -> None:
     )
     parser.add_argument("--explain", action="store_true", help="with --scale: EXPLAIN hot paths")
     parser.add_argument(
+        "--no-compare", action="store_true", help="with --scale: skip empty against full"
+    )
+    parser.add_argument(
         "--fraction", type=float, default=1.0, help="with --scale: of the full counts (quick look)"
     )
     parser.add_argument(

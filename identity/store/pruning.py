@@ -10,12 +10,14 @@ long transaction: a refresh of one of those sessions waits for all of it, and th
 rows cannot be vacuumed until it ends. Here each batch is its own short transaction: it picks
 at most `batch` matching rows through an index, skips any a request holds (`FOR UPDATE SKIP
 LOCKED` on PostgreSQL: the janitor never waits on a sign-in, and a sign-in waits on the janitor
-for one batch at most), deletes them and commits; the next batch follows until one comes back
-short. SQLite, one writer at a time, takes its write lock per batch the same way.
+for one batch at most), deletes them and commits; the next batch follows, after a short pause,
+until one comes back short. SQLite, one writer at a time, takes its write lock per batch the
+same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +25,9 @@ import sqlalchemy as sa
 from .database import Database
 
 PRUNE_BATCH = 1000  # rows per transaction: a few milliseconds of locks (docs/performance.md)
+# A pause after each full batch: the janitor shares the cores with the requests, and a backlog
+# worked off at full speed doubles their tail latency (docs/performance.md, "Data at scale").
+PRUNE_PAUSE = 0.02
 
 
 async def delete_batched(
@@ -32,6 +37,7 @@ async def delete_batched(
     condition: sa.ColumnElement[bool],
     *,
     batch: int,
+    pause: float = PRUNE_PAUSE,
 ) -> int:
     """Delete the rows of `table` that match `condition` (on the indexed time column
     `expires`), oldest first, `batch` per transaction; how many."""
@@ -52,3 +58,4 @@ async def delete_batched(
         total += deleted
         if deleted < batch:
             return total
+        await asyncio.sleep(pause)
