@@ -294,13 +294,14 @@ async def sizes(url: str) -> tuple[int, list[tuple[str, int, int]]]:
 
 class LockWatch:
     """Samples pg_locks every 5 ms: the longest wait for a heavyweight lock by a backend whose
-    statement is a sign-in or a refresh (granted = false, now() - waitstart)."""
+    statement is a sign-in or a refresh (granted = false, now() - waitstart), told apart by what
+    blocks it (pg_blocking_pids): the janitor's deletions, or other requests."""
 
     def __init__(self, url: str) -> None:
         self.url = _plain(url)
-        self.longest_ms = 0.0
+        self.longest_ms = {"janitor": 0.0, "requests": 0.0}
+        self.waits = {"janitor": 0, "requests": 0}
         self.samples = 0
-        self.waits = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._watch()), daemon=True)
 
@@ -312,21 +313,33 @@ class LockWatch:
         self._stop.set()
         self._thread.join()
 
+    def said(self) -> str:
+        return ", ".join(
+            f"behind {who} {self.longest_ms[who]:.1f} ms ({self.waits[who]} waits seen)"
+            for who in ("janitor", "requests")
+        )
+
     async def _watch(self) -> None:
         connection = await asyncpg.connect(self.url)
         try:
             while not self._stop.is_set():
                 rows = await connection.fetch(
-                    """SELECT extract(epoch FROM clock_timestamp() - l.waitstart) * 1000 AS ms
+                    """SELECT extract(epoch FROM clock_timestamp() - l.waitstart) * 1000 AS ms,
+                              EXISTS (SELECT 1 FROM pg_stat_activity b
+                                      WHERE b.pid = ANY (pg_blocking_pids(a.pid))
+                                        AND (b.query LIKE 'DELETE FROM%'
+                                             OR b.query LIKE 'UPDATE sessions SET previous%'))
+                              AS janitor
                        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
                        WHERE NOT l.granted AND l.waitstart IS NOT NULL
                          AND (a.query LIKE '%identity_sign_in%'
                               OR a.query LIKE '%identity_refresh%')"""
                 )
                 self.samples += 1
-                self.waits += len(rows)
                 for row in rows:
-                    self.longest_ms = max(self.longest_ms, float(row["ms"]))
+                    who = "janitor" if row["janitor"] else "requests"
+                    self.waits[who] += 1
+                    self.longest_ms[who] = max(self.longest_ms[who], float(row["ms"]))
                 await asyncio.sleep(0.005)
         finally:
             await connection.close()
@@ -463,9 +476,11 @@ class Scale:
                     for i in range(window + 3)
                 ]
             )
-            baseline = [
-                wrk_post(server.url, "/token", next(runs), seconds, bench.work) for _ in range(3)
-            ]
+            with LockWatch(full) as before:
+                baseline = [
+                    wrk_post(server.url, "/token", next(runs), seconds, bench.work)
+                    for _ in range(3)
+                ]
             base = _median(baseline)
             bench.add("scale: exchange before pruning", base)
             command = [sys.executable, "-m", "identity", "prune"]
@@ -512,13 +527,14 @@ class Scale:
                 None if self.args.smoke else ratio <= 2.0,
             )
         )
-        self.rows.append(
-            Row(
-                "scale: longest lock wait of a sign-in or refresh during pruning",
-                f"{watch.longest_ms:.1f} ms",
-                f"{watch.waits} waits seen in {watch.samples:,} samples of pg_locks",
+        for when, watch_ in (("before pruning", before), ("during pruning", watch)):
+            self.rows.append(
+                Row(
+                    f"scale: longest lock wait of a sign-in or refresh, {when}",
+                    watch_.said(),
+                    f"{watch_.samples:,} samples of pg_locks",
+                )
             )
-        )
 
     # -- 5. sizes -----------------------------------------------------------------------------
 
