@@ -1,4 +1,5 @@
 """Benchmark: python -m bench.run [--smoke] [--seconds N] [--reps N] [--no-peers] [--pooler]
+[--scale [--explain] [--fraction F]]
 
 Measures what ships, on PostgreSQL, against references measured in the same run, and prints one
 table of figures, ratios and targets (docs/performance.md):
@@ -97,6 +98,16 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true", help="skip fastapi-users, Better Auth")
     parser.add_argument("--pooler", action="store_true", help="only the PgBouncer phase")
     parser.add_argument(
+        "--scale", action="store_true", help="only the scale phase (bench/scale.py): not in smoke"
+    )
+    parser.add_argument("--explain", action="store_true", help="with --scale: EXPLAIN hot paths")
+    parser.add_argument(
+        "--no-compare", action="store_true", help="with --scale: skip empty against full"
+    )
+    parser.add_argument(
+        "--fraction", type=float, default=1.0, help="with --scale: of the full counts (quick look)"
+    )
+    parser.add_argument(
         "--database-url",
         default=os.environ.get(
             "IDENTITY_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -124,7 +135,7 @@ class Bench:
     def run(self) -> None:
         started = time.monotonic()
         try:
-            if not self.args.pooler:
+            if not (self.args.pooler or self.args.scale):
                 self.references()
             with serve_issuers() as served:
                 google = served.add(http_google(self.google_key, served.base))
@@ -140,13 +151,18 @@ class Bench:
                     IDENTITY_LOG_FORMAT="json",
                 )
                 KeyStore(self.work / "keys").generate()
-                if not self.args.pooler:
+                if self.args.scale:
+                    from bench.scale import Scale  # imports this module: here, not at the top
+
+                    Scale(self).run(env)
+                elif not self.args.pooler:
                     self.bare_jwks(env)
                     for workers in (1, 2):
                         self.service(env, workers, limits=False)
                     self.service(env, 1, limits=True)
                     self.memory(env)
-                self.pooler(env)
+                if not self.args.scale:
+                    self.pooler(env)
         finally:
             shutil.rmtree(self.work, ignore_errors=True)
         self.print_table(time.monotonic() - started)

@@ -12,14 +12,16 @@ from typing import Any, cast
 
 import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.engine import make_url
 
 from identity.accounts import housekeeping
 from identity.accounts.audit import AuditLog
 from identity.accounts.sessions import SessionPolicy, Sessions
+from identity.clock import utc
 from identity.settings import Settings
 from identity.store.database import Database
+from identity.store.models import AUDIT_EVENTS, SESSIONS, USED_ID_TOKENS, USERS
 
 from .support import Sql
 
@@ -42,7 +44,7 @@ class Flaky:
         self.successes += 1
         return 0
 
-    async def async_call(self) -> int:
+    async def async_call(self, **_: object) -> int:  # a job, or `prune(batch=…)`
         return self()
 
 
@@ -169,3 +171,111 @@ async def test_a_round_under_way_elsewhere_is_skipped_and_taken_if_it_dies(
         results = await asyncio.gather(*(j.round() for j in janitors))
     assert sorted(r is None for r in results) == [False, True]
     assert await sql.scalar("SELECT count(*) FROM rate_limits WHERE key LIKE 'old:%'") == 0
+
+
+LONG_AGO = utc(1_000_000_000)  # 2001
+
+
+async def _backlog(database: Database) -> None:
+    """An expired backlog beside live rows: 23 used id_tokens past their time (2 live); 25
+    sessions past their end and 3 idle too long (2 alive); 21 audit events past retention (2
+    kept)."""
+    now, later = utc(time.time()), utc(time.time() + 3600)
+    user = {"name_edited": False, "image_edited": False, "email_edited": False}
+    session = {"client_id": "web", "scope": "openid", "created_at": LONG_AGO}
+    async with database.transaction() as tx:
+        await tx.execute(
+            insert(USERS), [{"id": "u1", **user, "created_at": now, "updated_at": now}]
+        )
+        await tx.execute(
+            insert(USED_ID_TOKENS),
+            [{"replay_key": f"old{i}", "expires_at": LONG_AGO} for i in range(23)]
+            + [{"replay_key": f"new{i}", "expires_at": later} for i in range(2)],
+        )
+        ends = [(LONG_AGO, now)] * 25 + [(later, LONG_AGO)] * 3 + [(later, now)] * 2
+        await tx.execute(
+            insert(SESSIONS),
+            [
+                {
+                    "id": f"s{i}",
+                    "session_token": f"t{i}",
+                    "user_id": "u1",
+                    "expires": expires,
+                    "last_used_at": used,
+                    **session,
+                }
+                for i, (expires, used) in enumerate(ends)
+            ],
+        )
+        await tx.execute(
+            insert(AUDIT_EVENTS),
+            [{"created_at": LONG_AGO, "type": "sign_in", "detail": {}}] * 21
+            + [{"created_at": now, "type": "sign_in", "detail": {}}] * 2,
+        )
+
+
+def _counting_transactions(database: Database) -> list[int]:
+    """Count the transactions `database` begins from now on (in the list's one item)."""
+    count = [0]
+    begin = database.transaction
+
+    @contextlib.asynccontextmanager
+    async def counted() -> AsyncIterator[Any]:
+        count[0] += 1
+        async with begin() as tx:
+            yield tx
+
+    cast(Any, database).transaction = counted
+    return count
+
+
+async def test_a_backlog_is_pruned_in_bounded_batches_and_the_live_rows_stay(
+    database_url: str, settings: Settings, sql: Sql
+) -> None:
+    database = Database(database_url, pool_mode=settings.database_pool_mode)
+    try:
+        await _backlog(database)
+        began = _counting_transactions(database)
+        sessions = Sessions(database, POLICY)
+        janitor = housekeeping.Janitor(
+            database, sessions, AuditLog(database, retention=3600), batch=10
+        )
+        done = await janitor.prune()
+    finally:
+        await database.close()
+    assert done == {
+        "used_id_tokens": 23,
+        "sessions": 28,
+        "rate_limits": 0,
+        "verification_tokens": 0,
+        "audit_events": 21,
+    }
+    # Ten rows per transaction: 3 for the id_tokens, 3 + 1 for the sessions (past their end,
+    # then idle), 3 for the events, one each for the empty kinds.
+    assert began[0] == 12
+    assert await sql.scalar("SELECT count(*) FROM used_id_tokens") == 2
+    assert await sql.scalar("SELECT count(*) FROM sessions") == 2
+    assert await sql.scalar("SELECT count(*) FROM audit_events") == 2
+
+
+async def test_pruning_skips_a_row_a_request_holds_instead_of_waiting(
+    database_url: str, settings: Settings, sql: Sql
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time: nothing to skip")
+    database = Database(database_url, pool_mode=settings.database_pool_mode)
+    plain = make_url(str(sql.engine.url)).set(drivername="postgresql")
+    other = await asyncpg.connect(plain.render_as_string(hide_password=False))
+    try:
+        await _backlog(database)
+        async with other.transaction():  # a refresh of an expired session, under way
+            await other.execute("SELECT 1 FROM sessions WHERE id = 's7' FOR UPDATE")
+            janitor = housekeeping.Janitor(
+                database, Sessions(database, POLICY), AuditLog(database, retention=3600), batch=10
+            )
+            pruned = await asyncio.wait_for(janitor.prune(), timeout=10)
+    finally:
+        await other.close()
+        await database.close()
+    assert pruned["sessions"] == 27
+    assert await sql.scalar("SELECT count(*) FROM sessions WHERE id = 's7'") == 1

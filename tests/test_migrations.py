@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +75,29 @@ async def test_postgresql_gets_the_hot_path_functions_and_loses_them_on_downgrad
     assert await functions() == set()
     await asyncio.to_thread(command.upgrade, config, "head")
     assert await functions() == {"identity_sign_in", "identity_refresh"}
+
+
+def test_the_pruning_indexes_made_beforehand_are_kept(tmp_path: Path) -> None:
+    # An operator makes them with CREATE INDEX CONCURRENTLY on a large table first
+    # (docs/operations.md, "Pruning"); the migration then finds them and goes on.
+    path = tmp_path / "m.db"
+    config = alembic_config(f"sqlite+aiosqlite:///{path}")
+    command.upgrade(config, "0006")
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE INDEX ix_sessions_expires ON sessions (expires)")
+    command.upgrade(config, "0007")
+    with sqlite3.connect(path) as connection:
+        names = {
+            row[0]
+            for row in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'sessions'"
+            )
+        }
+    assert {"ix_sessions_expires", "ix_sessions_last_used_at", "ix_sessions_sealed"} <= names
+    command.downgrade(config, "0006")
+    with sqlite3.connect(path) as connection:
+        left = {
+            row[0]
+            for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+        }
+    assert not left & {"ix_sessions_expires", "ix_sessions_last_used_at", "ix_sessions_sealed"}

@@ -15,13 +15,14 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import and_, delete, select
+from sqlalchemy import and_, select
 
 from identity.clock import Clock, as_utc, utc
 from identity.errors import InvalidRequest
 from identity.store.database import Database, Sql
 from identity.store.functions import Arguments
 from identity.store.models import AUDIT_EVENTS
+from identity.store.pruning import PRUNE_BATCH, delete_batched
 from identity.store.shapes import AuditEventPublic
 
 from .listing import event_cursor, read_event_cursor
@@ -158,13 +159,13 @@ class AuditLog:
         more = len(rows) > limit
         return events, event_cursor(events[-1].id) if more and events else None
 
-    async def prune(self) -> int:
+    async def prune(self, *, batch: int = PRUNE_BATCH) -> int:
+        """Delete the events past retention, `batch` at a time."""
         cutoff = self._db.shared_now(self._clock) - timedelta(seconds=self._retention)
-        async with self._db.transaction() as tx:
-            result = await tx.execute(
-                delete(AUDIT_EVENTS).where(AUDIT_EVENTS.c.created_at < cutoff)
-            )
-            return int(result.rowcount)
+        past = AUDIT_EVENTS.c.created_at < cutoff
+        return await delete_batched(
+            self._db, AUDIT_EVENTS, AUDIT_EVENTS.c.created_at, past, batch=batch
+        )
 
 
 def _detail(value: Any) -> dict[str, Any]:

@@ -9,7 +9,9 @@ rounds counted on the database's clock: the first to look after a round begins d
 others skip it. On PostgreSQL the round runs under an advisory transaction lock (one janitor at a
 time, also through a transaction-mode pooler) and is marked done in `rate_limits` (key
 `janitor:round`, a window of one) in the same transaction, so a janitor that dies half-way
-leaves the round to the next one that looks.
+leaves the round to the next one that looks. Each kind is deleted in bounded batches, each its
+own short transaction (identity/store/pruning.py), so a large backlog never holds a lock a
+sign-in waits on for longer than one batch.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import Column, Table
 
 from identity.clock import Clock, utc
 from identity.store.database import Database, Tx
 from identity.store.models import RATE_LIMITS, USED_ID_TOKENS, VERIFICATION_TOKENS
+from identity.store.pruning import PRUNE_BATCH, delete_batched
 from identity.tokens.signing_keys import KeyManager
 
 from .audit import AuditLog
@@ -63,12 +67,14 @@ class Janitor:
         *,
         clock: Clock = time.time,
         interval: int = JANITOR_INTERVAL,
+        batch: int = PRUNE_BATCH,
     ) -> None:
         self._db = database
         self._sessions = sessions
         self._audit = audit_log
         self._clock = clock
         self.interval = interval
+        self.batch = batch
         self._done_round: int | None = None  # the last round known done, here or elsewhere
 
     async def round(self) -> dict[str, int | None] | None:
@@ -126,17 +132,13 @@ class Janitor:
     async def prune(self) -> dict[str, int | None]:
         """Each kind pruned on its own; None for a kind whose pruning failed (logged)."""
         jobs: dict[str, Callable[[], Awaitable[int]]] = {
-            "used_id_tokens": self._expired(
-                USED_ID_TOKENS.delete().where(USED_ID_TOKENS.c.expires_at < self._now())
-            ),
-            "sessions": self._sessions.prune,
-            "rate_limits": self._expired(
-                delete(RATE_LIMITS).where(RATE_LIMITS.c.expires_at < self._now())
-            ),
+            "used_id_tokens": self._expired(USED_ID_TOKENS, USED_ID_TOKENS.c.expires_at),
+            "sessions": lambda: self._sessions.prune(batch=self.batch),
+            "rate_limits": self._expired(RATE_LIMITS, RATE_LIMITS.c.expires_at),
             "verification_tokens": self._expired(
-                delete(VERIFICATION_TOKENS).where(VERIFICATION_TOKENS.c.expires < self._now())
+                VERIFICATION_TOKENS, VERIFICATION_TOKENS.c.expires
             ),
-            "audit_events": self._audit.prune,
+            "audit_events": lambda: self._audit.prune(batch=self.batch),
         }
         done: dict[str, int | None] = {}
         for name, job in jobs.items():
@@ -148,10 +150,10 @@ class Janitor:
         # what the other replicas still rely on (docs/sessions.md).
         return self._db.shared_now(self._clock)
 
-    def _expired(self, statement: object) -> Callable[[], Awaitable[int]]:
+    def _expired(self, table: Table, expires: Column[Any]) -> Callable[[], Awaitable[int]]:
         async def run() -> int:
-            async with self._db.transaction() as tx:
-                return int((await tx.execute(statement)).rowcount)
+            past = expires < self._now()
+            return await delete_batched(self._db, table, expires, past, batch=self.batch)
 
         return run
 

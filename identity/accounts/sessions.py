@@ -18,6 +18,7 @@ from sqlalchemy import and_, delete, or_, select, update
 from identity.clock import Clock, as_utc, utc
 from identity.store.database import Database
 from identity.store.models import ROTATED, SESSIONS
+from identity.store.pruning import PRUNE_BATCH, delete_batched
 from identity.store.shapes import AccountPublic, Introspection, SessionPublic, UserRecord
 from identity.tokens import refresh_tokens
 
@@ -201,17 +202,19 @@ class Sessions:
             iat=int(as_utc(s["last_used_at"]).timestamp()),
         )
 
-    async def prune(self) -> int:
-        """Delete expired sessions (by the database's clock on PostgreSQL)."""
+    async def prune(self, *, batch: int = PRUNE_BATCH) -> int:
+        """Delete expired sessions (by the database's clock on PostgreSQL), `batch` at a time
+        (their earlier tokens go with them): past their end, then idle too long, each through
+        its own index."""
         now = self._db.shared_now(self._clock)
         idle_since = now - timedelta(seconds=self.policy.idle_ttl)
-        async with self._db.transaction() as tx:
-            result = await tx.execute(
-                delete(SESSIONS).where(
-                    or_(SESSIONS.c.expires <= now, SESSIONS.c.last_used_at <= idle_since)
-                )
-            )
-            return int(result.rowcount)
+        ended = await delete_batched(
+            self._db, SESSIONS, SESSIONS.c.expires, SESSIONS.c.expires <= now, batch=batch
+        )
+        idle = SESSIONS.c.last_used_at <= idle_since
+        return ended + await delete_batched(
+            self._db, SESSIONS, SESSIONS.c.last_used_at, idle, batch=batch
+        )
 
     async def forget_sealed(self) -> int:
         """Delete sealed successors whose reuse interval has ended (every housekeeping round;

@@ -128,6 +128,19 @@ class Session(SQLModel, table=True):
     """One sign-in. `session_token` is the SHA-256 of the current refresh token, never it."""
 
     __tablename__ = "sessions"
+    __table_args__ = (
+        # The janitor's batches: expired by the absolute end or by idle time (docs/operations.md,
+        # "Pruning"); and the sealed successors it forgets, few at any moment, found without
+        # reading every session (a partial index: only the rows that hold one).
+        sa.Index("ix_sessions_expires", "expires"),
+        sa.Index("ix_sessions_last_used_at", "last_used_at"),
+        sa.Index(
+            "ix_sessions_sealed",
+            "rotated_at",
+            postgresql_where=sa.text("previous_sealed IS NOT NULL"),
+            sqlite_where=sa.text("previous_sealed IS NOT NULL"),
+        ),
+    )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=32)
     session_token: str = Field(max_length=64, unique=True)
