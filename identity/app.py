@@ -37,6 +37,7 @@ from identity.accounts.email_verification import EmailVerification
 from identity.accounts.grants import Grants
 from identity.accounts.limits import Counter, FailureGuard
 from identity.accounts.mail import LogMailer, Mailer, SmtpMailer
+from identity.accounts.outbox import Notices
 from identity.accounts.rotation import Rotations
 from identity.accounts.sessions import SessionPolicy, Sessions
 from identity.accounts.sign_in import SignIns
@@ -126,8 +127,8 @@ def create_app(
     )
     grants = Grants(
         verifier=verifier,
-        sign_ins=SignIns(database),
-        rotations=Rotations(database),
+        sign_ins=SignIns(database, data.notices),
+        rotations=Rotations(database, data.notices),
         tokens=tokens,
         budget=Counter(settings.rate_limit_subject, clock=clock),
         policy=sessions.policy,
@@ -234,6 +235,7 @@ class DataServices:
     audit_log: AuditLog
     admin: Admin
     janitor: housekeeping.Janitor
+    notices: Notices
 
 
 def data_services(
@@ -249,7 +251,12 @@ def data_services(
         reuse_interval=settings.refresh_reuse_interval,
         clock_skew=settings.clock_skew,
     )
-    sessions = Sessions(database, policy, clock=clock)
+    notices = Notices(
+        webhooks=settings.webhooks,
+        backchannel=settings.backchannel_logout_uris,
+        token_ttl=settings.access_token_ttl + settings.clock_skew,
+    )
+    sessions = Sessions(database, policy, clock=clock, notices=notices)
     if mailer is None:
         mailer = (
             SmtpMailer(settings.smtp_url)
@@ -265,7 +272,7 @@ def data_services(
         enabled=settings.mail_enabled,
         clock=clock,
     )
-    users = Users(database, verification, clock=clock)
+    users = Users(database, verification, clock=clock, notices=notices)
     audit_log = AuditLog(database, retention=settings.audit_retention, clock=clock)
     return DataServices(
         sessions=sessions,
@@ -274,6 +281,7 @@ def data_services(
         audit_log=audit_log,
         admin=Admin(database, users, sessions, clock=clock),
         janitor=housekeeping.Janitor(database, sessions, audit_log, clock=clock),
+        notices=notices,
     )
 
 

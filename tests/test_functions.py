@@ -34,6 +34,8 @@ PINNED = {
     "0005/identity_sign_in.sql": "f961209e697a4bd6e99a36ee9e17a31f393ec8ec8d31c0ae4b53fe867a7ac693",
     "0006/identity_refresh.sql": "a8b745e035e609d93bf3edbf4567d1356f4fe243b3618b4030d3ceae752b4219",
     "0006/identity_sign_in.sql": "00398904cc8fc143cbe9fd6de965d6fa4161d893907450e9551d006acf958d17",
+    "0007/identity_refresh.sql": "a9599eabc2cd80d3176e23d36d648b1beb6e7427ab5b96188ad391bec2e092f2",
+    "0007/identity_sign_in.sql": "f04cc4636c57bed2f7c9a5fe641fa6dfd7b52e2d4758bad1649cb8de74a60589",
 }
 
 
@@ -160,7 +162,7 @@ async def test_each_call_names_the_parameters_of_its_function_in_order(
     modes = row["proargmodes"] or ["i"] * len(row["proargnames"])
     inputs = tuple(n for n, m in zip(row["proargnames"], modes, strict=True) if m in "ibv")
     assert CALLS[function].names == inputs
-    assert len(inputs) == {"identity_sign_in": 36, "identity_refresh": 18}[function]
+    assert len(inputs) == {"identity_sign_in": 37, "identity_refresh": 20}[function]
 
 
 async def test_a_misnamed_argument_is_refused_by_postgresql(

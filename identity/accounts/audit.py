@@ -53,6 +53,7 @@ INSERT = """
 INSERT INTO audit_events
     (created_at, type, user_id, session_id, client_id, ip, user_agent, request_id, detail)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING id
 """
 _CURSOR = re.compile(r"[1-9][0-9]{0,18}")
 
@@ -111,10 +112,14 @@ async def record(
     user_id: str | None = None,
     session_id: str | None = None,
     **detail: Any,
-) -> None:
+) -> int:
+    """The event's id (what the notices it causes point at)."""
     if type_ not in TYPES:
         raise ValueError(f"unknown audit event type {type_!r}")
-    await sql.fetch(INSERT, at, type_, user_id, session_id, *context.fields(), detail_json(detail))
+    row = await sql.fetchone(
+        INSERT, at, type_, user_id, session_id, *context.fields(), detail_json(detail)
+    )
+    return int(row["id"])
 
 
 class AuditLog:
