@@ -33,12 +33,14 @@ from identity import __version__, environment, logs, tracing
 from identity.accounts import housekeeping
 from identity.accounts.admin import Admin
 from identity.accounts.audit import AuditLog
+from identity.accounts.delivery import Deliveries
 from identity.accounts.email_verification import EmailVerification
 from identity.accounts.grants import Grants
 from identity.accounts.limits import Counter, FailureGuard
 from identity.accounts.mail import LogMailer, Mailer, SmtpMailer
 from identity.accounts.outbox import Notices
 from identity.accounts.rotation import Rotations
+from identity.accounts.senders import Senders
 from identity.accounts.sessions import SessionPolicy, Sessions
 from identity.accounts.sign_in import SignIns
 from identity.accounts.users import Users
@@ -74,6 +76,7 @@ def create_app(
     tracer: Tracer = NO_TRACING,
     access_log: logs.AccessLog | None = None,
     key_reload_interval: float = housekeeping.KEY_RELOAD_INTERVAL,
+    delivery_interval: float = 1.0,
 ) -> Starlette:
     """Build the service from `settings`; collaborators may be injected (tests do)."""
     clock = clock or time.time
@@ -175,12 +178,25 @@ def create_app(
     # stops the app here).
     routes.append(openapi.route(routes, issuer=settings.issuer, version=__version__))
     janitor = data.janitor
+    # Its own client: notices go to the operator's receivers, never through an injected one.
+    delivery_http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
+    senders = Senders(
+        delivery_http,
+        keys=keys,
+        issuer=settings.issuer,
+        webhooks=settings.webhooks,
+        backchannel=settings.backchannel_logout_uris,
+        production=settings.production,
+        clock=clock,
+    )
+    deliveries = Deliveries(database, senders, metrics, clock=clock, interval=delivery_interval)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         task = asyncio.create_task(
             housekeeping.run(keys, janitor, sessions, key_interval=key_reload_interval)
         )
+        worker = asyncio.create_task(deliveries.run())
         undo_hup = _on_sighup(keys.reload)
         logger.info(
             "identity ready",
@@ -198,7 +214,9 @@ def create_app(
         finally:
             undo_hup()
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            worker.cancel()
+            await asyncio.gather(task, worker, return_exceptions=True)
+            await delivery_http.aclose()
             # Close only what this factory opened.
             if own_http:
                 await http.aclose()
@@ -213,7 +231,7 @@ def create_app(
             documents=public.documents(),
         )
 
-    return _Service(
+    service = _Service(
         outer,
         routes=routes,
         lifespan=lifespan,
@@ -223,6 +241,8 @@ def create_app(
             Exception: _unexpected_error,
         },
     )
+    service.state.deliveries = deliveries  # what `identity outbox` and tests drive
+    return service
 
 
 @dataclass(frozen=True)

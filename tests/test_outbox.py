@@ -11,9 +11,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
+from identity.accounts import housekeeping
+from identity.accounts.audit import AuditLog
+from identity.accounts.sessions import SessionPolicy, Sessions
 from identity.destinations import EVENTS, WebhookEndpoint
 from identity.settings import Settings
+from identity.store.database import Database
 
 from .fakes import FakeClock, Issuers
 from .support import Sql, basic, bearer, exchange, refresh, running, sign_in
@@ -44,7 +49,7 @@ async def everything(
         webhooks=(endpoint(*EVENTS),),
         backchannel_logout_uris={"public": "https://app.example/api/logout"},
     )
-    async with running(changed, issuers, clock) as (_, http):
+    async with running(changed, issuers, clock, delivery_interval=3600) as (_, http):
         yield http
 
 
@@ -197,3 +202,35 @@ async def test_a_refused_change_writes_no_notice(
     assert response.status_code == 404
     assert await notices(sql) == before
     assert await sql.scalar("SELECT count(*) FROM revocations") == 0
+
+
+async def test_the_janitor_prunes_what_the_feed_and_the_outbox_no_longer_need(
+    everything: httpx.AsyncClient, issuers: Issuers, sql: Sql, database_url: str
+) -> None:
+    tokens = await sign_in(everything, issuers.google)
+    assert (
+        await everything.post("/auth/logout", headers=bearer(tokens["access_token"]))
+    ).is_success
+    assert await sql.scalar("SELECT count(*) FROM revocations") == 1
+    await sql.set_time("revocations", "expires_at")  # every access token has expired
+    await sql.set_time("outbox", "finished_at", where="destination = 'backchannel:public'")
+    database = Database(database_url)
+    try:
+        policy = SessionPolicy(absolute_ttl=60, idle_ttl=60, reuse_interval=10)
+        janitor = housekeeping.Janitor(
+            database, Sessions(database, policy), AuditLog(database, retention=3600)
+        )
+        # Finished a week ago: gone; still pending (even with an old time): kept.
+        async with sql.engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE outbox SET state = 'delivered' WHERE destination = :d"),
+                {"d": "backchannel:public"},
+            )
+        done = await janitor.prune()
+    finally:
+        await database.close()
+    assert done["revocations"] == 1 and done["outbox"] == 1
+    assert [(e, d) for e, d, _ in await notices(sql)] == [
+        ("user.created", f"webhook:{HOOK}"),
+        ("session.ended", f"webhook:{HOOK}"),
+    ]

@@ -44,10 +44,23 @@ TYPES = frozenset(
         "user_disabled",
         "user_enabled",
         "sessions_revoked",
+        "notice_dropped",
     }
 )
 DETAIL_KEYS = frozenset(
-    {"reason", "provider", "created_user", "fields", "admin", "operator", "scope", "count", "by"}
+    {
+        "reason",
+        "provider",
+        "created_user",
+        "fields",
+        "admin",
+        "operator",
+        "scope",
+        "count",
+        "by",
+        "notice",
+        "destination",
+    }
 )
 INSERT = """
 INSERT INTO audit_events

@@ -23,7 +23,13 @@ from sqlalchemy import delete
 
 from identity.clock import Clock, utc
 from identity.store.database import Database, Tx
-from identity.store.models import RATE_LIMITS, USED_ID_TOKENS, VERIFICATION_TOKENS
+from identity.store.models import (
+    OUTBOX,
+    RATE_LIMITS,
+    REVOCATIONS,
+    USED_ID_TOKENS,
+    VERIFICATION_TOKENS,
+)
 from identity.tokens.signing_keys import KeyManager
 
 from .audit import AuditLog
@@ -32,6 +38,7 @@ from .sessions import Sessions
 logger = logging.getLogger("identity.housekeeping")
 KEY_RELOAD_INTERVAL = 30.0
 JANITOR_INTERVAL = 600
+NOTICES_KEPT = 7 * 86_400  # seconds a finished notice and its attempts stay for `identity events`
 # PostgreSQL advisory locks of the jobs done by one replica at a time: identity's class ("id"
 # in ASCII), then the job. The janitor is 1; a later job (automatic key rotation) takes its own.
 LOCK_CLASS = 0x6964
@@ -137,6 +144,17 @@ class Janitor:
                 delete(VERIFICATION_TOKENS).where(VERIFICATION_TOKENS.c.expires < self._now())
             ),
             "audit_events": self._audit.prune,
+            # Ended sessions whose access tokens have all expired leave the revocation feed;
+            # delivered and dropped notices (with their attempts) go a week after.
+            "revocations": self._expired(
+                delete(REVOCATIONS).where(REVOCATIONS.c.expires_at < self._now())
+            ),
+            "outbox": self._expired(
+                delete(OUTBOX).where(
+                    OUTBOX.c.state != "pending",
+                    OUTBOX.c.finished_at < utc(self._clock() - NOTICES_KEPT),
+                )
+            ),
         }
         done: dict[str, int | None] = {}
         for name, job in jobs.items():

@@ -22,11 +22,13 @@ from identity.destinations import WebhookEndpoint
 from identity.store.database import Sql
 
 BACKCHANNEL = "backchannel:"
+# Due at once: by the database's clock on PostgreSQL, which the delivery worker reads.
 _INSERT = """
 INSERT INTO outbox (event, destination, payload, audit_event_id, created_at, next_attempt_at,
                     attempts, state)
-VALUES ($1, $2, $3, $4, $5, $5, 0, 'pending')
+VALUES ($1, $2, $3, $4, $5, {due}, 0, 'pending')
 """
+_DUE = {"postgresql": "now()", "sqlite": "$5"}
 _REVOKED = """
 INSERT INTO revocations (txid, session_id, client_id, user_id, ended_at, expires_at)
 VALUES ({txid}, $1, $2, $3, $4, $5)
@@ -79,8 +81,10 @@ async def write(
     audit_event_id: int | None,
 ) -> None:
     body = orjson.dumps(payload).decode()
+    # A transaction knows its dialect; only PostgreSQL's functions write without one.
+    query = _INSERT.format(due=_DUE[getattr(sql, "dialect", "postgresql")])
     for destination in destinations:
-        await sql.fetch(_INSERT, event, destination, body, audit_event_id, at)
+        await sql.fetch(query, event, destination, body, audit_event_id, at)
 
 
 async def tell(

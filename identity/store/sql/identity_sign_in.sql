@@ -265,7 +265,7 @@ BEGIN
                 THEN jsonb_build_object('user_id', u.id, 'provider', p_provider)
                 ELSE jsonb_build_object('user_id', u.id, 'account_id', v_account_id,
                                         'provider', p_provider) END,
-           v_event, p_now, p_now, 0, 'pending'
+           v_event, p_now, now(), 0, 'pending'
     FROM unnest(p_notify) AS n
     WHERE (split_part(n, ' ', 1) = 'user.created' AND v_created)
        OR (split_part(n, ' ', 1) = 'account.linked' AND v_how = 'linked');

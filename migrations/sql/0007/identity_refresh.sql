@@ -124,7 +124,7 @@ BEGIN
         SELECT 'session.ended', d,
                jsonb_build_object('sid', v_reused_session, 'user_id', v_reused_user,
                                   'client_id', v_reused_client, 'reason', 'reuse_detected'),
-               v_event, p_now, p_now, 0, 'pending'
+               v_event, p_now, now(), 0, 'pending'
         FROM unnest(p_notify) AS d;
         outcome := 'reuse_detected'; session_id := v_reused_session; user_id := v_reused_user;
         RETURN NEXT; RETURN;
