@@ -228,3 +228,33 @@ def production_senders(http: httpx.AsyncClient, resolve: Any, url: str) -> Sende
 
 def notice(url: str) -> Notice:
     return Notice(1, "user.created", f"webhook:{url}", {"user_id": "u"}, 0, datetime.now(UTC))
+
+
+def test_the_webhooks_file_is_read_and_its_mistakes_named(tmp_path: Any) -> None:
+    hooks = tmp_path / "hooks.toml"
+    hooks.write_text(
+        f'[[endpoints]]\nurl = "https://hooks.example/x"\nsecret = "{SECRET}"\n'
+        'events = ["user.created", "session.ended"]\n'
+    )
+    (endpoint,) = Settings.from_env({"IDENTITY_WEBHOOKS_FILE": str(hooks)}).webhooks
+    assert endpoint.url == "https://hooks.example/x"
+    assert endpoint.secret == KEY
+    assert endpoint.events == {"user.created", "session.ended"}
+    for text, problem in [
+        ('url = "https://h.example"\nsecret = "whsec_short"\nevents = ["user.created"]', "secret"),
+        (f'url = "https://h.example"\nsecret = "{SECRET}"\nevents = ["user.signed"]', "events"),
+        (f'url = "ftp://h.example"\nsecret = "{SECRET}"\nevents = ["user.created"]', "url"),
+        (f'url = "https://h.example"\nsecret = "{SECRET}"\nevents = []\nx = 1', "x"),
+    ]:
+        hooks.write_text("[[endpoints]]\n" + text + "\n")
+        with pytest.raises(ConfigError) as error:
+            Settings.from_env({"IDENTITY_WEBHOOKS_FILE": str(hooks)})
+        assert f"endpoints[0].{problem}" in str(error.value)
+        assert SECRET[6:] not in str(error.value)  # a secret is never quoted
+
+
+def test_a_logout_uri_must_belong_to_a_configured_client() -> None:
+    with pytest.raises(ConfigError, match="IDENTITY_BACKCHANNEL_LOGOUT_URIS: 'web' is not in"):
+        Settings.from_env({"IDENTITY_BACKCHANNEL_LOGOUT_URIS": "web=https://app.example/logout"})
+    with pytest.raises(ConfigError, match="client_id=URL"):
+        Settings.from_env({"IDENTITY_BACKCHANNEL_LOGOUT_URIS": "https://app.example/logout"})
