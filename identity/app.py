@@ -39,6 +39,7 @@ from identity.accounts.grants import Grants
 from identity.accounts.limits import Counter, FailureGuard
 from identity.accounts.mail import LogMailer, Mailer, SmtpMailer
 from identity.accounts.outbox import Notices
+from identity.accounts.revocations import Revocations
 from identity.accounts.rotation import Rotations
 from identity.accounts.senders import Senders
 from identity.accounts.sessions import SessionPolicy, Sessions
@@ -162,6 +163,8 @@ def create_app(
             sealer=Sealer(settings.token_encryption_keys),
             providers=frozenset(p.name for p in enabled),
             limit=limit,
+            revocations=Revocations(database),
+            clock=clock,
         ).routes(),
         *public.routes(),
         *UserEndpoints(

@@ -141,3 +141,15 @@ class AuditEventPublic(SQLModel):
     user_agent: str | None
     request_id: str | None
     detail: dict[str, Any]
+
+
+class RevokedSession(SQLModel):
+    sid: str  # the `sid` of its access tokens
+    exp: int  # when the last of them expires
+
+
+class RevocationPage(SQLModel):
+    """GET /revocations: sessions ended after the cursor whose access tokens may still live."""
+
+    revoked: list[RevokedSession]
+    next_cursor: str
