@@ -54,9 +54,10 @@ async def test_python_examples(live: Live, name: str, monkeypatch: pytest.Monkey
                 assert refused.status_code == 401
                 assert refused.headers["www-authenticate"].startswith("Bearer")
             # Its session ends: refused at the next poll (every request, here).
-            ended = httpx.post(
-                f"{live.url}/auth/logout", headers={"Authorization": f"Bearer {token}"}
-            )
+            async with httpx.AsyncClient() as service:
+                ended = await service.post(
+                    f"{live.url}/auth/logout", headers={"Authorization": f"Bearer {token}"}
+                )
             assert ended.status_code == 204
             revoked = await client.get("/whoami", headers={"Authorization": f"Bearer {token}"})
             assert revoked.status_code == 401
