@@ -38,10 +38,11 @@ from identity.accounts.email_verification import EmailVerification
 from identity.accounts.grants import Grants
 from identity.accounts.limits import Counter, FailureGuard
 from identity.accounts.mail import LogMailer, Mailer, SmtpMailer
+from identity.accounts.notices import NoticeLog
 from identity.accounts.outbox import Notices
 from identity.accounts.revocations import Revocations
 from identity.accounts.rotation import Rotations
-from identity.accounts.senders import Senders
+from identity.accounts.senders import from_settings
 from identity.accounts.sessions import SessionPolicy, Sessions
 from identity.accounts.sign_in import SignIns
 from identity.accounts.users import Users
@@ -175,7 +176,9 @@ def create_app(
             verifier=verifier,
             limit=limit,
         ).routes(),
-        *AdminEndpoints(admin=data.admin, audit_log=audit_log, clients=clients).routes(),
+        *AdminEndpoints(
+            admin=data.admin, audit_log=audit_log, clients=clients, notice_log=data.notice_log
+        ).routes(),
     ]
     # Described from the routes themselves, itself included (a route without a description
     # stops the app here).
@@ -183,15 +186,7 @@ def create_app(
     janitor = data.janitor
     # Its own client: notices go to the operator's receivers, never through an injected one.
     delivery_http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
-    senders = Senders(
-        delivery_http,
-        keys=keys,
-        issuer=settings.issuer,
-        webhooks=settings.webhooks,
-        backchannel=settings.backchannel_logout_uris,
-        production=settings.production,
-        clock=clock,
-    )
+    senders = from_settings(settings, delivery_http, keys, clock)
     deliveries = Deliveries(database, senders, metrics, clock=clock, interval=delivery_interval)
 
     @contextlib.asynccontextmanager
@@ -199,7 +194,9 @@ def create_app(
         task = asyncio.create_task(
             housekeeping.run(keys, janitor, sessions, key_interval=key_reload_interval)
         )
-        worker = asyncio.create_task(deliveries.run())
+        # Nothing to deliver without a destination (no notice is written then): no rounds.
+        told = settings.webhooks or settings.backchannel_logout_uris
+        worker = asyncio.create_task(deliveries.run() if told else asyncio.sleep(0))
         undo_hup = _on_sighup(keys.reload)
         logger.info(
             "identity ready",
@@ -259,6 +256,7 @@ class DataServices:
     admin: Admin
     janitor: housekeeping.Janitor
     notices: Notices
+    notice_log: NoticeLog
 
 
 def data_services(
@@ -305,6 +303,7 @@ def data_services(
         admin=Admin(database, users, sessions, clock=clock),
         janitor=housekeeping.Janitor(database, sessions, audit_log, clock=clock),
         notices=notices,
+        notice_log=NoticeLog(database),
     )
 
 

@@ -170,7 +170,11 @@ class AuditLog:
             rows = (await tx.execute(statement)).mappings().all()
         events = [
             AuditEventPublic(
-                **{**row, "created_at": as_utc(row["created_at"]), "detail": _detail(row["detail"])}
+                **{
+                    **row,
+                    "created_at": as_utc(row["created_at"]),
+                    "detail": parsed_detail(row["detail"]),
+                }
             )
             for row in rows[:limit]
         ]
@@ -186,7 +190,7 @@ class AuditLog:
             return int(result.rowcount)
 
 
-def _detail(value: Any) -> dict[str, Any]:
+def parsed_detail(value: Any) -> dict[str, Any]:
     parsed = orjson.loads(value) if isinstance(value, str | bytes) else value
     return parsed if isinstance(parsed, dict) else {}
 

@@ -24,6 +24,7 @@ import orjson
 
 from identity.clock import Clock
 from identity.destinations import RefusedTarget, WebhookEndpoint, public_addresses
+from identity.settings import Settings
 from identity.tokens import logout_tokens
 from identity.tokens.signing_keys import KeyManager
 
@@ -163,3 +164,17 @@ class Senders:
         if 200 <= response.status_code < 300:
             return Attempt("delivered", response.status_code)
         return Attempt("failed", response.status_code, error="status")
+
+
+def from_settings(
+    settings: Settings, http: httpx.AsyncClient, keys: KeyManager, clock: Clock
+) -> Senders:
+    return Senders(
+        http,
+        keys=keys,
+        issuer=settings.issuer,
+        webhooks=settings.webhooks,
+        backchannel=settings.backchannel_logout_uris,
+        production=settings.production,
+        clock=clock,
+    )

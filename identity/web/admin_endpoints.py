@@ -15,8 +15,9 @@ from starlette.routing import BaseRoute, Mount
 
 from identity.accounts.admin import MAX_LIMIT, Admin
 from identity.accounts.audit import AuditLog
-from identity.errors import InvalidRequest
-from identity.store.shapes import AdminUser, AdminUserList
+from identity.accounts.notices import NoticeLog
+from identity.errors import InvalidRequest, NotFound
+from identity.store.shapes import AdminUser, AdminUserList, AuditEventDetail
 
 from . import inputs
 from .clients import ClientAuthenticator
@@ -34,7 +35,15 @@ _PAGE = (
 
 
 class AdminEndpoints:
-    def __init__(self, *, admin: Admin, audit_log: AuditLog, clients: ClientAuthenticator) -> None:
+    def __init__(
+        self,
+        *,
+        admin: Admin,
+        audit_log: AuditLog,
+        clients: ClientAuthenticator,
+        notice_log: NoticeLog,
+    ) -> None:
+        self._notices = notice_log
         self._admin = admin
         self._audit = audit_log
         self._clients = clients
@@ -127,6 +136,17 @@ class AdminEndpoints:
                             ),
                         ),
                     ),
+                    ApiRoute(
+                        "/events/{id}",
+                        admin(self.get_event),
+                        method="GET",
+                        operation=Operation(
+                            "One audit event with its notices' delivery attempts",
+                            {200: AuditEventDetail},
+                            errors=(*_ADMIN_ERRORS, 404),
+                            security=ADMIN,
+                        ),
+                    ),
                 ],
             )
         ]
@@ -183,6 +203,13 @@ class AdminEndpoints:
             cursor=q.get("cursor") or None,
         )
         return json_response(AuditEventList(events=events, next_cursor=cursor))
+
+    async def get_event(self, request: Request, admin: str) -> Response:
+        raw = request.path_params["id"]
+        # Not an event id at all: the same 404 as an unknown one.
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+            raise NotFound("no such event")
+        return json_response(await self._notices.event(int(raw)))
 
 
 def _limit(raw: str | None) -> int:
