@@ -33,11 +33,16 @@ from identity import __version__, environment, logs, tracing
 from identity.accounts import housekeeping
 from identity.accounts.admin import Admin
 from identity.accounts.audit import AuditLog
+from identity.accounts.delivery import Deliveries
 from identity.accounts.email_verification import EmailVerification
 from identity.accounts.grants import Grants
 from identity.accounts.limits import Counter, FailureGuard
 from identity.accounts.mail import LogMailer, Mailer, SmtpMailer
+from identity.accounts.notices import NoticeLog
+from identity.accounts.outbox import Notices
+from identity.accounts.revocations import Revocations
 from identity.accounts.rotation import Rotations
+from identity.accounts.senders import from_settings
 from identity.accounts.sessions import SessionPolicy, Sessions
 from identity.accounts.sign_in import SignIns
 from identity.accounts.users import Users
@@ -73,6 +78,7 @@ def create_app(
     tracer: Tracer = NO_TRACING,
     access_log: logs.AccessLog | None = None,
     key_reload_interval: float = housekeeping.KEY_RELOAD_INTERVAL,
+    delivery_interval: float = 1.0,
 ) -> Starlette:
     """Build the service from `settings`; collaborators may be injected (tests do)."""
     clock = clock or time.time
@@ -126,8 +132,8 @@ def create_app(
     )
     grants = Grants(
         verifier=verifier,
-        sign_ins=SignIns(database),
-        rotations=Rotations(database),
+        sign_ins=SignIns(database, data.notices),
+        rotations=Rotations(database, data.notices),
         tokens=tokens,
         budget=Counter(settings.rate_limit_subject, clock=clock),
         policy=sessions.policy,
@@ -155,6 +161,8 @@ def create_app(
             sealer=Sealer(settings.token_encryption_keys),
             providers=frozenset(p.name for p in enabled),
             limit=limit,
+            revocations=Revocations(database),
+            clock=clock,
         ).routes(),
         *public.routes(),
         *UserEndpoints(
@@ -166,19 +174,30 @@ def create_app(
             limit=limit,
         ).routes(),
         *AdminEndpoints(
-            admin=data.admin, audit_log=audit_log, clients=clients, limit=limit
+            admin=data.admin,
+            audit_log=audit_log,
+            clients=clients,
+            limit=limit,
+            notice_log=data.notice_log,
         ).routes(),
     ]
     # Described from the routes themselves, itself included (a route without a description
     # stops the app here).
     routes.append(openapi.route(routes, issuer=settings.issuer, version=__version__))
     janitor = data.janitor
+    # Its own client: notices go to the operator's receivers, never through an injected one.
+    delivery_http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
+    senders = from_settings(settings, delivery_http, keys, clock)
+    deliveries = Deliveries(database, senders, metrics, clock=clock, interval=delivery_interval)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         task = asyncio.create_task(
             housekeeping.run(keys, janitor, sessions, key_interval=key_reload_interval)
         )
+        # Nothing to deliver without a destination (no notice is written then): no rounds.
+        told = settings.webhooks or settings.backchannel_logout_uris
+        worker = asyncio.create_task(deliveries.run() if told else asyncio.sleep(0))
         undo_hup = _on_sighup(keys.reload)
         logger.info(
             "identity ready",
@@ -196,7 +215,9 @@ def create_app(
         finally:
             undo_hup()
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            worker.cancel()
+            await asyncio.gather(task, worker, return_exceptions=True)
+            await delivery_http.aclose()
             # Close only what this factory opened.
             if own_http:
                 await http.aclose()
@@ -211,7 +232,7 @@ def create_app(
             documents=public.documents(),
         )
 
-    return _Service(
+    service = _Service(
         outer,
         routes=routes,
         lifespan=lifespan,
@@ -221,6 +242,8 @@ def create_app(
             Exception: _unexpected_error,
         },
     )
+    service.state.deliveries = deliveries  # what `identity outbox` and tests drive
+    return service
 
 
 @dataclass(frozen=True)
@@ -233,6 +256,8 @@ class DataServices:
     audit_log: AuditLog
     admin: Admin
     janitor: housekeeping.Janitor
+    notices: Notices
+    notice_log: NoticeLog
 
 
 def data_services(
@@ -248,7 +273,12 @@ def data_services(
         reuse_interval=settings.refresh_reuse_interval,
         clock_skew=settings.clock_skew,
     )
-    sessions = Sessions(database, policy, clock=clock)
+    notices = Notices(
+        webhooks=settings.webhooks,
+        backchannel=settings.backchannel_logout_uris,
+        token_ttl=settings.access_token_ttl + settings.clock_skew,
+    )
+    sessions = Sessions(database, policy, clock=clock, notices=notices)
     if mailer is None:
         mailer = (
             SmtpMailer(settings.smtp_url)
@@ -264,7 +294,7 @@ def data_services(
         enabled=settings.mail_enabled,
         clock=clock,
     )
-    users = Users(database, verification, clock=clock)
+    users = Users(database, verification, clock=clock, notices=notices)
     audit_log = AuditLog(database, retention=settings.audit_retention, clock=clock)
     return DataServices(
         sessions=sessions,
@@ -273,6 +303,8 @@ def data_services(
         audit_log=audit_log,
         admin=Admin(database, users, sessions, clock=clock),
         janitor=housekeeping.Janitor(database, sessions, audit_log, clock=clock),
+        notices=notices,
+        notice_log=NoticeLog(database),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -74,6 +74,25 @@ class Metrics:
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.key_fetches = Counter(
             "identity_upstream_key_fetches", "Fetches of upstream key sets", ["outcome"], registry=r
+        )
+        # The outbox (docs/notifications.md): each worker sets the count it last read.
+        self.outbox_pending = Gauge(
+            "identity_outbox_pending",
+            "Notices neither delivered nor dropped",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.deliveries = Counter(
+            "identity_deliveries",
+            "Delivery attempts by kind and outcome",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.delivery_lag = Histogram(
+            "identity_delivery_lag_seconds",
+            "From a notice's change to its delivery",
+            buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21_600, 86_400),
+            registry=r,
         )
 
     def request(self, route: str, method: str, status: int, seconds: float) -> None:

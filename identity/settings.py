@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from identity import credentials, providers_file
+from identity import credentials, destinations, providers_file
+from identity.destinations import WebhookEndpoint
 from identity.environment import (
     ConfigError,
     Invalid,
@@ -128,6 +129,11 @@ class Settings:
     id_token_max_age: int = setting("IDENTITY_ID_TOKEN_MAX_AGE", 3600, integer(60, 86_400))
     clients: Mapping[str, str] = setting("IDENTITY_CLIENTS", {}, credentials.clients)
     admin_clients: tuple[str, ...] = setting("IDENTITY_ADMIN_CLIENTS", (), items)
+    backchannel_logout_uris: Mapping[str, str] = setting(
+        "IDENTITY_BACKCHANNEL_LOGOUT_URIS", {}, destinations.backchannel_logout_uris
+    )
+    webhooks_file: Path | None = setting("IDENTITY_WEBHOOKS_FILE", None, path)
+    webhooks: tuple[WebhookEndpoint, ...] = ()  # what `from_env` found in that file
     key_publish_lead: int = setting("IDENTITY_KEY_PUBLISH_LEAD", 1200, integer(0, 31_622_400))
     jwks_max_age: int = setting("IDENTITY_JWKS_MAX_AGE", 600, integer(0, 86_400))
     # None: text on a terminal, JSON otherwise (always in production)
@@ -208,6 +214,13 @@ class Settings:
             except ConfigError as error:
                 problems += error.problems
                 reading.failed.add("IDENTITY_PROVIDERS_FILE")
+        webhooks_path = reading.values.get("webhooks_file")
+        if webhooks_path is not None:
+            try:
+                reading.values["webhooks"] = destinations.load_webhooks(webhooks_path)
+            except ConfigError as error:
+                problems += error.problems
+                reading.failed.add("IDENTITY_WEBHOOKS_FILE")
         known = cls.variables()
         settings = cls(**reading.values, unknown_variables=tuple(unknown_variables(environ, known)))
         # A rule about a variable whose value could not be read cannot be judged: skip it.
@@ -253,6 +266,11 @@ class Settings:
             for admin in self.admin_clients
             if admin not in self.clients
         ]
+        problems += [
+            f"IDENTITY_BACKCHANNEL_LOGOUT_URIS: {client!r} is not in IDENTITY_CLIENTS"
+            for client in self.backchannel_logout_uris
+            if client not in self.clients
+        ]
         problems += self._issuer_problems()
         if self.production:
             problems += self._production_problems()
@@ -288,6 +306,7 @@ class Settings:
             )
         # A guessable shared secret is a client anyone can be (docs/security.md).
         problems += credentials.weak_clients(self.clients)
+        problems += destinations.production_problems(self.backchannel_logout_uris, self.webhooks)
         if self.smtp_url is None:
             # The development mailer writes mail tokens to the log; production logs are shared.
             problems.append(

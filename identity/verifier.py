@@ -11,8 +11,10 @@ something unusable). It accepts only `typ: at+jwt` RS256 tokens with the right `
 that have not expired.
 
 Two exceptions, and no others: `InvalidAccessToken` (answer 401) whatever the token is, and
-`VerifierUnavailable` (answer 503) whatever the issuer serves or fails to serve. It does not know
-about revoked sessions: call POST /introspect where revocation must take effect at once.
+`VerifierUnavailable` (answer 503) whatever the issuer serves or fails to serve. Given client
+credentials (`revocations=(client_id, client_secret)`) it follows the issuer's revocation feed
+(`revocation_feed.py`) and refuses the tokens of ended sessions (reason `revoked`) within `poll`
+seconds; without them it does not know about ended sessions.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Callable, Sequence
 import httpx
 
 from identity.errors import KeysUnavailable, TokenRejected
+from identity.revocation_feed import RevocationFeed
 from identity.tokens import jws
 from identity.tokens.access_tokens import TYPE, AccessClaims, accept, rules
 from identity.tokens.keysets import Discovery, KeySetCache
@@ -54,6 +57,8 @@ class TokenVerifier:
         clock: Callable[[], float] = time.time,
         leeway: int = 60,
         refetch_cooldown: float = 30.0,
+        revocations: tuple[str, str] | None = None,
+        poll: float = 10.0,
     ) -> None:
         self.issuer = issuer.rstrip("/")
         self.audience = (audience,) if isinstance(audience, str) else tuple(audience)
@@ -68,6 +73,11 @@ class TokenVerifier:
         self._keys = KeySetCache(
             discovery, self._http, clock=clock, refetch_cooldown=refetch_cooldown
         )
+        self.revocations = (
+            RevocationFeed(self.issuer, revocations, http_client=self._http, poll=poll, clock=clock)
+            if revocations is not None
+            else None
+        )
 
     async def verify(self, token: str) -> AccessClaims:
         """The claims of a valid access token; InvalidAccessToken or VerifierUnavailable."""
@@ -76,7 +86,10 @@ class TokenVerifier:
             if compact.alg != "RS256":
                 raise TokenRejected("bad_alg")
             jws.verify(compact, await self._keys.get(compact.kid, "RS256"))
-            return accept(compact.claims(), self._rules, self._clock())
+            claims = accept(compact.claims(), self._rules, self._clock())
+            if self.revocations is not None and await self.revocations.revoked(claims.session_id):
+                raise TokenRejected("revoked")
+            return claims
         except TokenRejected as error:
             raise InvalidAccessToken(error.reason) from None
         except KeysUnavailable:

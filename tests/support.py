@@ -48,6 +48,9 @@ TABLES = (
     "used_id_tokens",
     "rate_limits",
     "audit_events",
+    "outbox",
+    "deliveries",
+    "revocations",
 )
 EXCHANGE = {
     "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",

@@ -555,6 +555,8 @@ async def test_prune_does_the_janitors_work_once(
         "rate_limits",
         "verification_tokens",
         "audit_events",
+        "revocations",
+        "outbox",
     }
     assert await sql.scalar("SELECT count(*) FROM used_id_tokens") == 1
     async with sql.engine.begin() as connection:

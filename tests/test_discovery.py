@@ -61,6 +61,8 @@ async def test_discovery_document(client: httpx.AsyncClient) -> None:
     assert "urn:ietf:params:oauth:grant-type:token-exchange" in doc["grant_types_supported"]
     assert "authorization_endpoint" not in doc
     assert "end_session_endpoint" not in doc  # no browser-redirect logout here
+    assert doc["backchannel_logout_supported"] is True
+    assert doc["backchannel_logout_session_supported"] is True
     for field in (
         "response_types_supported",
         "subject_types_supported",

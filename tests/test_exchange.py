@@ -97,6 +97,10 @@ async def test_exchange_returns_tokens_and_creates_user(
         "used_id_tokens": 1,
         "rate_limits": 0,
         "audit_events": 1,
+        # Nobody subscribes: the sign-in writes no notice (docs/notifications.md).
+        "outbox": 0,
+        "deliveries": 0,
+        "revocations": 0,
     }
     (event,) = await sql.events("sign_in")
     assert event["user_id"] == user["id"] and event["session_id"] == claims["sid"]

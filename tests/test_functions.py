@@ -34,6 +34,8 @@ PINNED = {
     "0005/identity_sign_in.sql": "f961209e697a4bd6e99a36ee9e17a31f393ec8ec8d31c0ae4b53fe867a7ac693",
     "0006/identity_refresh.sql": "a8b745e035e609d93bf3edbf4567d1356f4fe243b3618b4030d3ceae752b4219",
     "0006/identity_sign_in.sql": "00398904cc8fc143cbe9fd6de965d6fa4161d893907450e9551d006acf958d17",
+    "0007/identity_refresh.sql": "c20f35e03fd0fe0713f7a62413f06ff10bdc69aeba8c3c42d307867e74a88378",
+    "0007/identity_sign_in.sql": "a6340d1765936659ccb489c99bd9129f80924c643af408492945f419b93eecd3",
 }
 
 
@@ -160,7 +162,7 @@ async def test_each_call_names_the_parameters_of_its_function_in_order(
     modes = row["proargmodes"] or ["i"] * len(row["proargnames"])
     inputs = tuple(n for n, m in zip(row["proargnames"], modes, strict=True) if m in "ibv")
     assert CALLS[function].names == inputs
-    assert len(inputs) == {"identity_sign_in": 36, "identity_refresh": 18}[function]
+    assert len(inputs) == {"identity_sign_in": 37, "identity_refresh": 20}[function]
 
 
 async def test_a_misnamed_argument_is_refused_by_postgresql(

@@ -30,8 +30,8 @@ from .support import EXCHANGE
 
 pytestmark = pytest.mark.anyio
 ADMIN_SECRET = "admin-secret-0123456789abc"
-CLIENT_PATHS = "^/(token|revoke|introspect|auth/oauth/callback)$"
-CLIENT_OR_ADMIN = "^/(token|revoke|introspect|auth/oauth/callback|admin.*)$"
+CLIENT_PATHS = "^/(token|revoke|introspect|revocations|auth/oauth/callback)$"
+CLIENT_OR_ADMIN = "^/(token|revoke|introspect|revocations|auth/oauth/callback|admin.*)$"
 APP_SECRET = "nextjs-secret-0123456789abc"
 
 

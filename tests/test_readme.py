@@ -33,8 +33,11 @@ pytestmark = pytest.mark.anyio
 async def test_python_examples(live: Live, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IDENTITY_ISSUER", live.url)
     monkeypatch.setenv("API_AUDIENCE", live.url)
+    monkeypatch.setenv("API_CLIENT_ID", "api")  # the live service is in open mode
+    monkeypatch.setenv("API_CLIENT_SECRET", "any-secret-in-open-mode")
     namespace: dict[str, Any] = {"__name__": f"docs_{name}"}
     exec(compile(example(name), f"docs:{name}", "exec"), namespace)  # noqa: S102 - our docs
+    namespace["verifier"].revocations.poll = 0
     token = live.access_token()
     transport = httpx.ASGITransport(app=namespace["app"])
     try:
@@ -50,6 +53,14 @@ async def test_python_examples(live: Live, name: str, monkeypatch: pytest.Monkey
                 refused = await client.get("/whoami", headers=headers)
                 assert refused.status_code == 401
                 assert refused.headers["www-authenticate"].startswith("Bearer")
+            # Its session ends: refused at the next poll (every request, here).
+            async with httpx.AsyncClient() as service:
+                ended = await service.post(
+                    f"{live.url}/auth/logout", headers={"Authorization": f"Bearer {token}"}
+                )
+            assert ended.status_code == 204
+            revoked = await client.get("/whoami", headers={"Authorization": f"Bearer {token}"})
+            assert revoked.status_code == 401
     finally:
         await namespace["verifier"].aclose()
 

@@ -17,10 +17,10 @@ from sqlalchemy import and_, exists, or_, select, update
 from identity.clock import Clock, as_utc, utc
 from identity.errors import InvalidRequest, NotFound
 from identity.store.database import Database
-from identity.store.models import ACCOUNTS, SESSIONS, USERS
+from identity.store.models import ACCOUNTS, USERS
 from identity.store.shapes import AdminAccount, AdminUser, AdminUserList, UserRecord
 
-from . import audit
+from . import audit, outbox
 from .listing import MAX_LIMIT, read_user_cursor, user_cursor
 from .sessions import Sessions
 from .users import Users
@@ -104,18 +104,29 @@ class Admin:
                 .values(disabled_at=now if disabled else None, updated_at=now)
             )
             if changed.rowcount:
-                if disabled:
-                    result = await tx.execute(
-                        SESSIONS.delete().where(SESSIONS.c.user_id == user_id)
+                if disabled:  # every session ends with it (its count in the event)
+                    ended = await self._sessions.ending(
+                        tx,
+                        reason="user_disabled",
+                        context=context,
+                        event="user_disabled",
+                        user_id=user_id,
+                        always=True,
+                        counted=True,
+                        detail=detail,
                     )
-                    detail["count"] = int(result.rowcount)  # sessions ended with it
-                await audit.record(
+                    event_id = ended.event_id
+                else:
+                    event_id = await audit.record(
+                        tx, "user_enabled", at=now, context=context, user_id=user_id, **detail
+                    )
+                await outbox.tell(
                     tx,
-                    "user_disabled" if disabled else "user_enabled",
+                    self._sessions.notices,
+                    "user.disabled" if disabled else "user.enabled",
+                    {"user_id": user_id},
                     at=now,
-                    context=context,
-                    user_id=user_id,
-                    **detail,
+                    audit_event_id=event_id,
                 )
             elif (
                 await tx.execute(select(USERS.c.id).where(USERS.c.id == user_id))

@@ -45,15 +45,29 @@ TYPES = frozenset(
         "user_disabled",
         "user_enabled",
         "sessions_revoked",
+        "notice_dropped",
     }
 )
 DETAIL_KEYS = frozenset(
-    {"reason", "provider", "created_user", "fields", "admin", "operator", "scope", "count", "by"}
+    {
+        "reason",
+        "provider",
+        "created_user",
+        "fields",
+        "admin",
+        "operator",
+        "scope",
+        "count",
+        "by",
+        "notice",
+        "destination",
+    }
 )
 INSERT = """
 INSERT INTO audit_events
     (created_at, type, user_id, session_id, client_id, ip, user_agent, request_id, detail)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING id
 """
 
 
@@ -111,10 +125,14 @@ async def record(
     user_id: str | None = None,
     session_id: str | None = None,
     **detail: Any,
-) -> None:
+) -> int:
+    """The event's id (what the notices it causes point at)."""
     if type_ not in TYPES:
         raise ValueError(f"unknown audit event type {type_!r}")
-    await sql.fetch(INSERT, at, type_, user_id, session_id, *context.fields(), detail_json(detail))
+    row = await sql.fetchone(
+        INSERT, at, type_, user_id, session_id, *context.fields(), detail_json(detail)
+    )
+    return int(row["id"])
 
 
 class AuditLog:
@@ -152,7 +170,11 @@ class AuditLog:
             rows = (await tx.execute(statement)).mappings().all()
         events = [
             AuditEventPublic(
-                **{**row, "created_at": as_utc(row["created_at"]), "detail": _detail(row["detail"])}
+                **{
+                    **row,
+                    "created_at": as_utc(row["created_at"]),
+                    "detail": parsed_detail(row["detail"]),
+                }
             )
             for row in rows[:limit]
         ]
@@ -168,6 +190,6 @@ class AuditLog:
         )
 
 
-def _detail(value: Any) -> dict[str, Any]:
+def parsed_detail(value: Any) -> dict[str, Any]:
     parsed = orjson.loads(value) if isinstance(value, str | bytes) else value
     return parsed if isinstance(parsed, dict) else {}

@@ -26,7 +26,13 @@ from sqlalchemy import Column, Table
 
 from identity.clock import Clock, utc
 from identity.store.database import Database, Tx
-from identity.store.models import RATE_LIMITS, USED_ID_TOKENS, VERIFICATION_TOKENS
+from identity.store.models import (
+    OUTBOX,
+    RATE_LIMITS,
+    REVOCATIONS,
+    USED_ID_TOKENS,
+    VERIFICATION_TOKENS,
+)
 from identity.store.pruning import PRUNE_BATCH, delete_batched
 from identity.tokens.signing_keys import KeyManager
 
@@ -36,6 +42,7 @@ from .sessions import Sessions
 logger = logging.getLogger("identity.housekeeping")
 KEY_RELOAD_INTERVAL = 30.0
 JANITOR_INTERVAL = 600
+NOTICES_KEPT = 7 * 86_400  # seconds a finished notice and its attempts stay for `identity events`
 # PostgreSQL advisory locks of the jobs done by one replica at a time: identity's class ("id"
 # in ASCII), then the job. The janitor is 1; a later job (automatic key rotation) takes its own.
 LOCK_CLASS = 0x6964
@@ -139,6 +146,10 @@ class Janitor:
                 VERIFICATION_TOKENS, VERIFICATION_TOKENS.c.expires
             ),
             "audit_events": lambda: self._audit.prune(batch=self.batch),
+            # Ended sessions whose access tokens have all expired leave the revocation feed;
+            # delivered and dropped notices (with their attempts) go a week after.
+            "revocations": self._expired(REVOCATIONS, REVOCATIONS.c.expires_at),
+            "outbox": self._finished_notices,
         }
         done: dict[str, int | None] = {}
         for name, job in jobs.items():
@@ -149,6 +160,12 @@ class Janitor:
         # The database's clock on PostgreSQL: a pruner whose host runs ahead must not delete
         # what the other replicas still rely on (docs/sessions.md).
         return self._db.shared_now(self._clock)
+
+    async def _finished_notices(self) -> int:
+        # Delivered and dropped notices (with their attempts) are kept a week, then go.
+        finished = OUTBOX.c.finished_at
+        past = (OUTBOX.c.state != "pending") & (finished < utc(self._clock() - NOTICES_KEPT))
+        return await delete_batched(self._db, OUTBOX, finished, past, batch=self.batch)
 
     def _expired(self, table: Table, expires: Column[Any]) -> Callable[[], Awaitable[int]]:
         async def run() -> int:

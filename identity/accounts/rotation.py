@@ -37,7 +37,7 @@ both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -47,6 +47,8 @@ from identity.store.functions import Arguments, Call
 
 from . import audit
 from .limits import WINDOW_ARGUMENTS, Window, over_budget, reached
+from .outbox import NOBODY, Notices
+from .sessions import end_sessions
 
 Outcome = Literal[
     "rotated",
@@ -75,6 +77,8 @@ class RotationRequest:
     lock_prefix: str | None = None  # the failure-limit key is this plus the session's user id
     lock: Window | None = None
     budget: Window | None = None
+    notify: tuple[str, ...] = ()  # where the end of this client's session is told
+    token_ttl: int = 960  # how long its access tokens may still live, skew included
 
 
 # identity_refresh's parameters in order, each with where its value comes from: the call passes
@@ -91,6 +95,8 @@ ARGUMENTS: Arguments[RotationRequest] = (
     ("p_lock_prefix", lambda r: r.lock_prefix),
     *WINDOW_ARGUMENTS,
     *audit.CONTEXT_ARGUMENTS,
+    ("p_notify", lambda r: list(r.notify)),
+    ("p_token_ttl", lambda r: r.token_ttl),
 )
 CALL = Call("identity_refresh", ARGUMENTS)
 
@@ -110,14 +116,19 @@ class RotationResult:
 
 
 class Rotations:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, notices: Notices = NOBODY) -> None:
         self._db = database
+        self._notices = notices
 
     async def rotate(self, request: RotationRequest) -> RotationResult:
+        notices = self._notices
+        request = replace(
+            request, notify=notices.session_ended(request.client_id), token_ttl=notices.token_ttl
+        )
         async with self._db.hot() as sql:
             if self._db.postgres:
                 return await _postgres(sql, request)
-            return await _sqlite(sql, request)
+            return await _sqlite(sql, request, notices)
 
 
 def _result(outcome: str, row: Row | None, sealed: bytes | None = None) -> RotationResult:
@@ -169,7 +180,7 @@ WHERE r.token_hash = $1
 _END = "DELETE FROM sessions WHERE id = $1"
 
 
-async def _sqlite(sql: Sql, r: RotationRequest) -> RotationResult:
+async def _sqlite(sql: Sql, r: RotationRequest, notices: Notices) -> RotationResult:
     # 1. The current token: compare and swap ("rotated"). SQLite's write transaction admits no
     # concurrent twin, so the swap always matches here.
     current = await sql.fetchrow(_SESSION.format(column="session_token"), r.presented_hash)
@@ -204,15 +215,16 @@ async def _sqlite(sql: Sql, r: RotationRequest) -> RotationResult:
     if reused is not None and reused["client_id"] != r.client_id:
         return RotationResult("client_mismatch")
     if reused is not None:
-        await sql.fetch(_END, reused["session_id"])
-        await audit.record(
+        await end_sessions(
             sql,
-            "refresh_reuse",
+            notices,
+            dialect="sqlite",
+            reason="reuse_detected",
             at=r.now,
             context=r.context,
-            user_id=reused["user_id"],
-            session_id=reused["session_id"],
-            reason="reuse_detected",
+            event="refresh_reuse",
+            session_ids=(reused["session_id"],),
+            detail={"reason": "reuse_detected"},
         )
         return RotationResult(
             "reuse_detected", session_id=reused["session_id"], user_id=reused["user_id"]

@@ -13,16 +13,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from identity.clock import Clock, as_utc, utc
-from identity.store.database import Database
+from identity.store.database import Database, Sql, Tx
 from identity.store.models import ROTATED, SESSIONS
 from identity.store.pruning import PRUNE_BATCH, delete_batched
 from identity.store.shapes import AccountPublic, Introspection, SessionPublic, UserRecord
 from identity.tokens import refresh_tokens
 
-from . import audit
+from . import audit, outbox
+from .outbox import NOBODY, Notices
 
 _PROFILE = """
 SELECT u.id, u.name, u.email, u.email_verified, u.image, u.pending_email, u.created_at,
@@ -35,6 +36,91 @@ _ALIVE = """
 SELECT 1 AS alive FROM sessions
 WHERE id = $1 AND user_id = $2 AND expires > $3 AND last_used_at > $4
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Ended:
+    """What `end_sessions` ended: (session id, user id, client id) each, and its audit event."""
+
+    sessions: list[tuple[str, str, str]]
+    event_id: int | None
+
+    def __len__(self) -> int:
+        return len(self.sessions)
+
+
+async def end_sessions(
+    sql: Sql,
+    notices: Notices,
+    *,
+    dialect: str,
+    reason: str,
+    at: datetime,
+    context: audit.Context,
+    event: str | None = None,
+    user_id: str | None = None,
+    session_ids: tuple[str, ...] | None = None,
+    account_id: str | None = None,
+    upstream_sid: str | None = None,
+    always: bool = False,
+    counted: bool = False,
+    detail: dict[str, Any] | None = None,
+) -> Ended:
+    """The one way sessions end (logout, revocation, an admin, reuse detection, an unlink, a
+    provider's signal): the sessions matching every condition given are deleted, the audit
+    `event` recorded (when one ended, or `always`), and each ended session gets its revocation
+    feed row and its `session.ended` notices, all on the caller's transaction."""
+    conditions, values = [], []
+    for column, value in (
+        ("user_id", user_id),
+        ("account_id", account_id),
+        ("upstream_sid", upstream_sid),
+    ):
+        if value is not None:
+            values.append(value)
+            conditions.append(f"{column} = ${len(values)}")
+    if session_ids is not None:
+        marks = ", ".join(f"${len(values) + n}" for n in range(1, len(session_ids) + 1))
+        values += session_ids
+        conditions.append(f"id IN ({marks or 'NULL'})")
+    if not conditions:
+        raise ValueError("end_sessions: no condition, which would end every session")
+    # Column names from the constant list above; values are bound parameters.
+    query = (
+        f"DELETE FROM sessions WHERE {' AND '.join(conditions)} RETURNING id, user_id, client_id"  # noqa: S608
+    )
+    rows = await sql.fetch(query, *values)
+    ended = [(str(r["id"]), str(r["user_id"]), str(r["client_id"])) for r in rows]
+    event_id = None
+    if event is not None and (ended or always):
+        detail = dict(detail or {})
+        if counted:
+            detail["count"] = len(ended)
+        one = session_ids[0] if session_ids is not None and len(session_ids) == 1 else None
+        event_id = await audit.record(
+            sql,
+            event,
+            at=at,
+            context=context,
+            user_id=user_id or (ended[0][1] if ended else None),
+            session_id=one,
+            **detail,
+        )
+    expires = notices.revocation_expiry(at)
+    for sid, owner, client in ended:
+        await outbox.revoked(
+            sql, dialect, session_id=sid, client_id=client, user_id=owner, at=at, expires_at=expires
+        )
+        payload = {"sid": sid, "user_id": owner, "client_id": client, "reason": reason}
+        await outbox.write(
+            sql,
+            notices.session_ended(client),
+            "session.ended",
+            payload,
+            at=at,
+            audit_event_id=event_id,
+        )
+    return Ended(ended, event_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +140,17 @@ class SessionPolicy:
 
 class Sessions:
     def __init__(
-        self, database: Database, policy: SessionPolicy, *, clock: Clock = time.time
+        self,
+        database: Database,
+        policy: SessionPolicy,
+        *,
+        clock: Clock = time.time,
+        notices: Notices = NOBODY,
     ) -> None:
         self._db = database
         self._clock = clock
         self.policy = policy
+        self.notices = notices
 
     def _bounds(self) -> tuple[datetime, datetime]:
         now = utc(self._clock())
@@ -112,42 +204,57 @@ class Sessions:
         ]
 
     async def end(
-        self, user_id: str, session_id: str, *, context: audit.Context, event: str, **detail: Any
+        self,
+        user_id: str,
+        session_id: str,
+        *,
+        context: audit.Context,
+        event: str,
+        reason: str | None = None,
+        **detail: Any,
     ) -> bool:
         """End one session of the user; False when it is not theirs (or gone already)."""
+        if reason is not None:
+            detail["reason"] = reason
         async with self._db.transaction() as tx:
-            result = await tx.execute(
-                delete(SESSIONS).where(SESSIONS.c.id == session_id, SESSIONS.c.user_id == user_id)
-            )
-            if not result.rowcount:
-                return False
-            await audit.record(
+            ended = await self.ending(
                 tx,
-                event,
-                at=utc(self._clock()),
+                reason=reason or event,
                 context=context,
+                event=event,
                 user_id=user_id,
-                session_id=session_id,
-                **detail,
+                session_ids=(session_id,),
+                detail=detail,
             )
-            return True
+            return bool(ended)
 
     async def end_all(
         self, user_id: str, *, context: audit.Context, event: str, **detail: Any
     ) -> int:
         async with self._db.transaction() as tx:
-            result = await tx.execute(delete(SESSIONS).where(SESSIONS.c.user_id == user_id))
-            count = int(result.rowcount)
-            await audit.record(
+            ended = await self.ending(
                 tx,
-                event,
-                at=utc(self._clock()),
+                reason=str(detail.get("reason") or event),
                 context=context,
+                event=event,
                 user_id=user_id,
-                count=count,
-                **detail,
+                always=True,
+                counted=True,
+                detail=detail,
             )
-            return count
+            return len(ended)
+
+    async def ending(self, tx: Tx, *, reason: str, context: audit.Context, **how: Any) -> Ended:
+        """`end_sessions` on the caller's transaction, with this service's notices and clock."""
+        return await end_sessions(
+            tx,
+            self.notices,
+            dialect=tx.dialect,
+            reason=reason,
+            at=utc(self._clock()),
+            context=context,
+            **how,
+        )
 
     async def revoke(
         self, presented: str, *, client_id: str | None, context: audit.Context
@@ -170,15 +277,13 @@ class Sessions:
             # RFC 7009 §2.1: a client may revoke only its own tokens.
             if session is None or (client_id is not None and session["client_id"] != client_id):
                 return None
-            await tx.execute(delete(SESSIONS).where(SESSIONS.c.id == session["id"]))
-            await audit.record(
+            await self.ending(
                 tx,
-                "session_revoked",
-                at=utc(self._clock()),
-                context=context,
-                user_id=session["user_id"],
-                session_id=session["id"],
                 reason="revoke_endpoint",
+                context=context,
+                event="session_revoked",
+                session_ids=(str(session["id"]),),
+                detail={"reason": "revoke_endpoint"},
             )
             return str(session["id"])
 

@@ -15,8 +15,7 @@ alike in `_sqlite` below and in identity/store/sql/identity_sign_in.sql):
     provider is authoritative for it), or the profile refreshed from the token; who proved
     the address is recorded (`email_verified_by`).
  6. The provider tokens, field by field.
- 7. The session (with its audience, the account and the provider's `sid`) and the sign_in
-    audit event.
+ 7. The session (its audience, account, provider `sid`), the sign_in event, its notices.
  8. The answer: the user and their accounts ("ok").
 
 Two implementations, on purpose: PostgreSQL runs these steps as one call of the function
@@ -25,14 +24,13 @@ embedded default, runs them below as statements in one write transaction. The te
 every rule on both. Two sign-ins of one new person racing on two replicas meet a unique
 constraint; the loser's transaction is rolled back whole and retried, and finds the winner's rows.
 
-Longer than most modules: one transaction's rules, with both database paths side by side so
-that a change to one is seen next to the other.
+Longer than most modules: one transaction's rules, both database paths side by side.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from datetime import datetime
 from typing import Literal
 
@@ -48,7 +46,7 @@ from identity.store.shapes import AccountPublic, UserRecord
 from identity.tokens.id_tokens import VerifiedIdentity
 from identity.tokens.provider_tokens import ProviderTokens
 
-from . import audit
+from . import audit, outbox
 from .limits import WINDOW_ARGUMENTS, Window, over_budget, reached
 
 logger = logging.getLogger("identity.sign_in")
@@ -76,6 +74,7 @@ class SignInRequest:
     lock: Window | None = None
     budget: Window | None = None  # IDENTITY_RATE_LIMIT_SUBJECT
     provider_tokens: ProviderTokens | None = None
+    notify: list[str] | None = None  # '<event> <destination>' pairs (Notices.sign_in)
 
 
 _NO_TOKENS = ProviderTokens()
@@ -112,6 +111,7 @@ ARGUMENTS: Arguments[SignInRequest] = (
     *audit.CONTEXT_ARGUMENTS,
     ("p_audience", lambda r: r.audience),
     ("p_upstream_sid", lambda r: r.identity.upstream_sid),
+    ("p_notify", lambda r: r.notify),
 )
 CALL = Call(
     "identity_sign_in",
@@ -133,10 +133,13 @@ class SignInResult:
 
 
 class SignIns:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, notices: outbox.Notices = outbox.NOBODY) -> None:
         self._db = database
+        self._notify = notices.sign_in()  # None: nobody listens, and a sign-in writes no row
 
     async def sign_in(self, request: SignInRequest) -> SignInResult:
+        if self._notify is not None:
+            request = replace(request, notify=self._notify)
         for attempt in range(_ATTEMPTS):
             try:
                 async with self._db.hot() as sql:
@@ -293,7 +296,7 @@ async def _sqlite(sql: Sql, r: SignInRequest) -> SignInResult:
         r.user_agent,
         now,
     )
-    await audit.record(
+    event_id = await audit.record(
         sql,
         "sign_in",
         at=now,
@@ -304,6 +307,9 @@ async def _sqlite(sql: Sql, r: SignInRequest) -> SignInResult:
         created_user=created,
         reason="created" if created else how,
     )
+    if r.notify:  # only what someone subscribes to
+        ids = (user["id"], account_id, i.provider)
+        await outbox.signed_in(sql, r.notify, ids, created, how == "linked", now, event_id)
 
     # 8. The answer: the user and their accounts ("ok").
     rows = await sql.fetch(ACCOUNTS_OF, user["id"])
@@ -389,12 +395,5 @@ async def _link_refusal(sql: Sql, r: SignInRequest, holder: Row) -> str | None:
 
 async def _event(sql: Sql, r: SignInRequest, type_: str, reason: str, user_id: str) -> None:
     """`sign_in_refused` or `email_released`, about `user_id`, for this sign-in."""
-    await audit.record(
-        sql,
-        type_,
-        at=r.now,
-        context=r.context,
-        user_id=user_id,
-        provider=r.identity.provider,
-        reason=reason,
-    )
+    detail = {"provider": r.identity.provider, "reason": reason}
+    await audit.record(sql, type_, at=r.now, context=r.context, user_id=user_id, **detail)

@@ -28,8 +28,10 @@ from identity.store.models import ACCOUNTS, USERS, new_id
 from identity.store.shapes import AccountPublic, UserPublic, UserRecord
 from identity.tokens.id_tokens import VerifiedIdentity
 
-from . import audit
+from . import audit, outbox
 from .email_verification import EmailVerification
+from .outbox import NOBODY, Notices
+from .sessions import end_sessions
 from .sign_in import REMEMBER_REPLAY
 
 
@@ -62,11 +64,17 @@ class ProfileChange:
 
 class Users:
     def __init__(
-        self, database: Database, verification: EmailVerification, *, clock: Clock = time.time
+        self,
+        database: Database,
+        verification: EmailVerification,
+        *,
+        clock: Clock = time.time,
+        notices: Notices = NOBODY,
     ) -> None:
         self._db = database
         self._verification = verification
         self._clock = clock
+        self._notices = notices
 
     async def get(self, user_id: str) -> UserPublic:
         async with self._db.transaction() as tx:
@@ -106,8 +114,12 @@ class Users:
                 await tx.execute(update(USERS).where(USERS.c.id == user_id).values(**values))
                 edited = sorted(fields & {"name", "image"})
                 if edited:
-                    await audit.record(
+                    event_id = await audit.record(
                         tx, "user_updated", at=now, context=context, user_id=user_id, fields=edited
+                    )
+                    payload = {"user_id": user_id, "fields": edited}
+                    await outbox.tell(
+                        tx, self._notices, "user.updated", payload, at=now, audit_event_id=event_id
                     )
             result = await public_user(tx, user_id)
         if result is None:  # we hold its row lock: it cannot have gone
@@ -132,18 +144,32 @@ class Users:
 
     async def delete(self, user_id: str, *, context: audit.Context, **detail: Any) -> None:
         """The user, accounts, sessions and mail tokens, gone in one transaction."""
+        now = utc(self._clock())
         async with self._db.transaction() as tx:
-            # Accounts, sessions, rotated tokens and mail tokens go with it (ON DELETE CASCADE).
+            # Its sessions end as every session does (their notices, the revocation feed); the
+            # accounts, rotated tokens and mail tokens go with the user (ON DELETE CASCADE).
+            ended = await end_sessions(
+                tx,
+                self._notices,
+                dialect=tx.dialect,
+                reason="user_deleted",
+                at=now,
+                context=context,
+                event="user_deleted",
+                user_id=user_id,
+                always=True,
+                detail=detail,
+            )
             result = await tx.execute(delete(USERS).where(USERS.c.id == user_id))
             if not result.rowcount:
-                raise NotFound("no such user")
-            await audit.record(
+                raise NotFound("no such user")  # rolls back the event recorded above
+            await outbox.tell(
                 tx,
-                "user_deleted",
-                at=utc(self._clock()),
-                context=context,
-                user_id=user_id,
-                **detail,
+                self._notices,
+                "user.deleted",
+                {"user_id": user_id},
+                at=now,
+                audit_event_id=ended.event_id,
             )
 
     async def link(
@@ -187,13 +213,22 @@ class Users:
                             updated_at=now,
                         )
                     )
-                    await audit.record(
+                    event_id = await audit.record(
                         tx,
                         "account_linked",
                         at=now,
                         context=context,
                         user_id=user_id,
                         provider=identity.provider,
+                    )
+                    payload = {"user_id": user_id, "provider": identity.provider}
+                    await outbox.tell(
+                        tx,
+                        self._notices,
+                        "account.linked",
+                        payload,
+                        at=now,
+                        audit_event_id=event_id,
                     )
                 user = await public_user(tx, user_id)
         except IntegrityError:
@@ -204,7 +239,13 @@ class Users:
         return user
 
     async def unlink(
-        self, user_id: str, provider: str, account_key: str, *, context: audit.Context
+        self,
+        user_id: str,
+        provider: str,
+        account_key: str,
+        *,
+        context: audit.Context,
+        end: bool = False,
     ) -> None:
         async with self._db.transaction() as tx:
             # The user's row, locked: two concurrent unlinks cannot both see a second account.
@@ -226,12 +267,29 @@ class Users:
                 raise NotFound("no such account of this user")
             if len(accounts) == 1:
                 raise Conflict("this is the user's only account: they could never sign in again")
-            await tx.execute(delete(ACCOUNTS).where(ACCOUNTS.c.id == target[0]))
-            await audit.record(
+            now = utc(self._clock())
+            # The user's own unlink leaves the sessions it started (docs/accounts.md); a
+            # provider's signal (`end=True`) ends them, as every session ends.
+            ended = await end_sessions(
                 tx,
-                "account_unlinked",
-                at=utc(self._clock()),
+                self._notices,
+                dialect=tx.dialect,
+                reason="account_unlinked",
+                at=now,
                 context=context,
+                event="account_unlinked",
                 user_id=user_id,
-                provider=provider,
+                account_id=target[0] if end else "",
+                always=True,
+                detail={"provider": provider},
+            )
+            await tx.execute(delete(ACCOUNTS).where(ACCOUNTS.c.id == target[0]))
+            payload = {"user_id": user_id, "provider": provider}
+            await outbox.tell(
+                tx,
+                self._notices,
+                "account.unlinked",
+                payload,
+                at=now,
+                audit_event_id=ended.event_id,
             )

@@ -31,6 +31,7 @@ from identity.tokens import id_tokens, providers
 from identity.tokens.signing_keys import KeyFileError
 
 from . import keys, serve
+from . import outbox as outbox_commands
 from . import users as admin_commands
 from .command import FAILED, INTERRUPTED, OK, USAGE, CommandError, Parser, command, group
 
@@ -73,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     prune.add_argument("--json", action="store_true", help="print JSON instead of a table")
     keys.add_parsers(commands)
     admin_commands.add_parsers(commands)
+    outbox_commands.add_parsers(commands)
     return parser
 
 

@@ -20,7 +20,7 @@ from identity.clock import parse_duration
 from identity.errors import InvalidRequest, NotFound
 from identity.settings import Settings
 from identity.store.database import Database
-from identity.store.shapes import AdminUser, AuditEventPublic
+from identity.store.shapes import AdminUser, AuditEventDetail, AuditEventPublic
 
 from .command import command, group
 
@@ -47,6 +47,9 @@ def add_parsers(commands: Any) -> None:
         action.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     events = command(commands, "events", "the audit log, newest first", _events)
+    events.add_argument(
+        "id", nargs="?", metavar="ID", help="one event, with its notices' delivery attempts"
+    )
     events.add_argument("--user", metavar="ID", help="only this user's events")
     events.add_argument(
         "--type",
@@ -204,6 +207,10 @@ def _delete(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _events(settings: Settings, args: argparse.Namespace) -> int:
+    if args.id is not None:
+        wanted = event_id(args.id)
+        show_event(_run(settings, lambda s: s.notice_log.event(wanted)), args.json)
+        return 0
     since = None
     if args.since:
         try:
@@ -244,3 +251,22 @@ def _print_json(model: SQLModel) -> None:
 
 def _time(value: Any) -> str:
     return str(value.strftime("%Y-%m-%d %H:%M:%SZ"))
+
+
+def show_event(event: AuditEventDetail, as_json: bool) -> None:
+    if as_json:
+        print(event.model_dump_json(indent=2))
+        return
+    detail = " ".join(f"{k}={v}" for k, v in sorted(event.detail.items()))
+    print(f"{event.id}  {_time(event.created_at)}  {event.type}  {event.user_id or '-'}  {detail}")
+    for n in event.notices:
+        print(f"  notice {n.id}: {n.event} to {n.destination}, {n.state}")
+        for d in n.deliveries:
+            status = d.status_code if d.status_code is not None else d.error or "-"
+            print(f"    {_time(d.attempted_at)}  {d.outcome}  {status}")
+
+
+def event_id(raw: str) -> int:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise NotFound("no such event")
+    return int(raw)

@@ -251,6 +251,78 @@ class AuditEvent(SQLModel, table=True):
     )
 
 
+def _serial() -> Any:
+    return Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+    )
+
+
+_JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+class OutboxNotice(SQLModel, table=True):
+    """One notice for one destination, written in the transaction of its change and delivered
+    by the worker (docs/notifications.md). `payload` holds ids and changed field names, never a
+    token or secret."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (sa.Index("ix_outbox_due", "state", "next_attempt_at"),)
+
+    id: int | None = _serial()
+    event: str = Field(max_length=32)  # user.created, session.ended, …
+    destination: str = Field(max_length=600)  # webhook:<url> or backchannel:<client id>
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=_JSON)
+    audit_event_id: int | None = Field(default=None, sa_type=sa.BigInteger, index=True)
+    created_at: datetime = _time()
+    next_attempt_at: datetime = _time()
+    attempts: int = Field(default=0)
+    state: str = Field(default="pending", max_length=16)  # pending, delivered, dropped
+    finished_at: datetime | None = _time(nullable=True)
+
+
+class DeliveryAttempt(SQLModel, table=True):
+    """One attempt to deliver a notice: when, how it went, the receiver's status code."""
+
+    __tablename__ = "deliveries"
+
+    id: int | None = _serial()
+    outbox_id: int = Field(
+        sa_column=sa.Column(
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            sa.ForeignKey("outbox.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        )
+    )
+    attempted_at: datetime = _time()
+    outcome: str = Field(max_length=16)  # delivered, failed, refused, dropped
+    status_code: int | None = Field(default=None)
+    error: str | None = Field(default=None, max_length=200)  # a class of error, never a body
+
+
+class Revocation(SQLModel, table=True):
+    """An ended session whose access tokens may still be unexpired: the revocation feed.
+    `txid` is the writing transaction's id on PostgreSQL (0 on SQLite): the feed serves only
+    rows of transactions older than every running one, in (txid, id) order, so a row committed
+    late is never skipped (docs/notifications.md)."""
+
+    __tablename__ = "revocations"
+    __table_args__ = (sa.Index("ix_revocations_order", "txid", "id"),)
+
+    id: int | None = _serial()
+    txid: int = Field(default=0, sa_type=sa.BigInteger)
+    session_id: str = Field(max_length=32)
+    client_id: str = Field(max_length=128)
+    user_id: str = Field(max_length=32)
+    ended_at: datetime = _time()
+    expires_at: datetime = _time(index=True)  # the latest expiry of its access tokens
+
+
 # -- typed table handles, declared once --------------------------------------------------------
 
 _tables = SQLModel.metadata.tables
@@ -262,3 +334,6 @@ VERIFICATION_TOKENS: sa.Table = _tables["verification_tokens"]
 USED_ID_TOKENS: sa.Table = _tables["used_id_tokens"]
 RATE_LIMITS: sa.Table = _tables["rate_limits"]
 AUDIT_EVENTS: sa.Table = _tables["audit_events"]
+OUTBOX: sa.Table = _tables["outbox"]
+DELIVERIES: sa.Table = _tables["deliveries"]
+REVOCATIONS: sa.Table = _tables["revocations"]

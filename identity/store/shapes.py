@@ -141,3 +141,42 @@ class AuditEventPublic(SQLModel):
     user_agent: str | None
     request_id: str | None
     detail: dict[str, Any]
+
+
+class RevokedSession(SQLModel):
+    sid: str  # the `sid` of its access tokens
+    exp: int  # when the last of them expires
+
+
+class RevocationPage(SQLModel):
+    """GET /revocations: sessions ended after the cursor whose access tokens may still live."""
+
+    revoked: list[RevokedSession]
+    next_cursor: str
+
+
+class DeliveryPublic(SQLModel):
+    attempted_at: datetime
+    outcome: str  # delivered, failed, dropped
+    status_code: int | None
+    error: str | None
+
+
+class NoticePublic(SQLModel):
+    """One outbox notice and its delivery attempts (docs/notifications.md)."""
+
+    id: int
+    event: str
+    destination: str
+    state: str  # pending, delivered, dropped
+    attempts: int
+    created_at: datetime
+    next_attempt_at: datetime | None  # None once delivered or dropped
+    audit_event_id: int | None
+    deliveries: list[DeliveryPublic]
+
+
+class AuditEventDetail(AuditEventPublic):
+    """GET /admin/events/{id}: the event and its notices' delivery attempts."""
+
+    notices: list[NoticePublic]

@@ -16,7 +16,9 @@ from identity.accounts import listing
 from identity.accounts.admin import Admin
 from identity.accounts.audit import AuditLog
 from identity.accounts.limits import Attempt
-from identity.store.shapes import AdminUser, AdminUserList
+from identity.accounts.notices import NoticeLog
+from identity.errors import NotFound
+from identity.store.shapes import AdminUser, AdminUserList, AuditEventDetail
 
 from . import inputs
 from .clients import ClientAuthenticator
@@ -42,7 +44,9 @@ class AdminEndpoints:
         audit_log: AuditLog,
         clients: ClientAuthenticator,
         limit: FailureLimit,
+        notice_log: NoticeLog,
     ) -> None:
+        self._notices = notice_log
         self._admin = admin
         self._audit = audit_log
         self._clients = clients
@@ -138,6 +142,17 @@ class AdminEndpoints:
                                 ),
                             ),
                         ),
+                        ApiRoute(
+                            "/events/{id}",
+                            admin(self.get_event),
+                            method="GET",
+                            operation=Operation(
+                                "One audit event with its notices' delivery attempts",
+                                {200: AuditEventDetail},
+                                errors=(*_ADMIN_ERRORS, 404),
+                                security=ADMIN,
+                            ),
+                        ),
                     ],
                 ),
             )
@@ -199,3 +214,10 @@ class AdminEndpoints:
             cursor=q.get("cursor") or None,
         )
         return json_response(AuditEventList(events=events, next_cursor=cursor))
+
+    async def get_event(self, request: Request, admin: str) -> Response:
+        raw = request.path_params["id"]
+        # Not an event id at all: the same 404 as an unknown one.
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+            raise NotFound("no such event")
+        return json_response(await self._notices.event(int(raw)))

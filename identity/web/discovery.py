@@ -48,6 +48,10 @@ def document(issuer: str, *, client_auth: bool) -> bytes:
             "introspection_endpoint_auth_methods_supported": auth_methods,
             "scopes_supported": ["openid", "email", "profile"],
             "claims_supported": CLAIMS,
+            # OpenID Connect Back-Channel Logout 1.0: clients with a logout URI
+            # (IDENTITY_BACKCHANNEL_LOGOUT_URIS) get a logout token naming the session.
+            "backchannel_logout_supported": True,
+            "backchannel_logout_session_supported": True,
             "service_documentation": f"{issuer}/openapi.json",
         },
         option=orjson.OPT_INDENT_2,

@@ -1,4 +1,4 @@
-"""OAuth endpoints: /token, /auth/oauth/callback, /revoke, /introspect, /auth/logout.
+"""OAuth endpoints: /token, /auth/oauth/callback, /revoke, /introspect, /revocations, /auth/logout.
 
 Each is declared with its description (`routes()`) and behind the failure limit, whose attempt
 it is handed and tells who the request is about. It reads its body strictly and holds it to its
@@ -8,6 +8,7 @@ renders its model (docs/api.md has every status and error).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,9 +19,16 @@ from starlette.routing import BaseRoute
 from identity import logs
 from identity.accounts.grants import Grants
 from identity.accounts.limits import Attempt
+from identity.accounts.revocations import Revocations
 from identity.accounts.sessions import Sessions
+from identity.clock import Clock, utc
 from identity.errors import InvalidRequest, InvalidSubjectToken, InvalidToken
-from identity.store.shapes import Introspection, TokenResponse
+from identity.store.shapes import (
+    Introspection,
+    RevocationPage,
+    RevokedSession,
+    TokenResponse,
+)
 from identity.tokens import jws
 from identity.tokens.provider_tokens import ProviderTokens, Sealer
 
@@ -53,7 +61,11 @@ class OAuthEndpoints:
         sealer: Sealer,
         providers: frozenset[str],
         limit: FailureLimit,
+        revocations: Revocations,
+        clock: Clock = time.time,
     ) -> None:
+        self._revocations = revocations
+        self._clock = clock
         self._grants = grants
         self._clients = clients
         self._bearer = bearer
@@ -114,6 +126,18 @@ class OAuthEndpoints:
                     security=CLIENT,
                     body=(PresentedToken,),
                     accepts=(inputs.FORM,),
+                ),
+            ),
+            ApiRoute(
+                "/revocations",
+                guarded(self.revocations),
+                method="GET",
+                operation=Operation(
+                    "Sessions ended whose access tokens may still be unexpired",
+                    {200: RevocationPage},
+                    errors=LIMITED_ERRORS,
+                    security=CLIENT,
+                    query=(Query("after"),),
                 ),
             ),
             ApiRoute(
@@ -252,6 +276,15 @@ class OAuthEndpoints:
         elif token.count(".") != 2:
             answer = await self._sessions.introspect_refresh(token, client_id=owner)
         return json_response(answer, omit_none=True)
+
+    async def revocations(self, request: Request, attempt: Attempt) -> Response:
+        """The revocation feed (docs/notifications.md): any client may follow it."""
+        self._caller(request, {}, attempt)
+        revoked, cursor = await self._revocations.after(
+            request.query_params.get("after"), utc(self._clock())
+        )
+        page = [RevokedSession(sid=r.sid, exp=r.exp) for r in revoked]
+        return json_response(RevocationPage(revoked=page, next_cursor=cursor))
 
     async def logout(self, request: Request, attempt: Attempt) -> Response:
         claims = await self._bearer.authenticate(request, attempt)

@@ -9,7 +9,8 @@ CREATE OR REPLACE FUNCTION identity_refresh(
     p_interval integer, p_now timestamptz, p_idle_since timestamptz,
     p_lock_prefix text, p_lock_limit integer, p_lock_window bigint,
     p_budget_limit integer, p_budget_window bigint, p_budget_expires timestamptz,
-    p_audit_client text, p_ip text, p_audit_agent text, p_request_id text
+    p_audit_client text, p_ip text, p_audit_agent text, p_request_id text,
+    p_notify text[] DEFAULT NULL, p_token_ttl integer DEFAULT 900
 ) RETURNS TABLE (
     outcome text, session_id text, user_id text, scope text, sealed bytea,
     email text, email_verified timestamptz, name text, image text, audience text
@@ -22,6 +23,7 @@ DECLARE
     v_reused_session text;
     v_reused_user text;
     v_reused_client text;
+    v_event bigint;
 BEGIN
     FOR v_step IN 1..2 LOOP
         -- 1. The current token; 2. the parent, within the reuse interval.
@@ -110,7 +112,20 @@ BEGIN
         INSERT INTO audit_events (created_at, type, user_id, session_id, client_id, ip,
                                   user_agent, request_id, detail)
         VALUES (p_now, 'refresh_reuse', v_reused_user, v_reused_session, p_audit_client, p_ip,
-                p_audit_agent, p_request_id, jsonb_build_object('reason', 'reuse_detected'));
+                p_audit_agent, p_request_id, jsonb_build_object('reason', 'reuse_detected'))
+        RETURNING id INTO v_event;
+        -- The session ends as every session does (identity/accounts/sessions.py, end_sessions):
+        -- the revocation feed's row, and a notice to each destination of session.ended.
+        INSERT INTO revocations (txid, session_id, client_id, user_id, ended_at, expires_at)
+        VALUES (pg_current_xact_id()::text::bigint, v_reused_session, v_reused_client,
+                v_reused_user, p_now, p_now + make_interval(secs => p_token_ttl));
+        INSERT INTO outbox (event, destination, payload, audit_event_id, created_at,
+                            next_attempt_at, attempts, state)
+        SELECT 'session.ended', d,
+               jsonb_build_object('sid', v_reused_session, 'user_id', v_reused_user,
+                                  'client_id', v_reused_client, 'reason', 'reuse_detected'),
+               v_event, p_now, now(), 0, 'pending'
+        FROM unnest(p_notify) AS d;
         outcome := 'reuse_detected'; session_id := v_reused_session; user_id := v_reused_user;
         RETURN NEXT; RETURN;
     END IF;

@@ -14,7 +14,8 @@ CREATE OR REPLACE FUNCTION identity_sign_in(
     p_access_token text, p_refresh_token text, p_id_token text, p_expires_at bigint,
     p_token_type text, p_token_scope text, p_session_state text,
     p_audit_client text, p_ip text, p_audit_agent text, p_request_id text,
-    p_audience text DEFAULT NULL, p_upstream_sid text DEFAULT NULL
+    p_audience text DEFAULT NULL, p_upstream_sid text DEFAULT NULL,
+    p_notify text[] DEFAULT NULL
 ) RETURNS TABLE (
     outcome text, created_user boolean, r_id text, r_name text, r_email text,
     r_email_verified timestamptz, r_image text, r_pending_email text,
@@ -39,6 +40,7 @@ DECLARE
     v_verified_by text;
     v_pending text;
     v_changed boolean;
+    v_event bigint;
 BEGIN
     -- 1. The failure limit of this caller, when it is checked here ("locked").
     IF p_lock_key IS NOT NULL THEN
@@ -253,7 +255,20 @@ BEGIN
     VALUES (p_now, 'sign_in', u.id, p_session_id, p_audit_client, p_ip, p_audit_agent,
             p_request_id,
             jsonb_build_object('provider', p_provider, 'created_user', v_created,
-                               'reason', CASE WHEN v_created THEN 'created' ELSE v_how END));
+                               'reason', CASE WHEN v_created THEN 'created' ELSE v_how END))
+    RETURNING id INTO v_event;
+    -- The notices someone subscribes to ('<event> <destination>' each; none: no row at all).
+    INSERT INTO outbox (event, destination, payload, audit_event_id, created_at,
+                        next_attempt_at, attempts, state)
+    SELECT split_part(n, ' ', 1), substr(n, strpos(n, ' ') + 1),
+           CASE WHEN split_part(n, ' ', 1) = 'user.created'
+                THEN jsonb_build_object('user_id', u.id, 'provider', p_provider)
+                ELSE jsonb_build_object('user_id', u.id, 'account_id', v_account_id,
+                                        'provider', p_provider) END,
+           v_event, p_now, now(), 0, 'pending'
+    FROM unnest(p_notify) AS n
+    WHERE (split_part(n, ' ', 1) = 'user.created' AND v_created)
+       OR (split_part(n, ' ', 1) = 'account.linked' AND v_how = 'linked');
 
     -- 8. The answer: the user and their accounts ("ok").
     outcome := 'ok';

@@ -1,0 +1,180 @@
+"""How a notice leaves: the back-channel logout token to a client's logout URI, or a Standard
+Webhooks request to an endpoint (docs/notifications.md).
+
+Every request is one POST with a 5 s timeout that follows no redirect. In production the URL must
+be https:// and its host must resolve only to public addresses; the request then goes to the very
+address that was checked (the URL's host kept for the Host header and TLS's server name), so a
+name that resolves differently a moment later (DNS rebinding) cannot reach an internal service.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import httpx
+import orjson
+
+from identity.clock import Clock
+from identity.destinations import RefusedTarget, WebhookEndpoint, public_addresses
+from identity.settings import Settings
+from identity.tokens import logout_tokens
+from identity.tokens.signing_keys import KeyManager
+
+from .outbox import BACKCHANNEL
+
+TIMEOUT = 5.0
+WEBHOOK = "webhook:"
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A claimed outbox row."""
+
+    id: int
+    event: str
+    destination: str
+    payload: dict[str, Any]
+    attempts: int
+    created_at: datetime
+    audit_event_id: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return "backchannel" if self.destination.startswith(BACKCHANNEL) else "webhook"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """How one attempt went: delivered, failed (worth retrying) or gone (its destination is
+    no longer configured: dropped at once)."""
+
+    outcome: str
+    status: int | None = None
+    error: str | None = None  # a class of error, never a response body
+
+
+def sign_webhook(secret: bytes, message_id: str, timestamp: int, body: bytes) -> str:
+    """Standard Webhooks' `webhook-signature`: v1, base64 HMAC-SHA256 of `id.timestamp.body`."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+class Senders:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        keys: KeyManager,
+        issuer: str,
+        webhooks: tuple[WebhookEndpoint, ...],
+        backchannel: Mapping[str, str],
+        production: bool,
+        clock: Clock = time.time,
+        resolve: Resolver = public_addresses,
+    ) -> None:
+        self._http = http
+        self._keys = keys
+        self._issuer = issuer
+        self._webhooks = {w.destination: w for w in webhooks}
+        self._backchannel = dict(backchannel)
+        self._production = production
+        self._clock = clock
+        self._resolve = resolve
+
+    async def send(self, notice: Notice) -> Attempt:
+        if notice.destination.startswith(BACKCHANNEL):
+            return await self._logout(notice)
+        return await self._webhook(notice)
+
+    async def _logout(self, notice: Notice) -> Attempt:
+        client_id = notice.destination.removeprefix(BACKCHANNEL)
+        uri = self._backchannel.get(client_id)
+        if uri is None:
+            return Attempt("gone", error="not_configured")
+        token = logout_tokens.mint(
+            self._keys,
+            issuer=self._issuer,
+            client_id=client_id,
+            subject=str(notice.payload["user_id"]),
+            session_id=str(notice.payload["sid"]),
+            clock=self._clock,
+        )
+        body = urlencode({"logout_token": token}).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        return await self._post(uri, body, headers)
+
+    async def _webhook(self, notice: Notice) -> Attempt:
+        endpoint = self._webhooks.get(notice.destination)
+        if endpoint is None:
+            return Attempt("gone", error="not_configured")
+        message_id = f"msg_{notice.id}"  # the same on every retry: receivers deduplicate by it
+        body = orjson.dumps(
+            {
+                "type": notice.event,
+                "timestamp": notice.created_at.isoformat().replace("+00:00", "Z"),
+                "data": notice.payload,
+            }
+        )
+        timestamp = int(self._clock())
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": message_id,
+            "webhook-timestamp": str(timestamp),
+            "webhook-signature": sign_webhook(endpoint.secret, message_id, timestamp, body),
+        }
+        return await self._post(endpoint.url, body, headers)
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> Attempt:
+        target, extensions = url, {}
+        if self._production:
+            parts = urlsplit(url)
+            if parts.scheme != "https" or parts.hostname is None:
+                return Attempt("failed", error="not_https")
+            port = parts.port or 443
+            try:
+                address = (await self._resolve(parts.hostname, port))[0]
+            except RefusedTarget:
+                return Attempt("failed", error="refused_address")
+            # To the checked address, the name kept for Host and for the certificate's check.
+            host = f"[{address}]" if ":" in address else address
+            target = urlunsplit(("https", f"{host}:{port}", parts.path or "/", "", ""))
+            headers = {**headers, "Host": parts.netloc}
+            extensions = {"sni_hostname": parts.hostname}
+        try:
+            response = await self._http.post(
+                target,
+                content=body,
+                headers=headers,
+                extensions=extensions,
+                timeout=TIMEOUT,
+                follow_redirects=False,
+            )
+        except httpx.HTTPError as error:
+            return Attempt("failed", error=type(error).__name__)
+        if 200 <= response.status_code < 300:
+            return Attempt("delivered", response.status_code)
+        return Attempt("failed", response.status_code, error="status")
+
+
+def from_settings(
+    settings: Settings, http: httpx.AsyncClient, keys: KeyManager, clock: Clock
+) -> Senders:
+    return Senders(
+        http,
+        keys=keys,
+        issuer=settings.issuer,
+        webhooks=settings.webhooks,
+        backchannel=settings.backchannel_logout_uris,
+        production=settings.production,
+        clock=clock,
+    )

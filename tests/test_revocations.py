@@ -1,0 +1,197 @@
+"""The revocation feed (GET /revocations) and `TokenVerifier` following it: a revoked session's
+token is refused within the poll interval; a row committed late is never skipped; while the
+feed cannot be read the verifier keeps its last list and refuses nothing new."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import jwt
+import pytest
+from sqlalchemy.engine import make_url
+from starlette.applications import Starlette
+
+from identity.settings import Settings
+from identity.verifier import InvalidAccessToken, TokenVerifier
+
+from .fakes import FakeClock, Issuers
+from .support import ISSUER, LONG_AGO, Sql, basic, bearer, exchange, running
+
+pytestmark = pytest.mark.anyio
+
+SECRETS = {"web": "web-secret-0123456789abcdef", "api": "api-secret-0123456789abcdef"}
+WEB = basic("web", SECRETS["web"])
+API = basic("api", SECRETS["api"])
+
+
+@pytest.fixture
+async def served(
+    settings: Settings, issuers: Issuers, clock: FakeClock
+) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    changed = dataclasses.replace(settings, clients=SECRETS)
+    async with running(changed, issuers, clock, delivery_interval=3600) as pair:
+        yield pair
+
+
+async def signed_in(client: httpx.AsyncClient, issuers: Issuers) -> dict[str, Any]:
+    response = await exchange(client, issuers.google.mint(), headers=WEB)
+    assert response.status_code == 200
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def sid_of(access_token: str) -> str:
+    return str(jwt.decode(access_token, options={"verify_signature": False})["sid"])
+
+
+async def feed(client: httpx.AsyncClient, after: str | None = None) -> dict[str, Any]:
+    """A page of the feed. On a PostgreSQL server shared with others a page may be held back
+    while some older transaction runs (docs/notifications.md): a non-empty answer is waited
+    for a few seconds, as a follower would."""
+    for _ in range(50):
+        page = await _page(client, after)
+        if page["revoked"]:
+            return page
+        await asyncio.sleep(0.1)
+    return page
+
+
+async def _page(client: httpx.AsyncClient, after: str | None = None) -> dict[str, Any]:
+    response = await client.get(
+        "/revocations", params={"after": after} if after else {}, headers=API
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_the_feed_lists_ended_sessions_once_after_each_cursor(
+    served: tuple[Starlette, httpx.AsyncClient], issuers: Issuers, clock: FakeClock, sql: Sql
+) -> None:
+    _, client = served
+    assert (await client.get("/revocations")).status_code == 401  # any client, but a client
+    assert (
+        await client.get("/revocations", params={"after": "x!"}, headers=API)
+    ).status_code == 400
+    first, second = await signed_in(client, issuers), await signed_in(client, issuers)
+    empty = await feed(client)
+    assert empty["revoked"] == []
+    await client.post("/auth/logout", headers=bearer(first["access_token"]))
+    page = await feed(client, empty["next_cursor"])
+    expected_exp = int(clock()) + settings_ttl()
+    assert page["revoked"] == [{"sid": sid_of(first["access_token"]), "exp": expected_exp}]
+    assert (await feed(client, page["next_cursor"]))["revoked"] == []
+    await client.post("/auth/logout", headers=bearer(second["access_token"]))
+    later = await feed(client, page["next_cursor"])
+    assert [r["sid"] for r in later["revoked"]] == [sid_of(second["access_token"])]
+    # From the start: both; once their tokens have all expired: neither.
+    assert len((await feed(client))["revoked"]) == 2
+    await sql.set_time("revocations", "expires_at", LONG_AGO)
+    assert (await feed(client))["revoked"] == []
+
+
+def settings_ttl() -> int:
+    return Settings().access_token_ttl + Settings().clock_skew
+
+
+async def test_a_row_committed_late_is_not_skipped(
+    served: tuple[Starlette, httpx.AsyncClient], issuers: Issuers, database_url: str
+) -> None:
+    """A transaction that wrote a revocation (taking a lower row id) and commits after a later
+    one: the feed holds the later one back until the first commits, then serves both."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite admits one writer at a time: nothing commits out of order")
+    _, client = served
+    start = (await feed(client))["next_cursor"]
+    plain = make_url(database_url).set(drivername="postgresql")
+    slow = await asyncpg.connect(plain.render_as_string(hide_password=False))
+    try:
+        transaction = slow.transaction()
+        await transaction.start()
+        await slow.execute(
+            "INSERT INTO revocations (txid, session_id, client_id, user_id, ended_at, expires_at)"
+            " VALUES (pg_current_xact_id()::text::bigint, 'slow-session', 'web', 'u', now(),"
+            " now() + interval '1 hour')"
+        )
+        tokens = await signed_in(client, issuers)
+        await client.post("/auth/logout", headers=bearer(tokens["access_token"]))
+        held = await _page(client, start)
+        assert held == {"revoked": [], "next_cursor": start}  # not yet: an older one runs
+        await transaction.commit()
+    finally:
+        await slow.close()
+    page = await feed(client, start)
+    assert [r["sid"] for r in page["revoked"]] == ["slow-session", sid_of(tokens["access_token"])]
+
+
+def verifier_for(app: Starlette, clock: FakeClock, failing: list[bool]) -> TokenVerifier:
+    """A downstream service's verifier, reaching the service through a transport that can
+    make the feed fail."""
+    inner = httpx.ASGITransport(app=app)
+
+    class Transport(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if failing[0] and request.url.path == "/revocations":
+                return httpx.Response(503)
+            return await inner.handle_async_request(request)
+
+    http = httpx.AsyncClient(transport=Transport(), base_url=ISSUER)
+    return TokenVerifier(
+        ISSUER, ISSUER, http_client=http, clock=clock, revocations=("api", SECRETS["api"]), poll=10
+    )
+
+
+async def test_the_verifier_refuses_a_revoked_sessions_token_within_its_poll(
+    served: tuple[Starlette, httpx.AsyncClient], issuers: Issuers, clock: FakeClock
+) -> None:
+    app, client = served
+    verifier = verifier_for(app, clock, [False])
+    tokens = await signed_in(client, issuers)
+    other = await signed_in(client, issuers)
+    assert (await verifier.verify(tokens["access_token"])).session_id == sid_of(
+        tokens["access_token"]
+    )
+    await client.post("/auth/logout", headers=bearer(tokens["access_token"]))
+    clock.advance(10)  # one poll interval later
+    with pytest.raises(InvalidAccessToken) as refused:
+        await verifier.verify(tokens["access_token"])
+    assert refused.value.reason == "revoked"
+    assert await verifier.verify(other["access_token"])  # the others still pass
+    assert verifier.revocations is not None and verifier.revocations.available
+
+
+async def test_while_the_feed_is_unreadable_the_last_list_is_kept(
+    served: tuple[Starlette, httpx.AsyncClient],
+    issuers: Issuers,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app, client = served
+    failing = [False]
+    verifier = verifier_for(app, clock, failing)
+    ended, alive, later = [await signed_in(client, issuers) for _ in range(3)]
+    await client.post("/auth/logout", headers=bearer(ended["access_token"]))
+    with pytest.raises(InvalidAccessToken):
+        await verifier.verify(ended["access_token"])
+    failing[0] = True
+    await client.post("/auth/logout", headers=bearer(later["access_token"]))
+    clock.advance(10)
+    with caplog.at_level(logging.WARNING, logger="identity.verifier"):
+        assert await verifier.verify(alive["access_token"])  # never refuses everything
+        with pytest.raises(InvalidAccessToken):  # the last list is kept
+            await verifier.verify(ended["access_token"])
+        # What it could not read, it cannot know: accepted until the feed is back.
+        assert await verifier.verify(later["access_token"])
+    assert verifier.revocations is not None and not verifier.revocations.available
+    assert "revocation feed unavailable" in caplog.text
+    failing[0] = False
+    clock.advance(10)
+    with pytest.raises(InvalidAccessToken):
+        await verifier.verify(later["access_token"])
+    assert verifier.revocations.available
