@@ -48,6 +48,7 @@ TABLES = (
     "used_id_tokens",
     "rate_limits",
     "audit_events",
+    "signing_keys",
 )
 EXCHANGE = {
     "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",

@@ -170,14 +170,18 @@ async def run(
     sessions: Sessions,
     *,
     key_interval: float = KEY_RELOAD_INTERVAL,
+    rotate: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
-    """Forever: notice key changes on disk; forget sealed successors; prune once per round
+    """Forever: notice key changes (on disk or in the database); rotate the database's keys
+    when due (`rotate`, one replica at a time); forget sealed successors; prune once per round
     across the replicas (each look costs a statement or two; most are answered from memory)."""
     while True:
         await asyncio.sleep(key_interval)
         try:
-            keys.reload_if_changed()
-        except Exception as error:  # reload logs what it can; anything else must not end us
+            await keys.refresh()
+            if rotate is not None and await rotate() is not None:
+                await keys.refresh()  # the key this replica made, published here at once
+        except Exception as error:  # refresh logs what it can; anything else must not end us
             logger.error("key reload failed", extra={"event": {"error": type(error).__name__}})
         await _guarded("forgetting sealed successors", sessions.forget_sealed)
         try:

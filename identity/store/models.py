@@ -238,6 +238,21 @@ class AuditEvent(SQLModel, table=True):
     )
 
 
+class SigningKeyRow(SQLModel, table=True):
+    """A signing key of the database key store (docs/operations.md, "Keys"): the private key
+    sealed under IDENTITY_KEY_ENCRYPTION_KEY (a Fernet token of its PKCS #8 DER), the public
+    JWK in the clear. Its state follows from the times and the publish lead, as in a key
+    directory; nothing else is stored."""
+
+    __tablename__ = "signing_keys"
+
+    kid: str = Field(primary_key=True, max_length=64)  # RFC 7638 thumbprint
+    created_at: datetime = _time()
+    activates_at: datetime = _time()
+    sealed_key: str = Field(sa_type=sa.Text)
+    public_jwk: dict[str, Any] = Field(sa_type=sa.JSON)
+
+
 # -- typed table handles, declared once --------------------------------------------------------
 
 _tables = SQLModel.metadata.tables
@@ -249,3 +264,4 @@ VERIFICATION_TOKENS: sa.Table = _tables["verification_tokens"]
 USED_ID_TOKENS: sa.Table = _tables["used_id_tokens"]
 RATE_LIMITS: sa.Table = _tables["rate_limits"]
 AUDIT_EVENTS: sa.Table = _tables["audit_events"]
+SIGNING_KEYS: sa.Table = _tables["signing_keys"]
