@@ -195,10 +195,11 @@ def create_app(
                     await http.aclose()
                 await database.close()
                 raise
+        # A replica must see a new key well within its publish lead, before any replica signs
+        # with it: at most a quarter of the lead between looks (30 s under the default lead).
+        interval = min(key_reload_interval, max(1.0, settings.key_publish_lead / 4))
         task = asyncio.create_task(
-            housekeeping.run(
-                keys, janitor, sessions, key_interval=key_reload_interval, rotate=rotate
-            )
+            housekeeping.run(keys, janitor, sessions, key_interval=interval, rotate=rotate)
         )
         undo_hup = _on_sighup(lambda: _background(keys.refresh(force=True)))
         logger.info(
