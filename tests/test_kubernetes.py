@@ -41,7 +41,11 @@ from .servers import free_port, wait_until_ok
 from .support import EXCHANGE, bearer
 
 pytestmark = pytest.mark.anyio
-KUSTOMIZATIONS = [KUBERNETES / "base", KUBERNETES / "overlays" / "monitoring"]
+KUSTOMIZATIONS = [
+    KUBERNETES / "base",
+    KUBERNETES / "overlays" / "monitoring",
+    KUBERNETES / "overlays" / "database-keys",
+]
 OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
 POSTGRES_IMAGE = "localhost/identity-test-postgres:15"
 
@@ -94,6 +98,40 @@ def test_the_base_says_what_the_service_needs() -> None:
     assert r["Deployment"]["spec"]["template"]["metadata"]["labels"].items() >= selector.items()
     job_labels = r["Job"]["spec"]["template"]["metadata"]["labels"]
     assert not job_labels.items() >= selector.items()  # the Service never sends it requests
+
+
+def test_the_database_keys_overlay_needs_no_volume_and_reads_the_kek_from_a_secret() -> None:
+    base = _by_kind(render(KUBERNETES / "base"))
+    r = _by_kind(render(KUBERNETES / "overlays" / "database-keys"))
+    pod = r["Deployment"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]  # no keys volume, nothing shared
+    assert [m["name"] for m in container["volumeMounts"]] == ["tmp"]
+    [kek] = container["env"]
+    assert kek["name"] == "IDENTITY_KEY_ENCRYPTION_KEY"
+    assert kek["valueFrom"]["secretKeyRef"]["name"] not in {
+        ref["secretRef"]["name"] for ref in container["envFrom"] if "secretRef" in ref
+    }  # a Secret of its own
+    config = r["ConfigMap"]["data"]
+    assert "IDENTITY_KEYS_DIR" not in config and set(config) <= Settings.variables()
+    settings = Settings.from_env(
+        {**config, "IDENTITY_ENV": "development", "IDENTITY_KEY_ENCRYPTION_KEY": _FERNET}
+    )
+    assert settings.keys_in_database and settings.key_rotation_interval > 0
+    assert not any(
+        k["kind"] == "CronJob" for k in render(KUBERNETES / "overlays" / "database-keys")
+    )
+    # Everything else is the base's: the same probes, Job, Service and budget.
+    assert (
+        container["readinessProbe"]
+        == base["Deployment"]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    )
+    assert {k: v for k, v in r.items() if k not in ("Deployment", "ConfigMap")} == {
+        k: v for k, v in base.items() if k not in ("Deployment", "ConfigMap")
+    }
+
+
+_FERNET = base64.urlsafe_b64encode(bytes(32)).decode()
 
 
 def test_the_monitoring_overlay_scrapes_the_service_and_carries_the_alert_rules() -> None:
