@@ -16,7 +16,7 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
-from identity.settings import Settings
+from identity.settings import ConfigError, Settings
 from identity.store.database import Database
 from identity.tokens.signing_keys import DatabaseKeys, KeyFileError, KeyManager
 
@@ -224,3 +224,14 @@ async def test_the_service_rotates_by_itself_and_publishes_the_new_key(
                 break
         assert await sql.scalar("SELECT count(*) FROM signing_keys") == 2
         assert len((await client.get("/.well-known/jwks.json")).json()["keys"]) == 2
+
+
+def test_the_two_variables_are_checked_naming_themselves() -> None:
+    with pytest.raises(ConfigError, match="IDENTITY_KEY_ENCRYPTION_KEY"):
+        Settings.from_env({"IDENTITY_KEY_ENCRYPTION_KEY": "not-a-fernet-key"})
+    with pytest.raises(ConfigError, match="IDENTITY_KEY_ROTATION_INTERVAL"):
+        Settings.from_env({"IDENTITY_KEY_ROTATION_INTERVAL": "600"})  # under the 1200 s lead
+    off = Settings.from_env({"IDENTITY_KEY_ROTATION_INTERVAL": "0"})
+    assert off.key_rotation_interval == 0 and not off.keys_in_database
+    both = Settings.from_env({"IDENTITY_KEY_ENCRYPTION_KEY": f"{OTHER},{KEK}"})
+    assert both.keys_in_database and both.key_encryption_keys == (OTHER, KEK)

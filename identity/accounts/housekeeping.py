@@ -33,7 +33,7 @@ logger = logging.getLogger("identity.housekeeping")
 KEY_RELOAD_INTERVAL = 30.0
 JANITOR_INTERVAL = 600
 # PostgreSQL advisory locks of the jobs done by one replica at a time: identity's class ("id"
-# in ASCII), then the job. The janitor is 1; a later job (automatic key rotation) takes its own.
+# in ASCII), then the job. The janitor is 1; automatic key rotation is 2 (tokens/key_database.py).
 LOCK_CLASS = 0x6964
 JANITOR_LOCK = 1
 ROUND_KEY = "janitor:round"
