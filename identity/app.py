@@ -17,7 +17,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -54,7 +54,13 @@ from identity.store.database import Database
 from identity.tokens import id_tokens, providers
 from identity.tokens.access_tokens import AccessTokens
 from identity.tokens.provider_tokens import Sealer
-from identity.tokens.signing_keys import KeyFileError, KeyManager, KeyStore
+from identity.tokens.signing_keys import (
+    DatabaseKeys,
+    KeyFileError,
+    KeyManager,
+    key_source,
+    token_lifetime,
+)
 from identity.tracing import NO_TRACING, Tracer
 from identity.web import discovery, openapi
 from identity.web.admin_endpoints import AdminEndpoints
@@ -90,13 +96,17 @@ def create_app(
         pool_mode=settings.database_pool_mode,
         tracer=tracer,
     )
+    source = key_source(settings, database, clock=clock)
     keys = KeyManager(
-        KeyStore(settings.keys_dir, passphrase=settings.keys_passphrase),
-        lead=settings.key_publish_lead,
-        token_lifetime=settings.access_token_ttl + settings.clock_skew,
-        clock=clock,
+        source, lead=settings.key_publish_lead, token_lifetime=token_lifetime(settings), clock=clock
     )
-    keys.load()
+    rotate = None
+    if isinstance(source, DatabaseKeys):
+        if settings.key_rotation_interval:
+            interval = settings.key_rotation_interval
+            rotate = lambda: source.rotate_if_due(interval)  # noqa: E731
+    else:
+        keys.load()  # a directory is read now; the database's rows once the loop runs
     metrics = Metrics(
         key_age=lambda: clock() - keys.view().active.created, multiprocess_dir=settings.metrics_dir
     )
@@ -192,13 +202,24 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if isinstance(source, DatabaseKeys):
+            try:
+                await _first_keys(source, keys)
+            except BaseException:
+                if own_http:
+                    await http.aclose()
+                await database.close()
+                raise
+        # A replica must see a new key well within its publish lead, before any replica signs
+        # with it: at most a quarter of the lead between looks (30 s under the default lead).
+        interval = min(key_reload_interval, max(1.0, settings.key_publish_lead / 4))
         task = asyncio.create_task(
-            housekeeping.run(keys, janitor, sessions, key_interval=key_reload_interval)
+            housekeeping.run(keys, janitor, sessions, key_interval=interval, rotate=rotate)
         )
         # Nothing to deliver without a destination (no notice is written then): no rounds.
         told = settings.webhooks or settings.backchannel_logout_uris
         worker = asyncio.create_task(deliveries.run() if told else asyncio.sleep(0))
-        undo_hup = _on_sighup(keys.reload)
+        undo_hup = _on_sighup(lambda: _background(keys.refresh(force=True)))
         logger.info(
             "identity ready",
             extra={
@@ -322,7 +343,28 @@ class _Service(Starlette):
         return self._outer(super().build_middleware_stack())
 
 
-def _on_sighup(reload: Callable[[], bool]) -> Callable[[], None]:
+async def _first_keys(source: DatabaseKeys, keys: KeyManager) -> None:
+    """The database's keys before the first request: the first key made if there is none (one
+    process of many makes it), then every key opened."""
+    try:
+        await source.ensure_first()
+        await keys.start()
+    except KeyFileError as error:
+        # One line naming the variable or the row; the key itself is never in it.
+        logger.critical("cannot start: %s", error)
+        raise
+
+
+_tasks: set[asyncio.Task[object]] = set()
+
+
+def _background(work: Coroutine[object, None, object]) -> None:
+    task: asyncio.Task[object] = asyncio.ensure_future(work)
+    _tasks.add(task)  # held until done: the loop keeps only weak references
+    task.add_done_callback(_tasks.discard)
+
+
+def _on_sighup(reload: Callable[[], object]) -> Callable[[], None]:
     """Reload keys on SIGHUP; returns the undo. Only possible in a process's main thread."""
     loop = asyncio.get_running_loop()
     try:

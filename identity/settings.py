@@ -135,6 +135,13 @@ class Settings:
     webhooks_file: Path | None = setting("IDENTITY_WEBHOOKS_FILE", None, path)
     webhooks: tuple[WebhookEndpoint, ...] = ()  # what `from_env` found in that file
     key_publish_lead: int = setting("IDENTITY_KEY_PUBLISH_LEAD", 1200, integer(0, 31_622_400))
+    # Set: signing keys live in the database, sealed under these Fernet keys (newest first);
+    # unset: in IDENTITY_KEYS_DIR (docs/operations.md, "Keys").
+    key_encryption_keys: tuple[str, ...] = setting("IDENTITY_KEY_ENCRYPTION_KEY", (), fernet_keys)
+    # Seconds between automatic rotations of the database's keys; 0: never (90 days by default).
+    key_rotation_interval: int = setting(
+        "IDENTITY_KEY_ROTATION_INTERVAL", 7_776_000, integer(0, 315_360_000)
+    )
     jwks_max_age: int = setting("IDENTITY_JWKS_MAX_AGE", 600, integer(0, 86_400))
     # None: text on a terminal, JSON otherwise (always in production)
     log_format: str | None = setting("IDENTITY_LOG_FORMAT", None, choice("json", "text"))
@@ -176,6 +183,11 @@ class Settings:
         if self.migrate_on_start is None:
             local = not self.production and self.database_url.startswith("sqlite")
             object.__setattr__(self, "migrate_on_start", local)
+
+    @property
+    def keys_in_database(self) -> bool:
+        """Where signing keys live: the database when a key-encryption key is set."""
+        return bool(self.key_encryption_keys)
 
     @property
     def production(self) -> bool:
@@ -253,6 +265,13 @@ class Settings:
             problems.append(
                 "IDENTITY_KEY_PUBLISH_LEAD: must be at least 2 x IDENTITY_JWKS_MAX_AGE "
                 f"({2 * self.jwks_max_age}s)"
+            )
+        if 0 < self.key_rotation_interval < self.key_publish_lead:
+            # A key must be published for its whole lead before it signs: rotating faster
+            # would queue keys that never sign.
+            problems.append(
+                "IDENTITY_KEY_ROTATION_INTERVAL: must be 0 (off) or at least "
+                f"IDENTITY_KEY_PUBLISH_LEAD ({self.key_publish_lead}s)"
             )
         if self.refresh_idle_ttl > self.refresh_token_ttl:
             problems.append("IDENTITY_REFRESH_IDLE_TTL: must not exceed IDENTITY_REFRESH_TOKEN_TTL")

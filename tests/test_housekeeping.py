@@ -53,7 +53,7 @@ async def test_every_item_of_a_round_survives_the_others_and_the_next_round_runs
     reload = Flaky(2, FileNotFoundError("keys/rsa-1.pem"))
     forget = Flaky(2, ConnectionRefusedError())
     prune = Flaky(1, RuntimeError("boom"))
-    keys = cast(Any, type("Keys", (), {"reload_if_changed": staticmethod(reload)})())
+    keys = cast(Any, type("Keys", (), {"refresh": staticmethod(reload.async_call)})())
     sessions = cast(Any, type("S", (), {"forget_sealed": staticmethod(forget.async_call)})())
     janitor = cast(Any, type("J", (), {"round": staticmethod(prune.async_call)})())
     task = asyncio.create_task(housekeeping.run(keys, janitor, sessions, key_interval=0.01))

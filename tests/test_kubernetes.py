@@ -31,6 +31,7 @@ import httpx
 import kubernetes_validate
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 
 from identity.settings import Settings
 from identity.tokens.signing_keys import KeyStore
@@ -41,7 +42,11 @@ from .servers import free_port, wait_until_ok
 from .support import EXCHANGE, bearer
 
 pytestmark = pytest.mark.anyio
-KUSTOMIZATIONS = [KUBERNETES / "base", KUBERNETES / "overlays" / "monitoring"]
+KUSTOMIZATIONS = [
+    KUBERNETES / "base",
+    KUBERNETES / "overlays" / "monitoring",
+    KUBERNETES / "overlays" / "database-keys",
+]
 OPERATOR_KINDS = {"ServiceMonitor", "PrometheusRule"}
 POSTGRES_IMAGE = "localhost/identity-test-postgres:15"
 
@@ -94,6 +99,40 @@ def test_the_base_says_what_the_service_needs() -> None:
     assert r["Deployment"]["spec"]["template"]["metadata"]["labels"].items() >= selector.items()
     job_labels = r["Job"]["spec"]["template"]["metadata"]["labels"]
     assert not job_labels.items() >= selector.items()  # the Service never sends it requests
+
+
+def test_the_database_keys_overlay_needs_no_volume_and_reads_the_kek_from_a_secret() -> None:
+    base = _by_kind(render(KUBERNETES / "base"))
+    r = _by_kind(render(KUBERNETES / "overlays" / "database-keys"))
+    pod = r["Deployment"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert [v["name"] for v in pod["volumes"]] == ["tmp"]  # no keys volume, nothing shared
+    assert [m["name"] for m in container["volumeMounts"]] == ["tmp"]
+    [kek] = container["env"]
+    assert kek["name"] == "IDENTITY_KEY_ENCRYPTION_KEY"
+    assert kek["valueFrom"]["secretKeyRef"]["name"] not in {
+        ref["secretRef"]["name"] for ref in container["envFrom"] if "secretRef" in ref
+    }  # a Secret of its own
+    config = r["ConfigMap"]["data"]
+    assert "IDENTITY_KEYS_DIR" not in config and set(config) <= Settings.variables()
+    settings = Settings.from_env(
+        {**config, "IDENTITY_ENV": "development", "IDENTITY_KEY_ENCRYPTION_KEY": _FERNET}
+    )
+    assert settings.keys_in_database and settings.key_rotation_interval > 0
+    assert not any(
+        k["kind"] == "CronJob" for k in render(KUBERNETES / "overlays" / "database-keys")
+    )
+    # Everything else is the base's: the same probes, Job, Service and budget.
+    assert (
+        container["readinessProbe"]
+        == base["Deployment"]["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    )
+    assert {k: v for k, v in r.items() if k not in ("Deployment", "ConfigMap")} == {
+        k: v for k, v in base.items() if k not in ("Deployment", "ConfigMap")
+    }
+
+
+_FERNET = base64.urlsafe_b64encode(bytes(32)).decode()
 
 
 def test_the_monitoring_overlay_scrapes_the_service_and_carries_the_alert_rules() -> None:
@@ -188,13 +227,26 @@ async def _wait_postgres(url: str, within: float = 60) -> None:
         return
 
 
+async def _stored_kids(url: str) -> list[str]:
+    connection = await asyncpg.connect(url)
+    try:
+        return [row["kid"] for row in await connection.fetch("SELECT kid FROM signing_keys")]
+    finally:
+        await connection.close()
+
+
+@pytest.mark.parametrize("variant", ["base", "database-keys"])
 def test_podman_kube_play_runs_the_base_and_an_exchange_works(
     identity_image: str,
     postgres_image: str,
     played: Played,
     keys: dict[str, Any],
     tmp_path: Path,
+    variant: str,
 ) -> None:
+    """The base (keys from a Secret volume), or overlays/database-keys (no volume: the KEK from
+    its own Secret, the first key made by the replica itself)."""
+    in_database = variant == "database-keys"
     started = time.monotonic()
     pg_port, port = free_port(), free_port()
     name = f"identity-test-{port}"
@@ -220,7 +272,7 @@ def test_podman_kube_play_runs_the_base_and_an_exchange_works(
     )
     database = f"postgresql://postgres@127.0.0.1:{pg_port}/postgres"
     asyncio.run(_wait_postgres(database))
-    # The keys Secret, as the kubelet mounts it with fsGroup 10001.
+    # The keys Secret, as the kubelet mounts it with fsGroup 10001 (unused by database-keys).
     volume = tmp_path / "keys-volume"
     source = KeyStore(tmp_path / "key-source").generate()
     kubelet_write(volume, {source.path.name: source.path.read_bytes()}, mode=0o440)
@@ -232,7 +284,7 @@ def test_podman_kube_play_runs_the_base_and_an_exchange_works(
         os.chown(entry, 0, 10001)
     with serve_issuers() as served:
         google = served.add(http_google(keys["google"], served.base))
-        resources = render(KUBERNETES / "base")
+        resources = render(KUBERNETES / ("overlays/database-keys" if in_database else "base"))
         r = _by_kind(resources)
         config = r["ConfigMap"]
         config["data"].update(
@@ -250,6 +302,14 @@ def test_podman_kube_play_runs_the_base_and_an_exchange_works(
                 "data": {"IDENTITY_DATABASE_URL": base64.b64encode(url.encode()).decode()},
             }
         )
+        if in_database:
+            kek = Fernet.generate_key()
+            played.secret(
+                {
+                    "metadata": {"name": "identity-key-encryption"},
+                    "data": {"IDENTITY_KEY_ENCRYPTION_KEY": base64.b64encode(kek).decode()},
+                }
+            )
         for workload in (r["Deployment"], r["Job"]):
             for container in workload["spec"]["template"]["spec"]["containers"]:
                 container["image"] = identity_image
@@ -267,9 +327,10 @@ def test_podman_kube_play_runs_the_base_and_an_exchange_works(
         server.pop("ports")  # host networking: the port is IDENTITY_PORT's, no mapping
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             server[probe]["httpGet"]["port"] = port
-        keys_volume = next(v for v in spec["volumes"] if v["name"] == "keys")
-        keys_volume.pop("secret")
-        keys_volume["hostPath"] = {"path": str(volume), "type": "Directory"}
+        if not in_database:
+            keys_volume = next(v for v in spec["volumes"] if v["name"] == "keys")
+            keys_volume.pop("secret")
+            keys_volume["hostPath"] = {"path": str(volume), "type": "Directory"}
         played.play("deployment", [config, deployment])
         base = f"http://127.0.0.1:{port}"
         wait_until_ok(base + "/readyz", timeout=60)
@@ -283,5 +344,9 @@ def test_podman_kube_play_runs_the_base_and_an_exchange_works(
         me = httpx.get(base + "/users/me", headers=bearer(response.json()["access_token"]))
         assert me.json()["email"] == f"kube{port}@gmail.com"
         jwks = httpx.get(base + "/.well-known/jwks.json").json()
-        assert [k["kid"] for k in jwks["keys"]] == [source.kid]  # the Secret's key signs
+        if in_database:  # the replica made its key, sealed in PostgreSQL
+            stored = asyncio.run(_stored_kids(database))
+            assert [k["kid"] for k in jwks["keys"]] == stored and len(stored) == 1
+        else:
+            assert [k["kid"] for k in jwks["keys"]] == [source.kid]  # the Secret's key signs
     print(f"kube play test: {time.monotonic() - started:.1f} s")

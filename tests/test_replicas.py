@@ -19,8 +19,8 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,11 @@ import asyncpg
 import httpx
 import pytest
 import yaml
+from cryptography.fernet import Fernet
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+
+from identity.store.database import migrate
 
 from . import fakes
 from .fakes import FakeIssuer, http_google, serve_issuers
@@ -98,18 +102,27 @@ class Cluster:
 def cluster(
     pg_database: str, keys: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
+    with running_cluster(pg_database, keys, tmp_path_factory.mktemp("replicas")) as started:
+        yield started
+
+
+@contextmanager
+def running_cluster(
+    database: str, keys: dict[str, Any], work: Path, **extra: str
+) -> Iterator[Cluster]:
+    """Three replicas on `database`: with a key directory, or with `extra` naming
+    IDENTITY_KEY_ENCRYPTION_KEY, the database key store (the replicas make the first key)."""
     if find("haproxy") is None:
         pytest.skip("haproxy is not installed (apt-get install haproxy)")
-    work = tmp_path_factory.mktemp("replicas")
     keys_dir = work / "keys"
-    asyncio.run(_fresh(pg_database))
+    asyncio.run(_fresh(database))
     ports = {name: free_port() for name in NAMES}
     with ExitStack() as stack:
         served = stack.enter_context(serve_issuers())
         google = served.add(http_google(keys["google"], served.base))
         balancer = stack.enter_context(haproxy([(name, ports[name]) for name in NAMES]))
         env = base_env(
-            IDENTITY_DATABASE_URL=pg_database,
+            IDENTITY_DATABASE_URL=database,
             IDENTITY_KEYS_DIR=str(keys_dir),
             IDENTITY_ISSUER=balancer.url,  # one issuer, the public address, for every replica
             IDENTITY_GOOGLE_JWKS_URL=google.jwks_url,
@@ -120,13 +133,15 @@ def cluster(
             IDENTITY_JWKS_MAX_AGE="1",
             IDENTITY_KEY_PUBLISH_LEAD="2",
         )
-        generated = run_cli("keys", "generate", env=env, cwd=work)
-        assert generated.returncode == 0, generated.stderr
-        cluster = Cluster(balancer, google, pg_database, env, work, ports, stack)
+        env.update(extra)
+        if "IDENTITY_KEY_ENCRYPTION_KEY" not in extra:
+            generated = run_cli("keys", "generate", env=env, cwd=work)
+            assert generated.returncode == 0, generated.stderr
+        started = Cluster(balancer, google, database, env, work, ports, stack)
         for name in NAMES:
-            cluster.start(name)
-        cluster.wait_all_ready()
-        yield cluster
+            started.start(name)
+        started.wait_all_ready()
+        yield started
 
 
 async def _fresh(url: str) -> None:
@@ -136,7 +151,7 @@ async def _fresh(url: str) -> None:
     try:
         await connection.execute(
             "TRUNCATE users, accounts, sessions, rotated_refresh_tokens, verification_tokens,"
-            " used_id_tokens, rate_limits, audit_events RESTART IDENTITY CASCADE"
+            " used_id_tokens, rate_limits, audit_events, signing_keys RESTART IDENTITY CASCADE"
         )
         await connection.executemany(
             "INSERT INTO rate_limits (key, window_start, count, expires_at)"
@@ -194,10 +209,71 @@ async def test_concurrent_refreshes_through_every_replica_share_one_successor(
 
 
 async def test_a_key_rotation_across_replicas_never_breaks_a_token(cluster: Cluster) -> None:
+    """The key directory: an operator rotates, then signals every replica."""
+
+    async def rotate() -> None:
+        rotated = await asyncio.to_thread(
+            run_cli, "keys", "rotate", env=cluster.env, cwd=cluster.work
+        )
+        assert rotated.returncode == 0, rotated.stderr
+        cluster.hup_all()
+
+    await _rotation_under_traffic(cluster, rotate)
+
+
+async def test_automatic_rotation_in_the_database_is_done_once_and_never_breaks_a_token(
+    empty_pg_database: str, keys: dict[str, Any], tmp_path: Path
+) -> None:
+    """The database key store: nobody rotates, nobody signals. The key's time comes (its rows
+    are aged here, by the interval), one replica makes the next key, every replica publishes it
+    within its reload interval (a quarter of the 4 s lead) and signs with it once it is due."""
+    await asyncio.to_thread(migrate, empty_pg_database)
+    extra = {
+        "IDENTITY_KEY_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "IDENTITY_KEY_ROTATION_INTERVAL": "3600",
+        "IDENTITY_KEY_PUBLISH_LEAD": "4",
+    }
+    stack = ExitStack()  # started and stopped off the event loop: the fixture's code is sync
+    cluster = await asyncio.to_thread(
+        stack.enter_context, running_cluster(empty_pg_database, keys, tmp_path, **extra)
+    )
+    try:
+        async with sql_for(cluster.database) as sql:
+            assert await sql.scalar("SELECT count(*) FROM signing_keys") == 1  # made once
+
+            async def rotate() -> None:
+                async with sql.engine.begin() as connection:
+                    await connection.execute(
+                        text(
+                            "UPDATE signing_keys SET created_at = created_at - interval '1 hour',"
+                            " activates_at = activates_at - interval '1 hour'"
+                        )
+                    )
+
+            minted = await _rotation_under_traffic(cluster, rotate, wait=9)
+            rows = await sql.rows("SELECT kid, activates_at FROM signing_keys ORDER BY created_at")
+        assert len(rows) == 2  # exactly one new key, across three replicas
+        made = [line for name in NAMES for line in cluster.lines(name, "signing key rotated")]
+        assert len(made) == 1 and made[0]["kid"] == rows[1]["kid"]
+        # Every replica signs with the new key once it is due (a second's grace for its clock).
+        due = rows[1]["activates_at"].timestamp() + 1
+        late = {(replica, kid) for replica, kid, at in minted if at > due}
+        assert {replica for replica, _ in late} == set(NAMES)
+        assert {kid for _, kid in late} == {rows[1]["kid"]}
+    finally:
+        await asyncio.to_thread(stack.close)
+
+
+async def _rotation_under_traffic(
+    cluster: Cluster, rotate: Callable[[], Awaitable[None]], wait: float = 5
+) -> list[tuple[str, str, float]]:
+    """Traffic through the balancer while `rotate` happens: every token any replica signs is
+    accepted by every other, before, during and after. Which replica minted with which kid,
+    when."""
     before = await post_all(cluster.url, [{**EXCHANGE, "subject_token": cluster.google.mint()}])
     old_kid = _kid(before[0].json()["access_token"])
     statuses: Counter[int] = Counter()
-    kids: set[str] = set()
+    minted: list[tuple[str, str, float]] = []
     stop = asyncio.Event()
 
     async def traffic() -> None:
@@ -206,12 +282,13 @@ async def test_a_key_rotation_across_replicas_never_breaks_a_token(cluster: Clus
         async with httpx.AsyncClient(base_url=cluster.url, timeout=30) as client:
             while not stop.is_set():
                 body = {**EXCHANGE, "subject_token": cluster.google.mint()}
-                minted = await client.post("/token", data=body)
-                statuses[minted.status_code] += 1
-                if minted.status_code != 200:
+                response = await client.post("/token", data=body)
+                statuses[response.status_code] += 1
+                if response.status_code != 200:
                     continue
-                access = minted.json()["access_token"]
-                kids.add(_kid(access))
+                access = response.json()["access_token"]
+                replica = response.headers.get("x-replica", "?")
+                minted.append((replica, _kid(access), time.time()))
                 for _ in range(3):
                     statuses[
                         (await client.get("/users/me", headers=bearer(access))).status_code
@@ -219,15 +296,13 @@ async def test_a_key_rotation_across_replicas_never_breaks_a_token(cluster: Clus
 
     runners = [asyncio.create_task(traffic()) for _ in range(4)]
     await asyncio.sleep(0.5)
-    rotated = await asyncio.to_thread(run_cli, "keys", "rotate", env=cluster.env, cwd=cluster.work)
-    assert rotated.returncode == 0, rotated.stderr
-    cluster.hup_all()
-    # Past the publish lead (2 s after the key's creation, rounded up to a whole second): the
-    # new key signs everywhere for the last second or more of the traffic.
-    await asyncio.sleep(5)
+    await rotate()
+    # Past the publish lead: the new key signs everywhere for the last second or more.
+    await asyncio.sleep(wait)
     stop.set()
     await asyncio.gather(*runners)
     assert set(statuses) == {200}, statuses
+    kids = {kid for _, kid, _ in minted}
     assert len(kids) == 2 and old_kid in kids  # the rotation happened under the traffic
     for name in NAMES:
         assert cluster.lines(name, "signing keys reloaded"), f"{name} never reloaded"
@@ -236,6 +311,7 @@ async def test_a_key_rotation_across_replicas_never_breaks_a_token(cluster: Clus
         access = before[0].json()["access_token"]
         checks = [await client.get("/users/me", headers=bearer(access)) for _ in range(6)]
     assert {r.status_code for r in checks} == {200} and replicas_of(checks) == set(NAMES)
+    return minted
 
 
 def _kid(token: str) -> str:

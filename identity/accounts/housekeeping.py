@@ -44,7 +44,7 @@ KEY_RELOAD_INTERVAL = 30.0
 JANITOR_INTERVAL = 600
 NOTICES_KEPT = 7 * 86_400  # seconds a finished notice and its attempts stay for `identity events`
 # PostgreSQL advisory locks of the jobs done by one replica at a time: identity's class ("id"
-# in ASCII), then the job. The janitor is 1; a later job (automatic key rotation) takes its own.
+# in ASCII), then the job. The janitor is 1; automatic key rotation is 2 (tokens/key_database.py).
 LOCK_CLASS = 0x6964
 JANITOR_LOCK = 1
 ROUND_KEY = "janitor:round"
@@ -189,14 +189,18 @@ async def run(
     sessions: Sessions,
     *,
     key_interval: float = KEY_RELOAD_INTERVAL,
+    rotate: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
-    """Forever: notice key changes on disk; forget sealed successors; prune once per round
+    """Forever: notice key changes (on disk or in the database); rotate the database's keys
+    when due (`rotate`, one replica at a time); forget sealed successors; prune once per round
     across the replicas (each look costs a statement or two; most are answered from memory)."""
     while True:
         await asyncio.sleep(key_interval)
         try:
-            keys.reload_if_changed()
-        except Exception as error:  # reload logs what it can; anything else must not end us
+            await keys.refresh()
+            if rotate is not None and await rotate() is not None:
+                await keys.refresh()  # the key this replica made, published here at once
+        except Exception as error:  # refresh logs what it can; anything else must not end us
             logger.error("key reload failed", extra={"event": {"error": type(error).__name__}})
         await _guarded("forgetting sealed successors", sessions.forget_sealed)
         try:

@@ -120,14 +120,21 @@ async def _problems(settings: Settings) -> list[str]:
         f"{name}: not a setting of identity" + (f" (did you mean {close}?)" if close else "")
         for name, close in settings.unknown_variables
     ]
-    try:
-        if not keys.ring(settings).keys:
-            problems.append(f"IDENTITY_KEYS_DIR: no signing key in {settings.keys_dir}")
-    except KeyFileError as error:
-        problems.append(f"IDENTITY_KEYS_DIR: {error}")
+    if not settings.keys_in_database:
+        try:
+            if not keys.ring(settings).keys:
+                problems.append(f"IDENTITY_KEYS_DIR: no signing key in {settings.keys_dir}")
+        except KeyFileError as error:
+            problems.append(f"IDENTITY_KEYS_DIR: {error}")
     database = await schema.diagnose(settings.database_url, settings.database_pool_mode)
     if database is not None:
         problems.append(f"IDENTITY_DATABASE_URL: {database}")
+    elif settings.keys_in_database:
+        try:
+            if not await keys.in_database(settings, keys.fetched):
+                problems.append("IDENTITY_KEY_ENCRYPTION_KEY: no signing key in the database")
+        except KeyFileError as error:
+            problems.append(str(error))
     enabled = providers.configured(settings)
     if not enabled:
         problems.append(

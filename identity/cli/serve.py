@@ -30,9 +30,10 @@ from uvicorn.supervisors import Multiprocess
 from identity import logs
 from identity.settings import ConfigError, Settings
 from identity.store import schema
+from identity.tokens.signing_keys import KeyFileError
 
 from .command import NOT_STARTED, OK, CommandError, command
-from .keys import store
+from .keys import database_ready, in_database, store
 from .protocol import CappedHttpToolsProtocol
 
 log = logging.getLogger("identity.cli")
@@ -128,6 +129,35 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def _prepare(settings: Settings) -> None:
+    if not settings.keys_in_database:
+        _prepare_directory(settings)
+    if settings.migrate_on_start:
+        before, after = migrate_database(settings)
+        if before != after:
+            log.info(f"database migrated from {before or 'nothing'} to {after}")
+    elif not settings.production:
+        # PostgreSQL in development is not migrated by itself: say what to run, once.
+        problem = asyncio.run(schema.diagnose(settings.database_url, settings.database_pool_mode))
+        if problem:
+            log.warning(f"IDENTITY_DATABASE_URL: {problem}")
+    if settings.keys_in_database:
+        # After migrating: the keys live in a table. The first key is made here, by one
+        # process of all those starting (the database is shared, in production too).
+        try:
+            made = asyncio.run(in_database(settings, database_ready))
+        except KeyFileError:
+            raise
+        except Exception as error:  # unreachable, or not migrated: one line, not a traceback
+            problem = schema.unreachable(settings.database_url, error)
+            raise CommandError(
+                "IDENTITY_DATABASE_URL: cannot read the signing keys "
+                f"({problem or type(error).__name__}; is the database migrated?)"
+            ) from None
+        if made is not None:
+            log.info("generated a signing key in the database", extra={"event": {"kid": made.kid}})
+
+
+def _prepare_directory(settings: Settings) -> None:
     keys = store(settings)
     if settings.production:
         if not keys.load():
@@ -140,15 +170,6 @@ def _prepare(settings: Settings) -> None:
         key = keys.generate_first()
         if key is not None:
             log.info("generated a signing key", extra={"event": {"path": str(key.path)}})
-    if settings.migrate_on_start:
-        before, after = migrate_database(settings)
-        if before != after:
-            log.info(f"database migrated from {before or 'nothing'} to {after}")
-    elif not settings.production:
-        # PostgreSQL in development is not migrated by itself: say what to run, once.
-        problem = asyncio.run(schema.diagnose(settings.database_url, settings.database_pool_mode))
-        if problem:
-            log.warning(f"IDENTITY_DATABASE_URL: {problem}")
 
 
 def migrate_database(settings: Settings) -> tuple[str | None, str | None]:

@@ -323,6 +323,21 @@ class Revocation(SQLModel, table=True):
     expires_at: datetime = _time(index=True)  # the latest expiry of its access tokens
 
 
+class SigningKeyRow(SQLModel, table=True):
+    """A signing key of the database key store (docs/operations.md, "Keys"): the private key
+    sealed under IDENTITY_KEY_ENCRYPTION_KEY (a Fernet token of its PKCS #8 DER), the public
+    JWK in the clear. Its state follows from the times and the publish lead, as in a key
+    directory; nothing else is stored."""
+
+    __tablename__ = "signing_keys"
+
+    kid: str = Field(primary_key=True, max_length=64)  # RFC 7638 thumbprint
+    created_at: datetime = _time()
+    activates_at: datetime = _time()
+    sealed_key: str = Field(sa_type=sa.Text)
+    public_jwk: dict[str, Any] = Field(sa_type=sa.JSON)
+
+
 # -- typed table handles, declared once --------------------------------------------------------
 
 _tables = SQLModel.metadata.tables
@@ -337,3 +352,4 @@ AUDIT_EVENTS: sa.Table = _tables["audit_events"]
 OUTBOX: sa.Table = _tables["outbox"]
 DELIVERIES: sa.Table = _tables["deliveries"]
 REVOCATIONS: sa.Table = _tables["revocations"]
+SIGNING_KEYS: sa.Table = _tables["signing_keys"]
