@@ -48,6 +48,8 @@ TABLES = (
     "used_id_tokens",
     "rate_limits",
     "audit_events",
+    "received_signals",
+    "undeliverable_addresses",
 )
 EXCHANGE = {
     "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",

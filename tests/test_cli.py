@@ -551,6 +551,7 @@ async def test_prune_does_the_janitors_work_once(
     assert result.returncode == 0, result.stderr
     assert set(json.loads(result.stdout)) == {
         "used_id_tokens",
+        "received_signals",
         "sessions",
         "rate_limits",
         "verification_tokens",

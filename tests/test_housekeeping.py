@@ -8,11 +8,12 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import asyncpg
 import pytest
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.engine import make_url
 
 from identity.accounts import housekeeping
@@ -20,8 +21,9 @@ from identity.accounts.audit import AuditLog
 from identity.accounts.sessions import SessionPolicy, Sessions
 from identity.settings import Settings
 from identity.store.database import Database
+from identity.store.models import UTCDateTime
 
-from .support import Sql
+from .support import LONG_AGO, Sql
 
 pytestmark = pytest.mark.anyio
 
@@ -169,3 +171,26 @@ async def test_a_round_under_way_elsewhere_is_skipped_and_taken_if_it_dies(
         results = await asyncio.gather(*(j.round() for j in janitors))
     assert sorted(r is None for r in results) == [False, True]
     assert await sql.scalar("SELECT count(*) FROM rate_limits WHERE key LIKE 'old:%'") == 0
+
+
+async def test_the_janitor_prunes_expired_signal_records(database_url: str, sql: Sql) -> None:
+    database = Database(database_url)
+    sessions = Sessions(database, POLICY)
+    async with sql.engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO received_signals (provider, jti, expires_at) VALUES "
+                "('google', 'old', :old), ('google', 'new', :new)"
+            ).bindparams(
+                bindparam("old", type_=UTCDateTime()), bindparam("new", type_=UTCDateTime())
+            ),
+            {"old": LONG_AGO, "new": datetime(2999, 1, 1, tzinfo=UTC)},
+        )
+    try:
+        done = await housekeeping.Janitor(
+            database, sessions, AuditLog(database, retention=60)
+        ).prune()
+    finally:
+        await database.close()
+    assert done["received_signals"] == 1
+    assert [r["jti"] for r in await sql.rows("SELECT jti FROM received_signals")] == ["new"]

@@ -23,7 +23,12 @@ from sqlalchemy import delete
 
 from identity.clock import Clock, utc
 from identity.store.database import Database, Tx
-from identity.store.models import RATE_LIMITS, USED_ID_TOKENS, VERIFICATION_TOKENS
+from identity.store.models import (
+    RATE_LIMITS,
+    RECEIVED_SIGNALS,
+    USED_ID_TOKENS,
+    VERIFICATION_TOKENS,
+)
 from identity.tokens.signing_keys import KeyManager
 
 from .audit import AuditLog
@@ -52,7 +57,7 @@ ON CONFLICT (key, window_start) DO NOTHING RETURNING count
 
 
 class Janitor:
-    """Deletes what has expired: used id_tokens, sessions, rate-limit windows, mail tokens,
+    """Deletes what has expired: used id_tokens, received signals' jtis, sessions, rate-limit windows, mail tokens,
     audit events past retention; forgets sealed refresh successors past the reuse interval."""
 
     def __init__(
@@ -128,6 +133,10 @@ class Janitor:
         jobs: dict[str, Callable[[], Awaitable[int]]] = {
             "used_id_tokens": self._expired(
                 USED_ID_TOKENS.delete().where(USED_ID_TOKENS.c.expires_at < self._now())
+            ),
+            # Like used id_tokens: a security event's jti is kept while it could be accepted.
+            "received_signals": self._expired(
+                delete(RECEIVED_SIGNALS).where(RECEIVED_SIGNALS.c.expires_at < self._now())
             ),
             "sessions": self._sessions.prune,
             "rate_limits": self._expired(
