@@ -57,8 +57,9 @@ ON CONFLICT (key, window_start) DO NOTHING RETURNING count
 
 
 class Janitor:
-    """Deletes what has expired: used id_tokens, received signals' jtis, sessions, rate-limit windows, mail tokens,
-    audit events past retention; forgets sealed refresh successors past the reuse interval."""
+    """Deletes what has expired: used id_tokens, received signals' jtis, sessions, rate-limit
+    windows, mail tokens, audit events past retention; forgets sealed refresh successors past
+    the reuse interval."""
 
     def __init__(
         self,
