@@ -40,6 +40,7 @@ from identity.accounts.mail import LogMailer, Mailer, SmtpMailer
 from identity.accounts.rotation import Rotations
 from identity.accounts.sessions import SessionPolicy, Sessions
 from identity.accounts.sign_in import SignIns
+from identity.accounts.signals import Signals
 from identity.accounts.users import Users
 from identity.clock import Clock
 from identity.errors import IdentityError, MethodNotAllowed, NotFound, ServerError, render
@@ -49,6 +50,7 @@ from identity.store.database import Database
 from identity.tokens import id_tokens, providers
 from identity.tokens.access_tokens import AccessTokens
 from identity.tokens.provider_tokens import Sealer
+from identity.tokens.signal_tokens import SignalVerifier
 from identity.tokens.signing_keys import KeyFileError, KeyManager, KeyStore
 from identity.tracing import NO_TRACING, Tracer
 from identity.web import discovery, openapi
@@ -59,6 +61,7 @@ from identity.web.failure_limit import FailureLimit
 from identity.web.middleware import RequestContext
 from identity.web.oauth_endpoints import OAuthEndpoints
 from identity.web.public_endpoints import PublicEndpoints
+from identity.web.signal_endpoints import SignalEndpoints
 from identity.web.user_endpoints import UserEndpoints
 
 logger = logging.getLogger("identity.app")
@@ -95,16 +98,18 @@ def create_app(
         key_age=lambda: clock() - keys.view().active.created, multiprocess_dir=settings.metrics_dir
     )
     enabled = providers.configured(settings)
+    # One key-set cache per provider, shared by its id_tokens and its security events.
+    key_sets = id_tokens.key_sets(
+        enabled,
+        http,
+        clock=clock,
+        production=settings.production,
+        on_fetch=lambda outcome: metrics.key_fetches.labels(outcome).inc(),
+        tracer=tracer,
+    )
     verifier = id_tokens.IdTokenVerifier(
         enabled,
-        id_tokens.key_sets(
-            enabled,
-            http,
-            clock=clock,
-            production=settings.production,
-            on_fetch=lambda outcome: metrics.key_fetches.labels(outcome).inc(),
-            tracer=tracer,
-        ),
+        key_sets,
         clock=clock,
         leeway=settings.clock_skew,
         max_age=settings.id_token_max_age,
@@ -169,6 +174,19 @@ def create_app(
             limit=limit,
         ).routes(),
         *AdminEndpoints(admin=data.admin, audit_log=audit_log, clients=clients).routes(),
+        *SignalEndpoints(
+            verifier=SignalVerifier(
+                enabled,
+                key_sets,
+                google_issuer=settings.google_risc_issuer,
+                clock=clock,
+                leeway=settings.clock_skew,
+                max_age=settings.signal_max_age,
+            ),
+            signals=Signals(database, clock=clock),
+            limit=limit,
+            metrics=metrics,
+        ).routes(),
     ]
     # Described from the routes themselves, itself included (a route without a description
     # stops the app here).

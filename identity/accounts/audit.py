@@ -44,10 +44,25 @@ TYPES = frozenset(
         "user_disabled",
         "user_enabled",
         "sessions_revoked",
+        "signal_received",
     }
 )
 DETAIL_KEYS = frozenset(
-    {"reason", "provider", "created_user", "fields", "admin", "operator", "scope", "count", "by"}
+    {
+        "reason",
+        "provider",
+        "created_user",
+        "fields",
+        "admin",
+        "operator",
+        "scope",
+        "count",
+        "by",
+        # a provider's security event: its type, what it did, its jti (an id, not a secret)
+        "event",
+        "action",
+        "jti",
+    }
 )
 INSERT = """
 INSERT INTO audit_events

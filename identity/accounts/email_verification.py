@@ -28,11 +28,12 @@ from identity.errors import (
     InvalidRequest,
     InvalidVerificationToken,
     MailDisabled,
+    MailUndeliverable,
     NotFound,
     TemporarilyUnavailable,
 )
 from identity.store.database import Database, Tx
-from identity.store.models import USERS, VERIFICATION_TOKENS, VERIFIED_BY_MAIL
+from identity.store.models import UNDELIVERABLE, USERS, VERIFICATION_TOKENS, VERIFIED_BY_MAIL
 from identity.store.shapes import UserRecord
 
 from . import audit
@@ -79,6 +80,13 @@ class EmailVerification:
         refusal = await self._budget.hit(tx, f"mail:{user_id}")
         if refusal is not None:
             raise refusal
+        # The provider said this address takes no mail (Apple's relay, forwarding off).
+        undeliverable = select(UNDELIVERABLE.c.address).where(UNDELIVERABLE.c.address == address)
+        if (await tx.execute(undeliverable)).first() is not None:
+            raise MailUndeliverable(
+                "this address takes no mail at present (its provider says so)",
+                reason="mail_undeliverable",
+            )
         token = secrets.token_urlsafe(32)
         await tx.execute(
             VERIFICATION_TOKENS.insert().values(
