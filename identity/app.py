@@ -41,13 +41,13 @@ from identity.accounts.rotation import Rotations
 from identity.accounts.sessions import SessionPolicy, Sessions
 from identity.accounts.sign_in import SignIns
 from identity.accounts.signals import Signals
-from identity.accounts.users import Users
+from identity.accounts.users import Revoke, Users
 from identity.clock import Clock
 from identity.errors import IdentityError, MethodNotAllowed, NotFound, ServerError, render
 from identity.metrics import Metrics
 from identity.settings import ConfigError, Settings
 from identity.store.database import Database
-from identity.tokens import id_tokens, providers
+from identity.tokens import apple_revocation, id_tokens, providers
 from identity.tokens.access_tokens import AccessTokens
 from identity.tokens.provider_tokens import Sealer
 from identity.tokens.signal_tokens import SignalVerifier
@@ -122,7 +122,15 @@ def create_app(
         leeway=settings.clock_skew,
         clock=clock,
     )
-    data = data_services(settings, database, mailer=mailer, clock=clock)
+    sealer = Sealer(settings.token_encryption_keys)
+    revoker = apple_revocation.from_settings(settings, http, sealer, clock=clock)
+    data = data_services(
+        settings,
+        database,
+        mailer=mailer,
+        clock=clock,
+        revoke=revoker.submit if revoker is not None else None,
+    )
     sessions, users, verification, audit_log = (
         data.sessions,
         data.users,
@@ -160,7 +168,7 @@ def create_app(
             clients=clients,
             bearer=bearer,
             sessions=sessions,
-            sealer=Sealer(settings.token_encryption_keys),
+            sealer=sealer,
             providers=frozenset(p.name for p in enabled),
             limit=limit,
         ).routes(),
@@ -183,7 +191,9 @@ def create_app(
                 leeway=settings.clock_skew,
                 max_age=settings.signal_max_age,
             ),
-            signals=Signals(database, clock=clock),
+            signals=Signals(
+                database, clock=clock, revoke=revoker.submit if revoker is not None else None
+            ),
             limit=limit,
             metrics=metrics,
         ).routes(),
@@ -260,6 +270,7 @@ def data_services(
     *,
     mailer: Mailer | None = None,
     clock: Clock = time.time,
+    revoke: Revoke | None = None,
 ) -> DataServices:
     policy = SessionPolicy(
         absolute_ttl=settings.refresh_token_ttl,
@@ -283,7 +294,7 @@ def data_services(
         enabled=settings.mail_enabled,
         clock=clock,
     )
-    users = Users(database, verification, clock=clock)
+    users = Users(database, verification, clock=clock, revoke=revoke)
     audit_log = AuditLog(database, retention=settings.audit_retention, clock=clock)
     return DataServices(
         sessions=sessions,

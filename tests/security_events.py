@@ -9,8 +9,13 @@ keyword claims override or (with `DROP`) remove what it would send.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+import jwt as pyjwt
 
 from .fakes import APPLE_ISSUER, APPLE_WEB, DROP, OKTA_CLIENT, OKTA_ISSUER, WEB_CLIENT, FakeIssuer
 
@@ -116,3 +121,53 @@ def logout_token(
     if sid is not None:
         standard["sid"] = sid
     return _sign(issuer, {"typ": "logout+jwt", **(header or {})}, {**standard, **claims})
+
+
+APPLE_REVOKE = "https://appleid.apple.com/auth/revoke"
+APPLE_TEAM = "TEAM123456"
+APPLE_KEY_ID = "KEY1234567"
+
+
+class FakeAppleRevoke:
+    """Apple's POST /auth/revoke: checks the client secret (ES256 with the team's public key,
+    iss the team, sub the client id, aud Apple, kid the key's) and records what it revoked.
+    `failures` answers that many calls with a 503 first."""
+
+    def __init__(self, public_key: Any, failures: int = 0, clock: Any = time.time) -> None:
+        self.public_key = public_key
+        self.clock = clock
+        self.failures = failures
+        self.calls = 0
+        self.revoked: list[tuple[str, str]] = []  # (client_id, token)
+        self.refused: list[str] = []
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            return httpx.Response(503)
+        form = dict(parse_qsl(request.content.decode()))
+        client_id = form.get("client_id", "")
+        try:
+            claims = pyjwt.decode(
+                form.get("client_secret", ""),
+                self.public_key,
+                algorithms=["ES256"],
+                audience="https://appleid.apple.com",
+                issuer=APPLE_TEAM,
+                options={"verify_exp": False, "verify_iat": False, "require": ["exp", "iat"]},
+            )
+            # Times on the test's clock: valid now, and short-lived (Apple allows six months).
+            if not claims["iat"] - 60 <= self.clock() < claims["exp"] <= claims["iat"] + 15_777_000:
+                raise pyjwt.ExpiredSignatureError("outside its lifetime")
+            header = pyjwt.get_unverified_header(form["client_secret"])
+        except pyjwt.PyJWTError as error:
+            self.refused.append(type(error).__name__)
+            return httpx.Response(400, json={"error": "invalid_client"})
+        if claims.get("sub") != client_id or header.get("kid") != APPLE_KEY_ID:
+            self.refused.append("sub or kid")
+            return httpx.Response(400, json={"error": "invalid_client"})
+        if form.get("token_type_hint") != "refresh_token" or not form.get("token"):
+            return httpx.Response(400, json={"error": "invalid_request"})
+        self.revoked.append((client_id, form["token"]))
+        return httpx.Response(200)

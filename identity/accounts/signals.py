@@ -22,9 +22,11 @@ from identity import addresses
 from identity.clock import Clock, utc
 from identity.store.database import Database, Tx
 from identity.store.models import ACCOUNTS, SESSIONS, USERS
+from identity.tokens.apple_revocation import StoredAppleToken
 from identity.tokens.signal_tokens import Signal
 
 from . import audit
+from .users import Revoke, apple_tokens
 
 RISC = "https://schemas.openid.net/secevent/risc/event-type/"
 OAUTH = "https://schemas.openid.net/secevent/oauth/event-type/"
@@ -114,9 +116,12 @@ async def end_sessions(
 
 
 class Signals:
-    def __init__(self, database: Database, *, clock: Clock = time.time) -> None:
+    def __init__(
+        self, database: Database, *, clock: Clock = time.time, revoke: Revoke | None = None
+    ) -> None:
         self._db = database
         self._clock = clock
+        self._revoke = revoke  # None: Apple revocation is not configured
         self._actions: dict[str, Callable[[Tx, Signal, _Event, _Account], Awaitable[int]]] = {
             "end_user_sessions": self._end_user_sessions,
             "end_user_sessions_and_forget_tokens": self._end_user_sessions_and_forget_tokens,
@@ -136,18 +141,30 @@ class Signals:
     async def receive(self, signal: Signal, *, context: audit.Context) -> list[Outcome]:
         """Apply `signal` once, in one transaction; what each of its events did."""
         events = _events_of(signal)
+        stored: list[StoredAppleToken] = []
         async with self._db.transaction() as tx:
             now = utc(self._clock())
             if await tx.fetchrow(_REMEMBER, signal.provider, signal.jti, signal.keep_until) is None:
                 # Delivered before (or by a twin that committed first): acknowledged, no effect.
                 return [Outcome(e.name, action_of(signal, e), "duplicate") for e in events]
-            return [await self._apply(tx, signal, e, now, context) for e in events]
+            outcomes = [await self._apply(tx, signal, e, now, context, stored) for e in events]
+        if stored and self._revoke is not None:
+            self._revoke(stored)  # after the commit, in the background
+        return outcomes
 
     async def _apply(
-        self, tx: Tx, signal: Signal, event: _Event, now: datetime, context: audit.Context
+        self,
+        tx: Tx,
+        signal: Signal,
+        event: _Event,
+        now: datetime,
+        context: audit.Context,
+        stored: list[StoredAppleToken],
     ) -> Outcome:
         action = action_of(signal, event)
         account = await _account(tx, signal.provider, event.subject)
+        if action == "unlink_account" and account is not None and self._revoke is not None:
+            stored += await apple_tokens(tx, account_id=account.id)
         if action == AUDIT_ONLY:
             outcome, count = "audited", 0
         elif account is None and not (action == "end_upstream_sessions" and event.subject is None):
