@@ -121,5 +121,5 @@ def test_backchannel_logout_is_off_unless_turned_on_and_must_be_a_boolean(tmp_pa
     (off,) = load(write(tmp_path, OKTA))
     (on,) = load(write(tmp_path, OKTA + "backchannel_logout = true\n"))
     assert (off.backchannel_logout, on.backchannel_logout) == (False, True)
-    with pytest.raises(ConfigError, match="providers.okta.backchannel_logout: must be true"):
+    with pytest.raises(ConfigError, match=r"providers\.okta\.backchannel_logout: must be true"):
         load(write(tmp_path, OKTA + 'backchannel_logout = "yes"\n'))
