@@ -107,6 +107,11 @@ async def test_every_refused_apple_notification_is_a_400_and_changes_nothing(
         apple_notification(a, "account-delete", iat=now + 3600),
         apple_notification(a, "account-delete", jti=DROP),
         apple_notification(a, "account-delete", events="{not json"),
+        apple_notification(
+            a,
+            "account-delete",
+            events='{"type": "email-enabled", "type": "account-delete", "sub": "x"}',
+        ),
         apple_notification(a, "account-delete", events=json.dumps({"type": "account-delete"})),
         apple_notification(a, "account-delete", events=json.dumps(["account-delete"])),
         unsigned(apple_notification(a, "account-delete")),

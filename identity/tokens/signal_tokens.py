@@ -216,7 +216,7 @@ def _apple(signal: Signal, claims: dict[str, Any]) -> Signal:
         if len(events) > jws.MAX_TOKEN_BYTES:
             raise TokenRejected("bad_events")
         try:
-            events = json.loads(events, parse_constant=_refuse)
+            events = json.loads(events, parse_constant=_refuse, object_pairs_hook=_unique)
         except (ValueError, RecursionError):
             raise TokenRejected("bad_events") from None
     if not isinstance(events, dict) or _text(events.get("type"), 64) is None:
@@ -228,6 +228,14 @@ def _apple(signal: Signal, claims: dict[str, Any]) -> Signal:
 
 def _with(signal: Signal, **changes: Any) -> Signal:
     return replace(signal, **changes)
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # As in a payload: duplicate member names are read differently by different libraries.
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise ValueError("duplicate member")
+    return result
 
 
 def _refuse(name: str) -> Any:
