@@ -97,6 +97,8 @@ async def test_exchange_returns_tokens_and_creates_user(
         "used_id_tokens": 1,
         "rate_limits": 0,
         "audit_events": 1,
+        "received_signals": 0,
+        "undeliverable_addresses": 0,
     }
     (event,) = await sql.events("sign_in")
     assert event["user_id"] == user["id"] and event["session_id"] == claims["sid"]
