@@ -45,15 +45,17 @@ from identity.accounts.rotation import Rotations
 from identity.accounts.senders import from_settings
 from identity.accounts.sessions import SessionPolicy, Sessions
 from identity.accounts.sign_in import SignIns
-from identity.accounts.users import Users
+from identity.accounts.signals import Signals
+from identity.accounts.users import Revoke, Users
 from identity.clock import Clock
 from identity.errors import IdentityError, MethodNotAllowed, NotFound, ServerError, render
 from identity.metrics import Metrics
 from identity.settings import ConfigError, Settings
 from identity.store.database import Database
-from identity.tokens import id_tokens, providers
+from identity.tokens import apple_revocation, id_tokens, providers
 from identity.tokens.access_tokens import AccessTokens
 from identity.tokens.provider_tokens import Sealer
+from identity.tokens.signal_tokens import SignalVerifier
 from identity.tokens.signing_keys import (
     DatabaseKeys,
     KeyFileError,
@@ -70,6 +72,7 @@ from identity.web.failure_limit import FailureLimit
 from identity.web.middleware import RequestContext
 from identity.web.oauth_endpoints import OAuthEndpoints
 from identity.web.public_endpoints import PublicEndpoints
+from identity.web.signal_endpoints import SignalEndpoints
 from identity.web.user_endpoints import UserEndpoints
 
 logger = logging.getLogger("identity.app")
@@ -111,16 +114,18 @@ def create_app(
         key_age=lambda: clock() - keys.view().active.created, multiprocess_dir=settings.metrics_dir
     )
     enabled = providers.configured(settings)
+    # One key-set cache per provider, shared by its id_tokens and its security events.
+    key_sets = id_tokens.key_sets(
+        enabled,
+        http,
+        clock=clock,
+        production=settings.production,
+        on_fetch=lambda outcome: metrics.key_fetches.labels(outcome).inc(),
+        tracer=tracer,
+    )
     verifier = id_tokens.IdTokenVerifier(
         enabled,
-        id_tokens.key_sets(
-            enabled,
-            http,
-            clock=clock,
-            production=settings.production,
-            on_fetch=lambda outcome: metrics.key_fetches.labels(outcome).inc(),
-            tracer=tracer,
-        ),
+        key_sets,
         clock=clock,
         leeway=settings.clock_skew,
         max_age=settings.id_token_max_age,
@@ -133,7 +138,15 @@ def create_app(
         leeway=settings.clock_skew,
         clock=clock,
     )
-    data = data_services(settings, database, mailer=mailer, clock=clock)
+    sealer = Sealer(settings.token_encryption_keys)
+    revoker = apple_revocation.from_settings(settings, http, sealer, clock=clock)
+    data = data_services(
+        settings,
+        database,
+        mailer=mailer,
+        clock=clock,
+        revoke=revoker.submit if revoker is not None else None,
+    )
     sessions, users, verification, audit_log = (
         data.sessions,
         data.users,
@@ -168,7 +181,7 @@ def create_app(
             clients=clients,
             bearer=bearer,
             sessions=sessions,
-            sealer=Sealer(settings.token_encryption_keys),
+            sealer=sealer,
             providers=frozenset(p.name for p in enabled),
             limit=limit,
             revocations=Revocations(database),
@@ -189,6 +202,21 @@ def create_app(
             clients=clients,
             limit=limit,
             notice_log=data.notice_log,
+        ).routes(),
+        *SignalEndpoints(
+            verifier=SignalVerifier(
+                enabled,
+                key_sets,
+                google_issuer=settings.google_risc_issuer,
+                clock=clock,
+                leeway=settings.clock_skew,
+                max_age=settings.signal_max_age,
+            ),
+            signals=Signals(
+                database, clock=clock, revoke=revoker.submit if revoker is not None else None
+            ),
+            limit=limit,
+            metrics=metrics,
         ).routes(),
     ]
     # Described from the routes themselves, itself included (a route without a description
@@ -287,6 +315,7 @@ def data_services(
     *,
     mailer: Mailer | None = None,
     clock: Clock = time.time,
+    revoke: Revoke | None = None,
 ) -> DataServices:
     policy = SessionPolicy(
         absolute_ttl=settings.refresh_token_ttl,
@@ -315,7 +344,7 @@ def data_services(
         enabled=settings.mail_enabled,
         clock=clock,
     )
-    users = Users(database, verification, clock=clock, notices=notices)
+    users = Users(database, verification, clock=clock, notices=notices, revoke=revoke)
     audit_log = AuditLog(database, retention=settings.audit_retention, clock=clock)
     return DataServices(
         sessions=sessions,

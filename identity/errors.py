@@ -16,6 +16,7 @@
     ├── MethodNotAllowed              405 method_not_allowed
     ├── AccountConflict               409 account_conflict
     ├── Conflict                      409 conflict
+    ├── MailUndeliverable             409 mail_undeliverable  its provider said it takes no mail
     ├── PayloadTooLarge               413 request_too_large
     ├── RateLimited                   429 rate_limited      Retry-After
     ├── ServerError                   500 server_error      anything unexpected: a bug
@@ -124,6 +125,11 @@ class AccountConflict(IdentityError):
 class Conflict(IdentityError):
     status = 409
     error = "conflict"
+
+
+class MailUndeliverable(IdentityError):
+    status = 409
+    error = "mail_undeliverable"
 
 
 class PayloadTooLarge(IdentityError):

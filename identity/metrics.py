@@ -71,6 +71,12 @@ class Metrics:
             "Refresh tokens presented again after rotation: each revoked its session",
             registry=r,
         )
+        self.signals = Counter(
+            "identity_signals",
+            "Security events received from providers, by provider, event and outcome",
+            ["provider", "event", "outcome"],
+            registry=r,
+        )
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.key_fetches = Counter(
             "identity_upstream_key_fetches", "Fetches of upstream key sets", ["outcome"], registry=r

@@ -6,6 +6,7 @@
     jwks_url = "https://..."        # optional; else jwks_uri from the issuer's discovery
     algorithms = ["RS256"]          # optional
     email_domains = ["example.com"] # optional: addresses it is authoritative for
+    backchannel_logout = true       # optional: receive its logout tokens (docs/signals.md)
 
 Parsed with the standard library's `tomllib`. Any mistake stops every command with one line
 naming the file and the key (docs/providers.md).
@@ -29,7 +30,9 @@ BUILT_IN = frozenset({"google", "microsoft", "apple"})
 RESERVED = frozenset({"mail"})
 _NAME = re.compile(r"[a-z0-9-]{1,32}")
 _DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
-_KEYS = frozenset({"issuer", "client_ids", "jwks_url", "algorithms", "email_domains"})
+_KEYS = frozenset(
+    {"issuer", "client_ids", "jwks_url", "algorithms", "email_domains", "backchannel_logout"}
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class OidcProviderConfig:
     jwks_url: str | None
     algorithms: tuple[str, ...]
     email_domains: tuple[str, ...]
+    backchannel_logout: bool = False  # POST /signals/backchannel-logout/{name} is live
 
 
 def load(path: Path) -> tuple[OidcProviderConfig, ...]:
@@ -96,7 +100,10 @@ def _provider(where: str, name: str, table: Any) -> OidcProviderConfig:
     for domain in domains:
         if not _DOMAIN.fullmatch(domain):
             raise ConfigError(f"{key}.email_domains: {domain!r} is not a lower-case domain name")
-    return OidcProviderConfig(name, issuer, client_ids, jwks_url, algorithms, domains)
+    logout = table.get("backchannel_logout", False)
+    if not isinstance(logout, bool):
+        raise ConfigError(f"{key}.backchannel_logout: must be true or false")
+    return OidcProviderConfig(name, issuer, client_ids, jwks_url, algorithms, domains, logout)
 
 
 def _close(name: str, known: frozenset[str] | set[str]) -> str:

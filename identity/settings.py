@@ -116,6 +116,18 @@ class Settings:
     apple_jwks_url: str = setting(
         "IDENTITY_APPLE_JWKS_URL", "https://appleid.apple.com/auth/keys", url
     )
+    # Security events (docs/signals.md): Google's RISC issuer has the trailing slash.
+    google_risc_issuer: str = setting(
+        "IDENTITY_GOOGLE_RISC_ISSUER", "https://accounts.google.com/", url
+    )
+    signal_max_age: int = setting("IDENTITY_SIGNAL_MAX_AGE", 604_800, integer(60, 2_592_000))
+    # Apple token revocation: the team's key signs the client secret (all three, or none).
+    apple_team_id: str | None = setting("IDENTITY_APPLE_TEAM_ID", None, text)
+    apple_key_id: str | None = setting("IDENTITY_APPLE_KEY_ID", None, text)
+    apple_private_key_file: Path | None = setting("IDENTITY_APPLE_PRIVATE_KEY_FILE", None, path)
+    apple_revoke_url: str = setting(
+        "IDENTITY_APPLE_REVOKE_URL", "https://appleid.apple.com/auth/revoke", url
+    )
     providers_file: Path | None = setting("IDENTITY_PROVIDERS_FILE", None, path)
     oidc_providers: tuple[OidcProviderConfig, ...] = ()  # what `from_env` found in that file
     audience: tuple[str, ...] = setting("IDENTITY_AUDIENCE", (), items)
@@ -206,6 +218,11 @@ class Settings:
         return self.smtp_url != MAIL_OFF
 
     @property
+    def apple_revocation(self) -> bool:
+        """Whether Apple refresh tokens are revoked (the team's key is configured)."""
+        return bool(self.apple_team_id and self.apple_key_id and self.apple_private_key_file)
+
+    @property
     def any_provider(self) -> bool:
         return bool(
             self.google_client_ids
@@ -291,6 +308,12 @@ class Settings:
             if client not in self.clients
         ]
         problems += self._issuer_problems()
+        apple_key = (self.apple_team_id, self.apple_key_id, self.apple_private_key_file)
+        if any(apple_key) and not all(apple_key):
+            problems.append(
+                "IDENTITY_APPLE_TEAM_ID: IDENTITY_APPLE_TEAM_ID, IDENTITY_APPLE_KEY_ID and "
+                "IDENTITY_APPLE_PRIVATE_KEY_FILE go together (all three, or none)"
+            )
         if self.production:
             problems += self._production_problems()
         return problems

@@ -44,3 +44,11 @@ curl -s "$base/.well-known/jwks.json" -w ' (HTTP %{http_code})\n'
 
 echo "== the same id_token again: each is exchanged once"
 exchange
+
+echo "== Google says the account's sessions were revoked (POST /signals/google, a signed SET)"
+SET=$(curl -sf "http://127.0.0.1:$fake_port/mint/google-set?event=sessions-revoked&sub=42")
+curl -s "$base/signals/google" -H 'Content-Type: application/secevent+jwt' \
+    --data-binary "$SET" -w '(HTTP %{http_code})\n'
+
+echo "== and the access token is refused from then on (GET /users/me)"
+curl -s "$base/users/me" -H "Authorization: Bearer $ACCESS_TOKEN" -w ' (HTTP %{http_code})\n'

@@ -71,6 +71,7 @@ OKTA = OidcProviderConfig(
     jwks_url=None,
     algorithms=("ES256",),
     email_domains=("example.com",),
+    backchannel_logout=True,
 )
 
 

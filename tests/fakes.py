@@ -295,6 +295,8 @@ class Served:
 
     base: str
     issuers: list[FakeIssuer] = field(default_factory=list)
+    # More tokens at /mint/<name>: a security event (tests/security_events.py), from the query.
+    minters: dict[str, Callable[[dict[str, str]], str]] = field(default_factory=dict)
 
     def add(self, issuer: FakeIssuer) -> FakeIssuer:
         self.issuers.append(issuer)
@@ -312,6 +314,10 @@ def serve_issuers(delay: float = 0.0, port: int = 0) -> Iterator[Served]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             path, _, query = self.path.partition("?")
+            minter = served.minters.get(path.removeprefix("/mint/"))
+            if minter is not None:
+                self._send(200, minter(dict(parse_qsl(query))).encode(), "text/plain")
+                return
             if path.startswith("/mint/"):
                 issuer = next(i for i in served.issuers if i.name == path.removeprefix("/mint/"))
                 overrides: dict[str, Any] = dict(parse_qsl(query))

@@ -51,6 +51,8 @@ TABLES = (
     "outbox",
     "deliveries",
     "revocations",
+    "received_signals",
+    "undeliverable_addresses",
 )
 EXCHANGE = {
     "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",

@@ -174,3 +174,12 @@ async def test_old_events_are_pruned_after_the_retention(
     finally:
         await database.close()
     assert await sql.scalar("SELECT count(*) FROM audit_events") == 0
+
+
+def test_docs_name_every_audit_event_type() -> None:
+    from pathlib import Path
+
+    from identity.accounts.audit import TYPES
+
+    page = (Path(__file__).resolve().parent.parent / "docs" / "admin.md").read_text()
+    assert {t for t in TYPES if f"| `{t}` |" not in page} == set()

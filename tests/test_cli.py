@@ -430,8 +430,11 @@ def test_check_reports_problems(tmp_path: Path) -> None:
         "(did you mean IDENTITY_GOOGLE_CLIENT_IDS?)" in problems
     )
     assert "Traceback" not in problems
+    assert "apple: live at POST" in result.stdout
+    assert "apple: token revocation off (set IDENTITY_APPLE_TEAM_ID" in result.stdout
     bare = run_cli("check", env=base_env(), cwd=tmp_path)
     assert "no provider is configured" in bare.stderr
+    assert "google: off (IDENTITY_GOOGLE_CLIENT_IDS is unset)" in bare.stdout
 
 
 def test_check_fetches_every_providers_keys(tmp_path: Path, keys: dict[str, Any]) -> None:
@@ -455,6 +458,9 @@ def test_check_fetches_every_providers_keys(tmp_path: Path, keys: dict[str, Any]
         assert result.returncode == 0, result.stderr
         assert "fine" in result.stdout
         assert microsoft.fetches == google.fetches == 2
+        # Which receivers of security events are live, and what to register.
+        assert "google: live at POST http://127.0.0.1:8001/signals/google" in result.stdout
+        assert "apple: off (IDENTITY_APPLE_CLIENT_IDS is unset)" in result.stdout
 
 
 # -- the back office, straight on the database --------------------------------------------------
@@ -551,6 +557,7 @@ async def test_prune_does_the_janitors_work_once(
     assert result.returncode == 0, result.stderr
     assert set(json.loads(result.stdout)) == {
         "used_id_tokens",
+        "received_signals",
         "sessions",
         "rate_limits",
         "verification_tokens",

@@ -101,6 +101,8 @@ async def test_exchange_returns_tokens_and_creates_user(
         "outbox": 0,
         "deliveries": 0,
         "revocations": 0,
+        "received_signals": 0,
+        "undeliverable_addresses": 0,
     }
     (event,) = await sql.events("sign_in")
     assert event["user_id"] == user["id"] and event["session_id"] == claims["sid"]

@@ -8,11 +8,12 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import asyncpg
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import bindparam, insert, text
 from sqlalchemy.engine import make_url
 
 from identity.accounts import housekeeping
@@ -21,9 +22,9 @@ from identity.accounts.sessions import SessionPolicy, Sessions
 from identity.clock import utc
 from identity.settings import Settings
 from identity.store.database import Database
-from identity.store.models import AUDIT_EVENTS, SESSIONS, USED_ID_TOKENS, USERS
+from identity.store.models import AUDIT_EVENTS, SESSIONS, USED_ID_TOKENS, USERS, UTCDateTime
 
-from .support import Sql
+from .support import LONG_AGO, Sql
 
 pytestmark = pytest.mark.anyio
 
@@ -173,7 +174,6 @@ async def test_a_round_under_way_elsewhere_is_skipped_and_taken_if_it_dies(
     assert await sql.scalar("SELECT count(*) FROM rate_limits WHERE key LIKE 'old:%'") == 0
 
 
-LONG_AGO = utc(1_000_000_000)  # 2001
 
 
 async def _backlog(database: Database) -> None:
@@ -249,10 +249,13 @@ async def test_a_backlog_is_pruned_in_bounded_batches_and_the_live_rows_stay(
         "rate_limits": 0,
         "verification_tokens": 0,
         "audit_events": 21,
+        "revocations": 0,
+        "outbox": 0,
+        "received_signals": 0,
     }
     # Ten rows per transaction: 3 for the id_tokens, 3 + 1 for the sessions (past their end,
-    # then idle), 3 for the events, one each for the empty kinds.
-    assert began[0] == 12
+    # then idle), 3 for the events, one each for the empty kinds (six of them).
+    assert began[0] == 15
     assert await sql.scalar("SELECT count(*) FROM used_id_tokens") == 2
     assert await sql.scalar("SELECT count(*) FROM sessions") == 2
     assert await sql.scalar("SELECT count(*) FROM audit_events") == 2
@@ -279,3 +282,26 @@ async def test_pruning_skips_a_row_a_request_holds_instead_of_waiting(
         await database.close()
     assert pruned["sessions"] == 27
     assert await sql.scalar("SELECT count(*) FROM sessions WHERE id = 's7'") == 1
+
+
+async def test_the_janitor_prunes_expired_signal_records(database_url: str, sql: Sql) -> None:
+    database = Database(database_url)
+    sessions = Sessions(database, POLICY)
+    async with sql.engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO received_signals (provider, jti, expires_at) VALUES "
+                "('google', 'old', :old), ('google', 'new', :new)"
+            ).bindparams(
+                bindparam("old", type_=UTCDateTime()), bindparam("new", type_=UTCDateTime())
+            ),
+            {"old": LONG_AGO, "new": datetime(2999, 1, 1, tzinfo=UTC)},
+        )
+    try:
+        done = await housekeeping.Janitor(
+            database, sessions, AuditLog(database, retention=60)
+        ).prune()
+    finally:
+        await database.close()
+    assert done["received_signals"] == 1
+    assert [r["jti"] for r in await sql.rows("SELECT jti FROM received_signals")] == ["new"]

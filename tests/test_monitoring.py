@@ -65,6 +65,8 @@ async def exposition(client: httpx.AsyncClient, google: FakeIssuer, sql: Sql) ->
     assert (await refresh(client, ok.json()["refresh_token"])).status_code == 200
     await sql.set_time("sessions", "rotated_at")  # the reuse interval has ended
     assert (await refresh(client, ok.json()["refresh_token"])).status_code == 400  # reuse
+    refused = await client.post("/signals/google", content="garbage")  # a refused signal
+    assert refused.status_code == 400
     response = await client.get("/metrics")
     assert response.status_code == 200
     return response.text
@@ -102,6 +104,7 @@ async def test_every_alert_names_exported_metrics_and_labels(exposition: str) ->
         "IdentityUpstreamKeysUnavailable",
         "IdentityHigh5xxRate",
         "IdentitySigningKeyTooOld",
+        "IdentitySignalsRefused",
     } <= names
     for rule in rules():
         assert rule["labels"]["severity"] in ("warning", "critical")

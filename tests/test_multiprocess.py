@@ -15,6 +15,7 @@ import pytest
 
 from . import fakes
 from .fakes import FakeIssuer, http_google, http_microsoft, serve_issuers
+from .security_events import google_set
 from .servers import Server, base_env, serve
 from .support import EXCHANGE, sql_for
 
@@ -156,3 +157,38 @@ async def test_strict_mode_over_two_processes_one_winner(
                 for t in winners
             ]
             assert live in ([200], [400])
+
+
+async def test_one_security_event_sent_to_both_processes_acts_once(
+    pg_database: str,
+    service_database: dict[str, str],
+    keys: dict[str, Any],
+    keys_dir: Path,
+    tmp_path: Path,
+) -> None:
+    with two_servers(keys, service_database, keys_dir, tmp_path) as (first, second, google, _):
+        async with httpx.AsyncClient(timeout=30) as client:
+            for server in (first, second):
+                signed_in = await client.post(
+                    server.url + "/token", data={**EXCHANGE, "subject_token": google.mint()}
+                )
+                assert signed_in.status_code == 200, signed_in.text
+            token = google_set(google, "sessions-revoked")
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        (first, second)[i % 2].url + "/signals/google",
+                        content=token,
+                        headers={"Content-Type": "application/secevent+jwt"},
+                    )
+                    for i in range(20)
+                )
+            )
+    assert Counter(r.status_code for r in responses) == {202: 20}, [
+        (r.status_code, r.text) for r in responses if r.status_code != 202
+    ][:3]
+    (event,) = await _events(pg_database, "signal_received")
+    assert event["detail"]["count"] == 2  # both sessions, ended by the one delivery that acted
+    async with sql_for(pg_database) as sql:
+        assert await sql.scalar("SELECT count(*) FROM sessions") == 0
+        assert await sql.scalar("SELECT count(*) FROM received_signals") == 1

@@ -115,3 +115,11 @@ def test_two_providers_with_one_issuer_are_ambiguous(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="issuer 'https://x' is also 'a'"):
         Settings.from_env({"IDENTITY_PROVIDERS_FILE": str(path)})
+
+
+def test_backchannel_logout_is_off_unless_turned_on_and_must_be_a_boolean(tmp_path: Path) -> None:
+    (off,) = load(write(tmp_path, OKTA))
+    (on,) = load(write(tmp_path, OKTA + "backchannel_logout = true\n"))
+    assert (off.backchannel_logout, on.backchannel_logout) == (False, True)
+    with pytest.raises(ConfigError, match=r"providers\.okta\.backchannel_logout: must be true"):
+        load(write(tmp_path, OKTA + 'backchannel_logout = "yes"\n'))

@@ -233,8 +233,15 @@ def test_the_walk_through_runs_as_written(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     answers = [line for line in result.stdout.splitlines() if line and not line.startswith("== ")]
-    assert [line.rsplit(" ", 2)[-1] for line in answers] == ["200)", "200)", "200)", "400)"]
-    tokens, me, jwks, replayed = (json.JSONDecoder().raw_decode(a)[0] for a in answers)
+    assert [line.rsplit(" ", 2)[-1] for line in answers] == [
+        "200)",
+        "200)",
+        "200)",
+        "400)",
+        "202)",
+        "401)",
+    ]
+    tokens, me, jwks, replayed = (json.JSONDecoder().raw_decode(a)[0] for a in answers[:4])
     assert tokens["token_type"] == "Bearer" and tokens["refresh_token"]
     assert me["email"] == "me@gmail.com" and me["id"] == tokens["user"]["id"]
     assert jwks["keys"][0]["kty"] == "RSA"

@@ -46,6 +46,7 @@ TYPES = frozenset(
         "user_enabled",
         "sessions_revoked",
         "notice_dropped",
+        "signal_received",
     }
 )
 DETAIL_KEYS = frozenset(
@@ -61,6 +62,10 @@ DETAIL_KEYS = frozenset(
         "by",
         "notice",
         "destination",
+        # a provider's security event: its type, what it did, its jti (an id, not a secret)
+        "event",
+        "action",
+        "jti",
     }
 )
 INSERT = """

@@ -33,12 +33,19 @@ from identity.errors import (
     InvalidRequest,
     InvalidVerificationToken,
     MailDisabled,
+    MailUndeliverable,
     NotFound,
     RateLimited,
     TemporarilyUnavailable,
 )
 from identity.store.database import Database, Tx
-from identity.store.models import ACCOUNTS, USERS, VERIFICATION_TOKENS, VERIFIED_BY_MAIL
+from identity.store.models import (
+    ACCOUNTS,
+    UNDELIVERABLE,
+    USERS,
+    VERIFICATION_TOKENS,
+    VERIFIED_BY_MAIL,
+)
 from identity.store.shapes import UserRecord
 
 from . import audit
@@ -112,6 +119,13 @@ class EmailVerification:
         """Store a new token for `address` and mail its link, inside `tx` (`charged`: the
         budget was charged already, by `charge`)."""
         self.require_enabled()
+        # The provider said this address takes no mail (Apple's relay, forwarding off).
+        undeliverable = select(UNDELIVERABLE.c.address).where(UNDELIVERABLE.c.address == address)
+        if (await tx.execute(undeliverable)).first() is not None:
+            raise MailUndeliverable(
+                "this address takes no mail at present (its provider says so)",
+                reason="mail_undeliverable",
+            )
         refusal = None if charged else await self._charge(tx, user_id, address)
         if refusal is not None:
             raise refusal

@@ -29,6 +29,7 @@ from identity.store.database import Database, Tx
 from identity.store.models import (
     OUTBOX,
     RATE_LIMITS,
+    RECEIVED_SIGNALS,
     REVOCATIONS,
     USED_ID_TOKENS,
     VERIFICATION_TOKENS,
@@ -63,8 +64,9 @@ ON CONFLICT (key, window_start) DO NOTHING RETURNING count
 
 
 class Janitor:
-    """Deletes what has expired: used id_tokens, sessions, rate-limit windows, mail tokens,
-    audit events past retention; forgets sealed refresh successors past the reuse interval."""
+    """Deletes what has expired: used id_tokens, received signals' jtis, sessions, rate-limit
+    windows, mail tokens, audit events past retention; forgets sealed refresh successors past
+    the reuse interval."""
 
     def __init__(
         self,
@@ -142,6 +144,8 @@ class Janitor:
             "used_id_tokens": self._expired(USED_ID_TOKENS, USED_ID_TOKENS.c.expires_at),
             "sessions": lambda: self._sessions.prune(batch=self.batch),
             "rate_limits": self._expired(RATE_LIMITS, RATE_LIMITS.c.expires_at),
+            # Like used id_tokens: a security event's jti is kept while it could be accepted.
+            "received_signals": self._expired(RECEIVED_SIGNALS, RECEIVED_SIGNALS.c.expires_at),
             "verification_tokens": self._expired(
                 VERIFICATION_TOKENS, VERIFICATION_TOKENS.c.expires
             ),

@@ -9,6 +9,7 @@ another user is refused at once.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,6 +27,7 @@ from identity.errors import (
 from identity.store.database import Database, Tx
 from identity.store.models import ACCOUNTS, USERS, new_id
 from identity.store.shapes import AccountPublic, UserPublic, UserRecord
+from identity.tokens.apple_revocation import StoredAppleToken
 from identity.tokens.id_tokens import VerifiedIdentity
 
 from . import audit, outbox
@@ -33,6 +35,25 @@ from .email_verification import EmailVerification
 from .outbox import NOBODY, Notices
 from .sessions import end_sessions
 from .sign_in import REMEMBER_REPLAY
+
+# Hands stored Apple refresh tokens to revocation after the commit (tokens/apple_revocation.py).
+Revoke = Callable[[Sequence[StoredAppleToken]], None]
+
+
+async def apple_tokens(
+    tx: Tx, *, user_id: str | None = None, account_id: str | None = None
+) -> list[StoredAppleToken]:
+    """The stored (sealed) Apple refresh tokens of a user's or one account's Apple accounts,
+    read in the transaction that deletes them, to be revoked at Apple once it commits."""
+    statement = select(ACCOUNTS.c.refresh_token, ACCOUNTS.c.id_token).where(
+        ACCOUNTS.c.provider == "apple", ACCOUNTS.c.refresh_token.is_not(None)
+    )
+    if user_id is not None:
+        statement = statement.where(ACCOUNTS.c.user_id == user_id)
+    if account_id is not None:
+        statement = statement.where(ACCOUNTS.c.id == account_id)
+    rows = (await tx.execute(statement)).all()
+    return [StoredAppleToken(r.refresh_token, r.id_token) for r in rows]
 
 
 async def public_user(tx: Tx, user_id: str, *, lock: bool = False) -> UserPublic | None:
@@ -70,11 +91,13 @@ class Users:
         *,
         clock: Clock = time.time,
         notices: Notices = NOBODY,
+        revoke: Revoke | None = None,
     ) -> None:
         self._db = database
         self._verification = verification
         self._clock = clock
         self._notices = notices
+        self._revoke = revoke  # None: Apple revocation is not configured
 
     async def get(self, user_id: str) -> UserPublic:
         async with self._db.transaction() as tx:
@@ -146,6 +169,7 @@ class Users:
         """The user, accounts, sessions and mail tokens, gone in one transaction."""
         now = utc(self._clock())
         async with self._db.transaction() as tx:
+            stored = await apple_tokens(tx, user_id=user_id) if self._revoke else []
             # Its sessions end as every session does (their notices, the revocation feed); the
             # accounts, rotated tokens and mail tokens go with the user (ON DELETE CASCADE).
             ended = await end_sessions(
@@ -171,6 +195,8 @@ class Users:
                 at=now,
                 audit_event_id=ended.event_id,
             )
+        if stored and self._revoke is not None:
+            self._revoke(stored)  # after the commit, in the background: never in this request
 
     async def link(
         self,
@@ -267,6 +293,11 @@ class Users:
                 raise NotFound("no such account of this user")
             if len(accounts) == 1:
                 raise Conflict("this is the user's only account: they could never sign in again")
+            stored = (
+                await apple_tokens(tx, account_id=target[0])
+                if self._revoke and provider == "apple"
+                else []
+            )
             now = utc(self._clock())
             # The user's own unlink leaves the sessions it started (docs/accounts.md); a
             # provider's signal (`end=True`) ends them, as every session ends.
@@ -293,3 +324,5 @@ class Users:
                 at=now,
                 audit_event_id=ended.event_id,
             )
+        if stored and self._revoke is not None:
+            self._revoke(stored)  # after the commit, in the background

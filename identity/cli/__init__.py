@@ -106,6 +106,9 @@ def _prune(settings: Settings, args: argparse.Namespace) -> int:
 
 def _check(settings: Settings, args: argparse.Namespace) -> int:
     problems = asyncio.run(_problems(settings))
+    print("identity: security-event receivers (docs/signals.md):")
+    for line in receivers(settings):
+        print(f"  - {line}")
     if problems:
         print("identity: configuration problems:", file=sys.stderr)
         for problem in problems:
@@ -149,3 +152,46 @@ async def _problems(settings: Settings) -> list[str]:
             if not cache.kids:
                 problems.append(f"{provider.name}: no usable keys at {cache.name}")
     return problems
+
+
+def receivers(settings: Settings) -> list[str]:
+    """Which receivers of providers' security events are live, and what each provider needs
+    registered to send to it."""
+    base = settings.issuer
+    lines = []
+    if settings.google_client_ids:
+        lines.append(
+            f"google: live at POST {base}/signals/google; register it in the RISC API's stream "
+            f"configuration (stream:update) of the project of {settings.google_client_ids[0]}"
+        )
+    else:
+        lines.append("google: off (IDENTITY_GOOGLE_CLIENT_IDS is unset)")
+    if settings.apple_client_ids:
+        lines.append(
+            f"apple: live at POST {base}/signals/apple; set it as the Server-to-Server "
+            "Notification Endpoint of each Services ID / App ID in the developer portal"
+        )
+        lines.append(
+            "apple: token revocation "
+            + (
+                "on"
+                if settings.apple_revocation
+                else "off (set IDENTITY_APPLE_TEAM_ID, IDENTITY_APPLE_KEY_ID and "
+                "IDENTITY_APPLE_PRIVATE_KEY_FILE)"
+            )
+        )
+    else:
+        lines.append("apple: off (IDENTITY_APPLE_CLIENT_IDS is unset)")
+    for provider in settings.oidc_providers:
+        if provider.backchannel_logout:
+            lines.append(
+                f"{provider.name}: back-channel logout live at POST "
+                f"{base}/signals/backchannel-logout/{provider.name}; register it as the "
+                "client's backchannel_logout_uri at the provider"
+            )
+        else:
+            lines.append(
+                f"{provider.name}: back-channel logout off (backchannel_logout = true in its "
+                "table of IDENTITY_PROVIDERS_FILE)"
+            )
+    return lines

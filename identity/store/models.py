@@ -208,6 +208,28 @@ class UsedIdToken(SQLModel, table=True):
     expires_at: datetime = _time(index=True)
 
 
+class ReceivedSignal(SQLModel, table=True):
+    """The `jti` of each security event received from a provider (docs/signals.md), kept while
+    the event could still be accepted: a second delivery is acknowledged and changes nothing."""
+
+    __tablename__ = "received_signals"
+
+    provider: str = Field(primary_key=True, max_length=32)
+    jti: str = Field(primary_key=True, max_length=255)
+    expires_at: datetime = _time(index=True)
+
+
+class UndeliverableAddress(SQLModel, table=True):
+    """An address its provider said takes no mail (Apple's relay with forwarding turned off):
+    no verification mail goes to it until the provider says it does again."""
+
+    __tablename__ = "undeliverable_addresses"
+
+    address: str = Field(primary_key=True, max_length=320)
+    provider: str = Field(max_length=32)
+    since: datetime = _time()
+
+
 class RateLimitWindow(SQLModel, table=True):
     """One fixed window of a rate limit: how many events `key` had since `window_start`."""
 
@@ -353,3 +375,5 @@ OUTBOX: sa.Table = _tables["outbox"]
 DELIVERIES: sa.Table = _tables["deliveries"]
 REVOCATIONS: sa.Table = _tables["revocations"]
 SIGNING_KEYS: sa.Table = _tables["signing_keys"]
+RECEIVED_SIGNALS: sa.Table = _tables["received_signals"]
+UNDELIVERABLE: sa.Table = _tables["undeliverable_addresses"]

@@ -55,6 +55,7 @@ class Provider:
     issuer_template: tuple[str, str] | None = None
     jwks_url: str | None = None  # None: jwks_uri from the discovery document of `discovery`
     discovery: str | None = None
+    backchannel_logout: bool = False  # its logout tokens are received (docs/signals.md)
 
     def issued(self, iss: str, claims: dict[str, Any]) -> bool:
         """Whether this provider issued a token with this `iss` (unverified claims)."""
@@ -123,6 +124,7 @@ def _generic(config: OidcProviderConfig) -> Provider:
         issuers=frozenset({config.issuer}),
         jwks_url=config.jwks_url,
         discovery=None if config.jwks_url else config.issuer,
+        backchannel_logout=config.backchannel_logout,
     )
 
 

@@ -213,3 +213,15 @@ class AdminUserUpdate(Body):
         if type(value) is not bool:
             raise ValueError("required, true or false")
         return value
+
+
+class AppleNotification(Body):
+    """POST /signals/apple: Apple's server-to-server notification, a signed JWS."""
+
+    payload: Annotated[str, Text(MAX_TOKEN, required=True)]
+
+
+class LogoutTokenBody(Body):
+    """POST /signals/backchannel-logout/{provider}: OIDC Back-Channel Logout's form."""
+
+    logout_token: Annotated[str, Text(MAX_TOKEN, required=True)]

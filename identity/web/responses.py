@@ -36,3 +36,10 @@ class SessionList(SQLModel):
 class AuditEventList(SQLModel):
     events: list[AuditEventPublic]
     next_cursor: str | None
+
+
+class SetErrorBody(SQLModel):
+    """POST /signals/google's refusal (RFC 8935 §2.3): a code of its §2.4, and a description."""
+
+    err: str
+    description: str

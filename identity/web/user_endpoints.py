@@ -146,7 +146,7 @@ class UserEndpoints:
                 operation=Operation(
                     "Mail a verification link",
                     {202: obj("status", status=STRING)},
-                    errors=LIMITED_ERRORS,
+                    errors=(*LIMITED_ERRORS, 409),
                     security=BEARER,
                 ),
             ),
