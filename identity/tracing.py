@@ -1,9 +1,9 @@
 """Optional OpenTelemetry tracing: spans for requests, key-set fetches and database statements.
 
 Off unless OTEL_EXPORTER_OTLP_ENDPOINT is set and the `otel` extra is installed
-(`pip install 'identity-exchange[otel]'`). Off, a span is one attribute check on a shared no-op object:
-nothing is imported, allocated or exported. Attributes are chosen by us and never hold a token,
-a secret or an SQL parameter (docs/operations.md, "Tracing").
+(`pip install 'identity-exchange[otel]'`). Off, a span is one attribute check on a shared no-op
+object: nothing is imported, allocated or exported. Attributes are chosen by us and never hold a
+token, a secret or an SQL parameter (docs/operations.md, "Tracing").
 """
 
 from __future__ import annotations
