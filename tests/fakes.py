@@ -302,9 +302,7 @@ class Served:
 
 
 @contextmanager
-def serve_issuers(
-    delay: float = 0.0, port: int = 0, host: str = "127.0.0.1"
-) -> Iterator[Served]:
+def serve_issuers(delay: float = 0.0, port: int = 0, host: str = "127.0.0.1") -> Iterator[Served]:
     """A loopback HTTP server for fake issuers' key sets and discovery documents.
 
     `GET /mint/<name>?claim=value` returns a fresh token of that issuer, for manual tries.
