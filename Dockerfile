@@ -1,5 +1,6 @@
-# identity: multi-stage image. The base is a build argument so sites with their own Python image
-# (or this project's CI, which has no registry) can substitute it.
+# identity (the distribution identity-exchange): multi-stage image. The base is a build argument
+# so sites with their own Python image (or this project's CI, which has no registry) can
+# substitute it.
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
@@ -8,15 +9,19 @@ FROM ${PYTHON_IMAGE} AS build
 RUN python -m venv /opt/uv && /opt/uv/bin/pip install --no-cache-dir uv==0.13.9
 WORKDIR /src
 # Dependencies first, in their own layer: a change to the code does not reinstall them.
+# The workspace's two members (the server and verifier/, the downstream verifier it depends on)
+# are left out of the exported list and installed from the source below.
 COPY pyproject.toml uv.lock README.md ./
-RUN /opt/uv/bin/uv export --locked --no-dev --extra otel --no-emit-project --no-header \
+COPY verifier/pyproject.toml verifier/README.md ./verifier/
+RUN /opt/uv/bin/uv export --locked --no-dev --extra otel --no-emit-workspace --no-header \
         --format requirements-txt --output-file /tmp/requirements.txt \
     && python -m venv /opt/identity \
     && /opt/identity/bin/pip install --no-cache-dir --require-hashes --no-deps \
         -r /tmp/requirements.txt
+COPY verifier/identity_verifier ./verifier/identity_verifier
 COPY identity ./identity
 COPY migrations ./migrations
-RUN /opt/identity/bin/pip install --no-cache-dir --no-deps .
+RUN /opt/identity/bin/pip install --no-cache-dir --no-deps ./verifier .
 
 FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/identity/bin:$PATH \

@@ -1,9 +1,9 @@
 """Optional OpenTelemetry tracing: spans for requests, key-set fetches and database statements.
 
 Off unless OTEL_EXPORTER_OTLP_ENDPOINT is set and the `otel` extra is installed
-(`pip install 'identity[otel]'`). Off, a span is one attribute check on a shared no-op object:
-nothing is imported, allocated or exported. Attributes are chosen by us and never hold a token,
-a secret or an SQL parameter (docs/operations.md, "Tracing").
+(`pip install 'identity-exchange[otel]'`). Off, a span is one attribute check on a shared no-op
+object: nothing is imported, allocated or exported. Attributes are chosen by us and never hold a
+token, a secret or an SQL parameter (docs/operations.md, "Tracing").
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def from_settings(endpoint: str | None, *, service_name: str = "identity") -> tu
     except ImportError:
         logger.warning(
             "OTEL_EXPORTER_OTLP_ENDPOINT is set but the otel extra is not installed "
-            "(pip install 'identity[otel]'): tracing is off"
+            "(pip install 'identity-exchange[otel]'): tracing is off"
         )
         return NO_TRACING, None
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))

@@ -304,7 +304,7 @@ class Served:
 
 
 @contextmanager
-def serve_issuers(delay: float = 0.0, port: int = 0) -> Iterator[Served]:
+def serve_issuers(delay: float = 0.0, port: int = 0, host: str = "127.0.0.1") -> Iterator[Served]:
     """A loopback HTTP server for fake issuers' key sets and discovery documents.
 
     `GET /mint/<name>?claim=value` returns a fresh token of that issuer, for manual tries.
@@ -345,7 +345,7 @@ def serve_issuers(delay: float = 0.0, port: int = 0) -> Iterator[Served]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server = http.server.ThreadingHTTPServer((host, port), Handler)
     served = Served(f"http://127.0.0.1:{server.server_address[1]}")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -174,8 +174,6 @@ async def test_a_round_under_way_elsewhere_is_skipped_and_taken_if_it_dies(
     assert await sql.scalar("SELECT count(*) FROM rate_limits WHERE key LIKE 'old:%'") == 0
 
 
-
-
 async def _backlog(database: Database) -> None:
     """An expired backlog beside live rows: 23 used id_tokens past their time (2 live); 25
     sessions past their end and 3 idle too long (2 alive); 21 audit events past retention (2

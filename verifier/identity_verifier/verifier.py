@@ -4,11 +4,11 @@
     claims = await verifier.verify(token)        # AccessClaims, or raises InvalidAccessToken
     await verifier.aclose()
 
-It reads the issuer's discovery document, then keeps the key set in the same cache the service
-uses for providers' keys (Cache-Control honoured, single-flight refetch on an unknown kid, old
+It reads the issuer's discovery document, then keeps the key set by the rules the service
+applies to providers' keys (Cache-Control honoured, single-flight refetch on an unknown kid, old
 keys kept while the issuer is unreachable, at most one fetch per 30 s while it is down or serving
-something unusable). It accepts only `typ: at+jwt` RS256 tokens with the right `iss` and `aud`
-that have not expired.
+something unusable: `keys.py`). It accepts only `typ: at+jwt` RS256 tokens with the right `iss`
+and `aud` that have not expired, parsed as strictly as the service parses every token (`jws.py`).
 
 Two exceptions, and no others: `InvalidAccessToken` (answer 401) whatever the token is, and
 `VerifierUnavailable` (answer 503) whatever the issuer serves or fails to serve. Given client
@@ -25,11 +25,10 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
-from identity.errors import KeysUnavailable, TokenRejected
-from identity.revocation_feed import RevocationFeed
-from identity.tokens import jws
-from identity.tokens.access_tokens import TYPE, AccessClaims, accept, rules
-from identity.tokens.keysets import Discovery, KeySetCache
+from . import jws
+from .jws import AccessClaims, Rejected, Rules
+from .keys import IssuerKeys, Unavailable, UnknownKey
+from .revocation_feed import RevocationFeed
 
 __all__ = ["AccessClaims", "InvalidAccessToken", "TokenVerifier", "VerifierUnavailable"]
 logger = logging.getLogger("identity.verifier")
@@ -65,14 +64,8 @@ class TokenVerifier:
         self._own_http = http_client is None
         self._http = http_client or httpx.AsyncClient(timeout=5.0, follow_redirects=False)
         self._clock = clock
-        self._rules = rules(self.issuer, self.audience, leeway)
-        discovery = Discovery(self.issuer, self._http, clock=clock, cooldown=refetch_cooldown)
-        # One cache behind the discovery document, as for a provider found by discovery: the
-        # key set's cooldown holds whatever `jwks_uri` the issuer names from one fetch to the
-        # next, so nothing the issuer serves makes more than one fetch per cooldown.
-        self._keys = KeySetCache(
-            discovery, self._http, clock=clock, refetch_cooldown=refetch_cooldown
-        )
+        self._rules = Rules(self.issuer, frozenset(self.audience), leeway)
+        self._keys = IssuerKeys(self.issuer, self._http, clock=clock, cooldown=refetch_cooldown)
         self.revocations = (
             RevocationFeed(self.issuer, revocations, http_client=self._http, poll=poll, clock=clock)
             if revocations is not None
@@ -82,17 +75,17 @@ class TokenVerifier:
     async def verify(self, token: str) -> AccessClaims:
         """The claims of a valid access token; InvalidAccessToken or VerifierUnavailable."""
         try:
-            compact = jws.parse(token, typ=TYPE)
-            if compact.alg != "RS256":
-                raise TokenRejected("bad_alg")
-            jws.verify(compact, await self._keys.get(compact.kid, "RS256"))
-            claims = accept(compact.claims(), self._rules, self._clock())
-            if self.revocations is not None and await self.revocations.revoked(claims.session_id):
-                raise TokenRejected("revoked")
-            return claims
-        except TokenRejected as error:
+            compact = jws.parse(token)
+            claims = jws.verify(compact, await self._keys.get(compact.kid))
+            accepted = self._rules.accept(claims, self._clock())
+            if self.revocations is not None and await self.revocations.revoked(accepted.session_id):
+                raise InvalidAccessToken("revoked")
+            return accepted
+        except Rejected as error:
             raise InvalidAccessToken(error.reason) from None
-        except KeysUnavailable:
+        except UnknownKey:
+            raise InvalidAccessToken("unknown_kid") from None
+        except Unavailable:
             raise VerifierUnavailable(self.issuer) from None
         except Exception as error:
             # The public contract is two exceptions: a surprise (a bug of ours) must not become
