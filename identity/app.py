@@ -18,7 +18,6 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
@@ -31,22 +30,16 @@ from starlette.types import ASGIApp
 
 from identity import __version__, environment, logs, tracing
 from identity.accounts import housekeeping
-from identity.accounts.admin import Admin
-from identity.accounts.audit import AuditLog
 from identity.accounts.delivery import Deliveries
-from identity.accounts.email_verification import EmailVerification
 from identity.accounts.grants import Grants
 from identity.accounts.limits import Counter, FailureGuard
-from identity.accounts.mail import LogMailer, Mailer, SmtpMailer
-from identity.accounts.notices import NoticeLog
-from identity.accounts.outbox import Notices
+from identity.accounts.mail import Mailer
 from identity.accounts.revocations import Revocations
 from identity.accounts.rotation import Rotations
 from identity.accounts.senders import from_settings
-from identity.accounts.sessions import SessionPolicy, Sessions
+from identity.accounts.services import data_services
 from identity.accounts.sign_in import SignIns
 from identity.accounts.signals import Signals
-from identity.accounts.users import Revoke, Users
 from identity.clock import Clock
 from identity.errors import IdentityError, MethodNotAllowed, NotFound, ServerError, render
 from identity.metrics import Metrics
@@ -293,69 +286,6 @@ def create_app(
     )
     service.state.deliveries = deliveries  # what `identity outbox` and tests drive
     return service
-
-
-@dataclass(frozen=True)
-class DataServices:
-    """What works on the data without HTTP: shared by the service and the CLI."""
-
-    sessions: Sessions
-    verification: EmailVerification
-    users: Users
-    audit_log: AuditLog
-    admin: Admin
-    janitor: housekeeping.Janitor
-    notices: Notices
-    notice_log: NoticeLog
-
-
-def data_services(
-    settings: Settings,
-    database: Database,
-    *,
-    mailer: Mailer | None = None,
-    clock: Clock = time.time,
-    revoke: Revoke | None = None,
-) -> DataServices:
-    policy = SessionPolicy(
-        absolute_ttl=settings.refresh_token_ttl,
-        idle_ttl=settings.refresh_idle_ttl,
-        reuse_interval=settings.refresh_reuse_interval,
-        clock_skew=settings.clock_skew,
-    )
-    notices = Notices(
-        webhooks=settings.webhooks,
-        backchannel=settings.backchannel_logout_uris,
-        token_ttl=settings.access_token_ttl + settings.clock_skew,
-    )
-    sessions = Sessions(database, policy, clock=clock, notices=notices)
-    if mailer is None:
-        mailer = (
-            SmtpMailer(settings.smtp_url)
-            if settings.smtp_url and settings.mail_enabled
-            else LogMailer()
-        )
-    verification = EmailVerification(
-        database,
-        mailer=mailer,
-        budget=Counter(settings.rate_limit_mail, clock=clock),
-        sender=settings.mail_from,
-        link_base=settings.verification_link_base,
-        enabled=settings.mail_enabled,
-        clock=clock,
-    )
-    users = Users(database, verification, clock=clock, notices=notices, revoke=revoke)
-    audit_log = AuditLog(database, retention=settings.audit_retention, clock=clock)
-    return DataServices(
-        sessions=sessions,
-        verification=verification,
-        users=users,
-        audit_log=audit_log,
-        admin=Admin(database, users, sessions, clock=clock),
-        janitor=housekeeping.Janitor(database, sessions, audit_log, clock=clock),
-        notices=notices,
-        notice_log=NoticeLog(database),
-    )
 
 
 class _Service(Starlette):

@@ -22,7 +22,7 @@ import httpx
 import orjson
 
 from identity import __version__, environment
-from identity.app import data_services
+from identity.accounts.services import data_services
 from identity.errors import IdentityError, KeysUnavailable, TokenRejected
 from identity.settings import ConfigError, Settings
 from identity.store import schema

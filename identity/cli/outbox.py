@@ -13,7 +13,7 @@ import orjson
 
 from identity.accounts.delivery import Deliveries
 from identity.accounts.senders import TIMEOUT, from_settings
-from identity.app import data_services
+from identity.accounts.services import data_services
 from identity.clock import utc
 from identity.settings import Settings
 from identity.store.database import Database

@@ -16,7 +16,7 @@ import orjson
 from sqlmodel import SQLModel
 
 from identity.accounts import audit
-from identity.app import DataServices, data_services
+from identity.accounts.services import DataServices, data_services
 from identity.clock import parse_duration
 from identity.errors import InvalidRequest, NotFound
 from identity.settings import Settings
