@@ -159,7 +159,7 @@ async def test_no_secret_of_the_whole_flow_reaches_the_log_of_events(
 async def test_old_events_are_pruned_after_the_retention(
     client: httpx.AsyncClient, google: FakeIssuer, clock: FakeClock, sql: Sql, database_url: str
 ) -> None:
-    from identity.app import data_services
+    from identity.accounts.services import data_services
     from identity.store.database import Database
 
     await sign_in(client, google)

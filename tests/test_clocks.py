@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from identity.app import data_services
+from identity.accounts.services import data_services
 from identity.settings import Settings
 from identity.store.database import Database
 

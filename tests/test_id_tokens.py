@@ -158,7 +158,7 @@ async def test_the_replay_record_lasts_as_long_as_the_token_is_accepted(
     database's accepts it that much later): a prune inside that window must not re-open it.
     On SQLite the janitor prunes by the injected clock; on PostgreSQL by the database's
     (tests/test_clocks.py)."""
-    from identity.app import data_services
+    from identity.accounts.services import data_services
     from identity.clock import as_utc, utc
     from identity.store.database import Database
 

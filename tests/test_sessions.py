@@ -130,7 +130,7 @@ async def test_the_sealed_successor_is_forgotten_when_the_interval_ends(
     sql: Sql,
     database_url: str,
 ) -> None:
-    from identity.app import data_services
+    from identity.accounts.services import data_services
     from identity.store.database import Database
 
     first = await sign_in(client, google)
