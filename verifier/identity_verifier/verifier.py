@@ -79,7 +79,7 @@ class TokenVerifier:
             claims = jws.verify(compact, await self._keys.get(compact.kid))
             accepted = self._rules.accept(claims, self._clock())
             if self.revocations is not None and await self.revocations.revoked(accepted.session_id):
-                raise InvalidAccessToken("revoked")
+                raise Rejected("revoked")
             return accepted
         except Rejected as error:
             raise InvalidAccessToken(error.reason) from None
