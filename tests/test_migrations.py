@@ -82,10 +82,10 @@ def test_the_pruning_indexes_made_beforehand_are_kept(tmp_path: Path) -> None:
     # (docs/operations.md, "Pruning"); the migration then finds them and goes on.
     path = tmp_path / "m.db"
     config = alembic_config(f"sqlite+aiosqlite:///{path}")
-    command.upgrade(config, "0006")
+    command.upgrade(config, "0009")
     with sqlite3.connect(path) as connection:
         connection.execute("CREATE INDEX ix_sessions_expires ON sessions (expires)")
-    command.upgrade(config, "0007")
+    command.upgrade(config, "0010")
     with sqlite3.connect(path) as connection:
         names = {
             row[0]
@@ -94,7 +94,7 @@ def test_the_pruning_indexes_made_beforehand_are_kept(tmp_path: Path) -> None:
             )
         }
     assert {"ix_sessions_expires", "ix_sessions_last_used_at", "ix_sessions_sealed"} <= names
-    command.downgrade(config, "0006")
+    command.downgrade(config, "0009")
     with sqlite3.connect(path) as connection:
         left = {
             row[0]
