@@ -206,7 +206,10 @@ def create_app(
                 max_age=settings.signal_max_age,
             ),
             signals=Signals(
-                database, clock=clock, revoke=revoker.submit if revoker is not None else None
+                database,
+                clock=clock,
+                revoke=revoker.submit if revoker is not None else None,
+                notices=data.notices,
             ),
             limit=limit,
             metrics=metrics,

@@ -26,6 +26,8 @@ from identity.tokens.apple_revocation import StoredAppleToken
 from identity.tokens.signal_tokens import Signal
 
 from . import audit
+from .outbox import NOBODY, Notices
+from .sessions import end_sessions
 from .users import Revoke, apple_tokens
 
 RISC = "https://schemas.openid.net/secevent/risc/event-type/"
@@ -89,38 +91,18 @@ class _Account:
     user_id: str
 
 
-async def end_sessions(
-    tx: Tx,
-    *,
-    reason: str,
-    user_id: str | None = None,
-    account_id: str | None = None,
-    session_ids: list[str] | None = None,
-) -> int:
-    """The one place this module ends sessions: as a logout does (the row goes, so its refresh
-    token is refused and our endpoints refuse its access tokens). `reason` is the signal's.
-
-    TODO(lead, at merge): call `identity.accounts.sessions.end_sessions(tx, reason=reason,
-    user_id=…, account_id=…, session_ids=…)` instead (docs/architecture.md, one way to end
-    sessions), which also writes the `session.ended` outbox rows."""
-    conditions = []
-    if user_id is not None:
-        conditions.append(SESSIONS.c.user_id == user_id)
-    if account_id is not None:
-        conditions.append(SESSIONS.c.account_id == account_id)
-    if session_ids is not None:
-        conditions.append(SESSIONS.c.id.in_(session_ids))
-    if not conditions:
-        raise ValueError("end_sessions needs a user, an account or session ids")
-    return int((await tx.execute(delete(SESSIONS).where(*conditions))).rowcount)
-
-
 class Signals:
     def __init__(
-        self, database: Database, *, clock: Clock = time.time, revoke: Revoke | None = None
+        self,
+        database: Database,
+        *,
+        clock: Clock = time.time,
+        revoke: Revoke | None = None,
+        notices: Notices = NOBODY,
     ) -> None:
         self._db = database
         self._clock = clock
+        self._notices = notices
         self._revoke = revoke  # None: Apple revocation is not configured
         self._actions: dict[str, Callable[[Tx, Signal, _Event, _Account], Awaitable[int]]] = {
             "end_user_sessions": self._end_user_sessions,
@@ -188,23 +170,38 @@ class Signals:
 
     # -- the actions: each returns how many sessions (or rows) it ended or changed ------------
 
+    async def _end(self, tx: Tx, e: _Event, **which: Any) -> int:
+        # As every session ends (docs/architecture.md): the rows go, and each ended session
+        # gets its revocation-feed row and `session.ended` notices. The `signal_received`
+        # event this transaction writes is its audit record.
+        ended = await end_sessions(
+            tx,
+            self._notices,
+            dialect=tx.dialect,
+            reason=f"signal:{e.name}",
+            at=utc(self._clock()),
+            context=audit.Context(),
+            **which,
+        )
+        return len(ended)
+
     async def _end_user_sessions(self, tx: Tx, s: Signal, e: _Event, a: _Account) -> int:
-        return await end_sessions(tx, reason=f"signal:{e.name}", user_id=a.user_id)
+        return await self._end(tx, e, user_id=a.user_id)
 
     async def _end_user_sessions_and_forget_tokens(
         self, tx: Tx, s: Signal, e: _Event, a: _Account
     ) -> int:
         await tx.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == a.id).values(**_TOKENS))
-        return await end_sessions(tx, reason=f"signal:{e.name}", user_id=a.user_id)
+        return await self._end(tx, e, user_id=a.user_id)
 
     async def _end_account_sessions(self, tx: Tx, s: Signal, e: _Event, a: _Account) -> int:
-        return await end_sessions(tx, reason=f"signal:{e.name}", account_id=a.id)
+        return await self._end(tx, e, account_id=a.id)
 
     async def _end_account_and_forget_tokens(
         self, tx: Tx, s: Signal, e: _Event, a: _Account
     ) -> int:
         await tx.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == a.id).values(**_TOKENS))
-        return await end_sessions(tx, reason=f"signal:{e.name}", account_id=a.id)
+        return await self._end(tx, e, account_id=a.id)
 
     async def _suspend(self, tx: Tx, s: Signal, e: _Event, a: _Account) -> int:
         now = utc(self._clock())
@@ -214,7 +211,7 @@ class Signals:
             .values(suspended_at=now, updated_at=now)
         )
         # Only what this account started: the user's other accounts keep working.
-        return await end_sessions(tx, reason=f"signal:{e.name}", account_id=a.id)
+        return await self._end(tx, e, account_id=a.id)
 
     async def _lift_suspension(self, tx: Tx, s: Signal, e: _Event, a: _Account) -> int:
         result = await tx.execute(
@@ -227,7 +224,7 @@ class Signals:
     async def _unlink(self, tx: Tx, s: Signal, e: _Event, a: _Account) -> int:
         # The user's row, locked: a concurrent unlink or delete sees what this one leaves.
         await tx.execute(select(USERS.c.id).where(USERS.c.id == a.user_id).with_for_update())
-        ended = await end_sessions(tx, reason=f"signal:{e.name}", account_id=a.id)
+        ended = await self._end(tx, e, account_id=a.id)
         await tx.execute(delete(ACCOUNTS).where(ACCOUNTS.c.id == a.id))
         left = (
             await tx.execute(select(ACCOUNTS.c.id).where(ACCOUNTS.c.user_id == a.user_id).limit(1))
@@ -279,7 +276,7 @@ class Signals:
         ids = [row.id for row in found]
         if not ids:
             return 0
-        return await end_sessions(tx, reason=f"signal:{e.name}", session_ids=ids)
+        return await self._end(tx, e, session_ids=tuple(ids))
 
 
 _NOBODY = _Account(id="", user_id="")

@@ -5,7 +5,8 @@ Apple authenticates the call with a client secret: an ES256 JWT signed with the 
 with Apple" key (IDENTITY_APPLE_TEAM_ID, IDENTITY_APPLE_KEY_ID, IDENTITY_APPLE_PRIVATE_KEY_FILE),
 `iss` the team, `sub` the client id the token was issued to, `aud` Apple. The call is never made
 inside the user's request: `submit` hands the sealed tokens to a background task that retries
-on failure (TODO(lead): an outbox delivery kind once the outbox is on main).
+on failure. Not yet an outbox delivery kind: a revocation still pending when the process stops
+is not made (docs/signals.md).
 """
 
 from __future__ import annotations
