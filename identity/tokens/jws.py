@@ -69,7 +69,7 @@ class Compact:
 
     def claims(self) -> dict[str, Any]:
         """The payload as a JSON object, strictly decoded (still unverified until `verify`)."""
-        claims = _json(self.payload)
+        claims = strict_json(self.payload)
         if not isinstance(claims, dict):
             raise TokenRejected("malformed")
         return claims
@@ -108,7 +108,7 @@ def parse(token: object, *, typ: str | None = None) -> Compact:
     header_segment, payload_segment, _ = segments
     # The shape first: three canonical segments, whatever they hold.
     header_bytes, payload, signature = (decode_segment(s) for s in segments)
-    header = _json(header_bytes)
+    header = strict_json(header_bytes)
     if not isinstance(header, dict):
         raise TokenRejected("malformed")
     alg = header.get("alg")
@@ -185,7 +185,9 @@ def replay_key(compact: Compact) -> str:
     return hashlib.sha256(compact.signing_input + b"." + signature).hexdigest()
 
 
-def _json(raw: bytes) -> Any:
+def strict_json(raw: bytes) -> Any:
+    """JSON read as strictly as a token's header and payload: UTF-8, no duplicate member, no
+    NaN or Infinity; anything else is `TokenRejected("malformed")`."""
     try:
         return json.loads(raw.decode("utf-8"), object_pairs_hook=_unique, parse_constant=_refuse)
     except (UnicodeDecodeError, ValueError, RecursionError):

@@ -14,7 +14,6 @@ IDENTITY_SIGNAL_MAX_AGE; the `jti` is then remembered that long (accounts/signal
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -216,8 +215,9 @@ def _apple(signal: Signal, claims: dict[str, Any]) -> Signal:
         if len(events) > jws.MAX_TOKEN_BYTES:
             raise TokenRejected("bad_events")
         try:
-            events = json.loads(events, parse_constant=_refuse, object_pairs_hook=_unique)
-        except (ValueError, RecursionError):
+            # surrogatepass: a lone surrogate reaches the strict reader and is refused there.
+            events = jws.strict_json(events.encode("utf-8", "surrogatepass"))
+        except TokenRejected:
             raise TokenRejected("bad_events") from None
     if not isinstance(events, dict) or _text(events.get("type"), 64) is None:
         raise TokenRejected("bad_events")
@@ -228,15 +228,3 @@ def _apple(signal: Signal, claims: dict[str, Any]) -> Signal:
 
 def _with(signal: Signal, **changes: Any) -> Signal:
     return replace(signal, **changes)
-
-
-def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # As in a payload: duplicate member names are read differently by different libraries.
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise ValueError("duplicate member")
-    return result
-
-
-def _refuse(name: str) -> Any:
-    raise ValueError(f"non-finite number {name}")
