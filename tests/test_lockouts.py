@@ -7,13 +7,16 @@ user's mistakes never stop another's logout behind the same web server.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from starlette.applications import Starlette
 
+from identity.accounts.limits import FailureGuard
 from identity.settings import RateLimit, Settings
 
 from .fakes import FakeClock, FakeIssuer, Issuers
@@ -193,3 +196,78 @@ async def test_linking_is_guarded(limited: Starlette, issuers: Issuers) -> None:
             for i in range(70)
         ]
         assert statuses == [400] * 5 + [429] * 65
+
+
+class HeldWrites:
+    """Failures from one key prefix that stay in flight: judged and answered by nothing yet,
+    their count written only when released."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+        self.release = asyncio.Event()
+        count = FailureGuard._count
+
+        async def held(guard: FailureGuard, key: str) -> Any:
+            if key.startswith(prefix):
+                await self.release.wait()
+            return await count(guard, key)
+
+        monkeypatch.setattr(FailureGuard, "_count", held)
+
+
+async def _settled(tasks: list[asyncio.Task[Any]]) -> None:
+    """Give every request time to reach its held write (nothing else makes them wait)."""
+    await asyncio.sleep(1.0)
+    assert not any(t.done() for t in tasks), [t.result().status_code for t in tasks if t.done()]
+
+
+async def test_a_burst_of_guesses_in_flight_locks_the_right_secret_out_too(
+    with_clients: Starlette, google: FakeIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The concurrent twin: wrong guesses whose failures are still being written when the right
+    secret is judged. Each guess passed the check at its start (nothing was counted yet); the
+    right one must not be answered because the database has not caught up."""
+    writes = HeldWrites(monkeypatch, "fail:ip:203.0.113.20")
+    async with client_from(with_clients, "203.0.113.20") as guesser:
+        wrong = basic("nextjs", "wrong-guess-0000000000")
+        burst = [
+            asyncio.create_task(exchange(guesser, google.mint(), headers=wrong)) for _ in range(8)
+        ]
+        admin_burst = [
+            asyncio.create_task(
+                guesser.get("/admin/users", headers=basic("backoffice", f"wrong-{i:016}"))
+            )
+            for i in range(3)
+        ]
+        await _settled(burst + admin_burst)
+        right = await exchange(guesser, google.mint(), headers=NEXTJS)
+        assert right.status_code == 429, right.text
+        assert (await guesser.get("/admin/users", headers=ADMIN)).status_code == 429
+        writes.release.set()
+        statuses = sorted([(await t).status_code for t in burst + admin_burst])
+    # Eleven failures for a limit of five: five answered as failures, the rest 429.
+    assert statuses == [401] * 5 + [429] * 6
+
+
+async def test_a_users_failures_in_flight_lock_their_next_request(
+    limited: Starlette, issuers: Issuers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same twin for a Bearer user: failures still being written already count."""
+    async with client_from(limited, "10.0.0.21") as server:
+        ada = await sign_in(server, issuers.google)
+        writes = HeldWrites(monkeypatch, "fail:")
+        pressed = [
+            asyncio.create_task(
+                server.post(
+                    "/users/me/accounts",
+                    json={"id_token": f"bad-id-token-{i}"},
+                    headers=bearer(ada["access_token"]),
+                )
+            )
+            for i in range(6)
+        ]
+        await _settled(pressed)
+        me = await server.get("/users/me", headers=bearer(ada["access_token"]))
+        assert me.status_code == 429
+        writes.release.set()
+        statuses = sorted([(await t).status_code for t in pressed])
+    assert statuses == [400] * 5 + [429]

@@ -176,6 +176,9 @@ class FailureGuard:
         self._clock = clock
         self._locked: dict[str, float] = {}  # key -> window end
         self._under: dict[str, float] = {}  # key -> when it was seen under the limit
+        # key -> (window start, failures this process answered in it), counted before the
+        # database is: failures still being written lock the key here at once (`fail`).
+        self._tally: dict[str, tuple[int, int]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -199,6 +202,13 @@ class FailureGuard:
 
     async def fail(self, key: str) -> RateLimited | None:
         """Count one failure of `key`; the 429 to send instead when that passed the limit."""
+        # Counted here before anything is awaited: a burst of concurrent guesses all past the
+        # check while their failures are still being written would otherwise all be judged,
+        # and a right secret among them answered. In memory, so it costs a success nothing.
+        self._tally_here(key)
+        return await self._count(key)
+
+    async def _count(self, key: str) -> RateLimited | None:
         try:
             async with self._db.hot() as sql:
                 counted = await self.counter.increment(sql, key)
@@ -211,6 +221,19 @@ class FailureGuard:
         if count >= window.limit.count:  # from now on this key is refused, here at once
             self._remember(self._locked, key, window.ends)
         return self._refusal(window) if count > window.limit.count else None
+
+    def _tally_here(self, key: str) -> None:
+        window = self.counter.window()
+        if window is None:
+            return
+        self._under.pop(key, None)
+        start, seen = self._tally.get(key, (window.start, 0))
+        seen = seen + 1 if start == window.start else 1
+        if len(self._tally) >= _CACHE_SIZE:
+            self._tally.clear()  # bounded memory; the database stays the truth
+        self._tally[key] = (window.start, seen)
+        if seen >= window.limit.count:
+            self._remember(self._locked, key, window.ends)
 
     def known_locked(self, key: str) -> None:
         """RateLimited when this process knows `key` is past the limit (reads nothing)."""
@@ -270,12 +293,22 @@ class Attempt:
 
     def admin_authenticated(self, client_id: str) -> None:
         """An admin client authenticated: its own mistakes after that (an unknown user id, a
-        bad query) are not guesses at a secret, and count nowhere."""
+        bad query) are not guesses at a secret, and count nowhere. RateLimited when this
+        process saw its IP reach the limit since the request was checked (`_judged`)."""
+        self._judged()
         self._client = client_id
         self._counted = False
 
     def client_authenticated(self, client_id: str) -> None:
+        """The client's secret was right; RateLimited as for `admin_authenticated`."""
+        self._judged()
         self._client = client_id
+
+    def _judged(self) -> None:
+        # A right secret is answered only if the IP was under the limit when it was judged, not
+        # only when the request came in: the twin of a burst of wrong guesses in flight.
+        if not self._bearer:
+            self._guard.known_locked(self._ip_key())
 
     def about_token(self, fingerprint: str) -> None:
         self._subject = f"token:{fingerprint}"
