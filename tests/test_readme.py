@@ -106,6 +106,8 @@ def test_file_blocks_are_the_tested_files() -> None:
         "tests/e2e/authjs/auth.ts",
         "tests/e2e/authjs/proxy.ts",
         "tests/e2e/authjs/app/api/backchannel-logout/route.ts",
+        "tests/e2e/pages/api/backchannel-logout.ts",
+        "tests/e2e/better-auth/app/api/backchannel-logout/route.ts",
         "tests/e2e/better-auth/lib/auth.ts",
         "tests/e2e/better-auth/lib/identity-plugin.ts",
         "tests/e2e/better-auth/lib/session.ts",
@@ -115,11 +117,15 @@ def test_file_blocks_are_the_tested_files() -> None:
         assert body == (ROOT / path).read_text(), f"the block for {path} differs from the file"
 
 
-def test_the_app_router_demos_share_their_identity_code() -> None:
+def test_the_demos_share_their_identity_code() -> None:
     # Each demo app is a project of its own; docs show each copy, and they stay one file.
     for name in ("identity.ts", "backchannel.ts"):
         authjs = (ROOT / "tests" / "e2e" / "authjs" / "lib" / name).read_text()
         assert authjs == (ROOT / "tests" / "e2e" / "better-auth" / "lib" / name).read_text(), name
+    # The NextAuth v4 demo checks and records a back-channel logout with the v5 demo's code.
+    for name in ("backchannel.ts", "logged-out.ts"):
+        authjs = (ROOT / "tests" / "e2e" / "authjs" / "lib" / name).read_text()
+        assert authjs == (ROOT / "tests" / "e2e" / "lib" / name).read_text(), name
 
 
 def test_excerpts_are_verbatim_parts_of_the_tested_files() -> None:

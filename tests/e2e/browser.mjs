@@ -1,7 +1,10 @@
-// Drives Debian's Chromium through the whole flow; prints what it saw as one JSON line.
+// Drives Debian's Chromium through the whole flow; prints what it saw as one JSON line (after
+// the steps it asks the test to take, driver.py).
 // usage: node browser.mjs <app url> <artifacts dir> <ms to wait for the access token to expire>
 import { mkdirSync } from "node:fs";
 import { chromium } from "playwright-core";
+
+import { ask, disabledAtIdentity } from "./driver.mjs";
 
 const [appUrl, artifacts, waitMs] = process.argv.slice(2);
 mkdirSync(artifacts, { recursive: true });
@@ -22,6 +25,13 @@ const context = await browser.newContext();
 const page = await context.newPage();
 const shot = (name, tab = page) => tab.screenshot({ path: `${artifacts}/${name}.png`, fullPage: true });
 const text = async (selector, tab = page) => (await tab.textContent(selector))?.trim();
+const dashboard = async () => {
+  await page.waitForSelector("#name");
+  return {
+    name: await text("#name"),
+    expiresAt: Number(await page.getAttribute("#expires", "data-ms")),
+  };
+};
 const seen = {};
 try {
   await page.goto(`${appUrl}/dashboard`);
@@ -85,6 +95,27 @@ try {
   await page.click("#signout");
   await page.waitForURL(/\/signin/);
   await page.waitForSelector("#microsoft");
+
+  // Ada again. Back-channel logout: tokens the app must refuse change nothing; an admin disabling
+  // her at identity signs this browser out at its next request, through identity's logout token
+  // to the other instance, long before her access token is due for a refresh.
+  await page.click("#google");
+  await page.waitForSelector("#account");
+  await page.click("#account");
+  seen.again = await dashboard();
+  seen.refused = await ask("refused-logout-tokens");
+  await page.reload();
+  seen.afterRefused = await dashboard();
+  seen.backchannel = await disabledAtIdentity(page, {
+    dashboard,
+    dashboardUrl: `${appUrl}/dashboard`,
+    sessionPath: "/api/auth/session",
+    waitMs,
+  });
+  await shot("9-back-channel-logout");
+  await page.goto(`${appUrl}/dashboard`);
+  await page.waitForSelector("#google");
+  seen.dashboardAfterBackchannel = new URL(page.url()).pathname;
 } catch (error) {
   await shot("failure").catch(() => {});
   seen.error = String(error);

@@ -49,3 +49,29 @@ export async function run(artifacts, steps) {
   console.log(JSON.stringify(seen));
   process.exit(seen.error ? 1 : 0);
 }
+
+/**
+ * Back-channel logout, as identity sends it: once `dashboard()` shows a freshly refreshed access
+ * token (the page is reloaded after `waitMs`, when the old one is due), the test has an admin
+ * disable the user at identity; the dashboard is then loaded again and again until the app has
+ * signed this browser out (on the sign-in page, and the app's own session endpoint `sessionPath`
+ * answers no user). Returns the test's answer with the times (ms since the epoch) and the loads.
+ */
+export async function disabledAtIdentity(page, { dashboard, dashboardUrl, sessionPath, waitMs }) {
+  await page.waitForTimeout(Number(waitMs));
+  await page.reload();
+  const { expiresAt } = await dashboard();
+  const answer = await ask("disable-user");
+  let loads = 0;
+  for (;;) {
+    loads += 1;
+    await page.goto(dashboardUrl);
+    if (new URL(page.url()).pathname === "/signin") {
+      const session = await page.evaluate(async (path) => (await fetch(path)).json(), sessionPath);
+      if (!session?.user) break;
+    }
+    if (Date.now() - answer.disabledAt > 20_000) throw new Error("signed in 20 s after disabling");
+    await page.waitForTimeout(100);
+  }
+  return { ...answer, expiresAt, signedOutAt: Date.now(), loads };
+}

@@ -1,7 +1,7 @@
 """Runs a browser script (`node <script>`), answering the steps it asks the test to take.
 
 The script prints one JSON object a line: `{"step": …}` asks for something only the test can do
-(look into identity's database, send a back-channel logout) and waits for the answer on its
+(look into identity's database, disable a user at identity) and waits for the answer on its
 standard input; any other object is its result, the last line it prints.
 """
 

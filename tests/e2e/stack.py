@@ -34,6 +34,11 @@ MICROSOFT_CLIENT_ID = "6731de76-14a6-49ae-97bc-6eba6914391e"
 MICROSOFT_CLIENT_SECRET = "demo-microsoft-secret"
 IDENTITY_CLIENT_ID = "nextjs"
 IDENTITY_CLIENT_SECRET = "demo-nextjs-secret-0123"
+# The back office's admin client (docs/admin.md): the tests disable a user through it.
+ADMIN_CLIENT_ID = "backoffice"
+ADMIN_CLIENT_SECRET = "demo-backoffice-secret-0123"
+LOGOUT_PATH = "/api/backchannel-logout"
+REFRESH_MARGIN_MS = 1000  # the apps refresh our access token this long before it expires
 
 
 @dataclass
@@ -44,6 +49,9 @@ class Stack:
     microsoft: Emulator
     database: Path
     keys: Path
+    # Where identity sends the app's back-channel logout: the second instance, straight (the
+    # browser's requests go to the first), so the instances are seen to share the logout.
+    logout_uri: str
 
 
 def npm() -> str | None:
@@ -103,6 +111,7 @@ def _app_env(
             "MICROSOFT_WELL_KNOWN": microsoft.base + microsoft.paths["discovery"],
             "NEXTAUTH_URL": app_url,
             "NEXTAUTH_SECRET": "demo-nextauth-secret-0123456789",
+            "LOGGED_OUT_DIR": str(workdir / "logged-out"),
         }
     if app == "authjs":
         return {
@@ -139,6 +148,8 @@ def stack(
     # Auth.js v5 asks Microsoft Entra ID's emulator over HTTPS only (see emulator.self_signed).
     tls = self_signed(workdir) if app == "authjs" else None
     trust = {"SSL_CERT_FILE": str(tls[0])} if tls else {}
+    ports = (free_port(), free_port())
+    logout_uri = f"http://127.0.0.1:{ports[1]}{LOGOUT_PATH}"
     with (
         running(GOOGLE_CLIENT_ID, GOOGLE_CLIENT_SECRET) as google,
         running(MICROSOFT_CLIENT_ID, MICROSOFT_CLIENT_SECRET, microsoft=True, tls=tls) as microsoft,
@@ -154,33 +165,39 @@ def stack(
             IDENTITY_MICROSOFT_CLIENT_IDS=MICROSOFT_CLIENT_ID,
             IDENTITY_MICROSOFT_TENANTS=TENANT,
             IDENTITY_MICROSOFT_AUTHORITY=microsoft.base,
-            IDENTITY_CLIENTS=f"{IDENTITY_CLIENT_ID}:{IDENTITY_CLIENT_SECRET}",
+            IDENTITY_CLIENTS=(
+                f"{IDENTITY_CLIENT_ID}:{IDENTITY_CLIENT_SECRET},"
+                f"{ADMIN_CLIENT_ID}:{ADMIN_CLIENT_SECRET}"
+            ),
+            IDENTITY_ADMIN_CLIENTS=ADMIN_CLIENT_ID,
+            # Development allows a plain-http loopback receiver (docs/notifications.md).
+            IDENTITY_BACKCHANNEL_LOGOUT_URIS=f"{IDENTITY_CLIENT_ID}={logout_uri}",
             IDENTITY_ACCESS_TOKEN_TTL=str(access_token_ttl),
             IDENTITY_CLOCK_SKEW="0",
         )
-        with serve(env, workdir) as identity:
-            ports = (free_port(), free_port())
-            with routing(*ports, port=app_port) as router_url:
-                # The App Router rewrites 127.0.0.1 to localhost in the URL route handlers see;
-                # Auth.js then builds redirect URIs that differ from the sign-in's: use localhost.
-                app_url = router_url
-                if app != "nextauth":
-                    app_url = router_url.replace("//127.0.0.1:", "//localhost:")
-                app_env = base_env(
-                    IDENTITY_URL=identity.url,
-                    IDENTITY_CLIENT_ID=IDENTITY_CLIENT_ID,
-                    IDENTITY_CLIENT_SECRET=IDENTITY_CLIENT_SECRET,
-                    IDENTITY_REFRESH_MARGIN_MS="1000",
-                    NEXT_TELEMETRY_DISABLED="1",
-                    **_app_env(app, app_url, google, microsoft, workdir),
+        with serve(env, workdir) as identity, routing(*ports, port=app_port) as router_url:
+            # The App Router rewrites 127.0.0.1 to localhost in the URL route handlers see;
+            # Auth.js then builds redirect URIs that differ from the sign-in's: use localhost.
+            app_url = router_url
+            if app != "nextauth":
+                app_url = router_url.replace("//127.0.0.1:", "//localhost:")
+            app_env = base_env(
+                IDENTITY_URL=identity.url,
+                IDENTITY_CLIENT_ID=IDENTITY_CLIENT_ID,
+                IDENTITY_CLIENT_SECRET=IDENTITY_CLIENT_SECRET,
+                IDENTITY_REFRESH_MARGIN_MS=str(REFRESH_MARGIN_MS),
+                NEXT_TELEMETRY_DISABLED="1",
+                **_app_env(app, app_url, google, microsoft, workdir),
+            )
+            # One after the other: the first instance has prepared the app's database (if
+            # it has one) when the second starts.
+            with (
+                _next(APPS[app], ports[0], app_env, workdir / "next-a.log"),
+                _next(APPS[app], ports[1], app_env, workdir / "next-b.log"),
+            ):
+                yield Stack(
+                    app_url, identity, google, microsoft, database, workdir / "keys", logout_uri
                 )
-                # One after the other: the first instance has prepared the app's database (if
-                # it has one) when the second starts.
-                with (
-                    _next(APPS[app], ports[0], app_env, workdir / "next-a.log"),
-                    _next(APPS[app], ports[1], app_env, workdir / "next-b.log"),
-                ):
-                    yield Stack(app_url, identity, google, microsoft, database, workdir / "keys")
 
 
 @contextmanager
@@ -227,6 +244,7 @@ def main() -> None:
     with stack(workdir, app=app, app_port=3000) as running_stack:
         print(f"demo app:   {running_stack.app_url}  ({app}; sign in with an emulated account)")
         print(f"identity:   {running_stack.identity.url}")
+        print(f"admin API:  curl -u {ADMIN_CLIENT_ID}:{ADMIN_CLIENT_SECRET} … (docs/admin.md)")
         print(f"google:     {running_stack.google.issuer}")
         print(f"microsoft:  {running_stack.microsoft.issuer}")
         try:

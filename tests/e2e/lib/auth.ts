@@ -1,5 +1,9 @@
+import { decodeJwt } from "jose";
 import type { NextAuthOptions } from "next-auth";
+import type { JWT } from "next-auth/jwt";
 import GoogleProvider from "next-auth/providers/google";
+
+import { isLoggedOut } from "./logged-out";
 
 const IDENTITY_URL = process.env.IDENTITY_URL!;
 const clientAuth =
@@ -40,6 +44,20 @@ function refreshOnce(refreshToken: string): Promise<TokenResponse> {
   return pending;
 }
 
+// Our tokens in NextAuth's token; `backendSid` names the session in a back-channel logout token.
+function withTokens(token: JWT, t: TokenResponse): JWT {
+  return {
+    ...token,
+    backendToken: t.access_token,
+    backendRefreshToken: t.refresh_token,
+    backendExpiresAt: Date.now() + t.expires_in * 1000,
+    backendSid: String(decodeJwt(t.access_token).sid),
+    error: undefined,
+  };
+}
+
+const LOGGED_OUT = "LoggedOut";
+
 export const authOptions: NextAuthOptions = {
   providers: [
     GoogleProvider({
@@ -78,30 +96,26 @@ export const authOptions: NextAuthOptions = {
           subject_token: account.id_token,
           subject_token_type: "urn:ietf:params:oauth:token-type:id_token",
         });
-        return {
-          ...token,
-          backendToken: t.access_token,
-          backendRefreshToken: t.refresh_token,
-          backendExpiresAt: Date.now() + t.expires_in * 1000,
-          error: undefined,
-        };
+        return withTokens(token, t);
+      }
+      // Ended by a back-channel logout (pages/api/backchannel-logout.ts). NextAuth v4 stores
+      // whatever this returns in the cookie: a token without our tokens or the user, for good.
+      if (token.error === LOGGED_OUT) return token;
+      if (token.backendSid && (await isLoggedOut(token.backendSid as string))) {
+        return { error: LOGGED_OUT };
       }
       const margin = Number(process.env.IDENTITY_REFRESH_MARGIN_MS ?? 30_000);
       if (Date.now() < (token.backendExpiresAt as number) - margin) return token;
       try {
-        const t = await refreshOnce(token.backendRefreshToken as string);
-        return {
-          ...token,
-          backendToken: t.access_token,
-          backendRefreshToken: t.refresh_token,
-          backendExpiresAt: Date.now() + t.expires_in * 1000,
-        };
+        return withTokens(token, await refreshOnce(token.backendRefreshToken as string));
       } catch {
         // invalid_grant: the session was revoked or expired; the app must sign in again.
         return { ...token, backendToken: undefined, error: "RefreshAccessTokenError" };
       }
     },
     async session({ session, token }) {
+      // Signed out: a session without a user (the pages send the browser to /signin).
+      if (token.error === LOGGED_OUT) return { expires: session.expires, error: LOGGED_OUT };
       return {
         ...session,
         backendToken: token.backendToken as string | undefined,
