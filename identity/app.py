@@ -132,14 +132,7 @@ def create_app(
         clock=clock,
     )
     sealer = Sealer(settings.token_encryption_keys)
-    revoker = apple_revocation.from_settings(settings, http, sealer, clock=clock)
-    data = data_services(
-        settings,
-        database,
-        mailer=mailer,
-        clock=clock,
-        revoke=revoker.submit if revoker is not None else None,
-    )
+    data = data_services(settings, database, mailer=mailer, clock=clock)
     sessions, users, verification, audit_log = (
         data.sessions,
         data.users,
@@ -205,12 +198,7 @@ def create_app(
                 leeway=settings.clock_skew,
                 max_age=settings.signal_max_age,
             ),
-            signals=Signals(
-                database,
-                clock=clock,
-                revoke=revoker.submit if revoker is not None else None,
-                notices=data.notices,
-            ),
+            signals=Signals(database, clock=clock, notices=data.notices),
             limit=limit,
             metrics=metrics,
         ).routes(),
@@ -221,7 +209,9 @@ def create_app(
     janitor = data.janitor
     # Its own client: notices go to the operator's receivers, never through an injected one.
     delivery_http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False)
-    senders = from_settings(settings, delivery_http, keys, clock)
+    # Apple's revocations through the injected client: Apple is the operator's setting.
+    apple = apple_revocation.from_settings(settings, http, sealer, clock=clock)
+    senders = from_settings(settings, delivery_http, keys, clock, apple=apple)
     deliveries = Deliveries(database, senders, metrics, clock=clock, interval=delivery_interval)
 
     @contextlib.asynccontextmanager
@@ -241,7 +231,7 @@ def create_app(
             housekeeping.run(keys, janitor, sessions, key_interval=interval, rotate=rotate)
         )
         # Nothing to deliver without a destination (no notice is written then): no rounds.
-        told = settings.webhooks or settings.backchannel_logout_uris
+        told = settings.webhooks or settings.backchannel_logout_uris or apple is not None
         worker = asyncio.create_task(deliveries.run() if told else asyncio.sleep(0))
         undo_hup = _on_sighup(lambda: _background(keys.refresh(force=True)))
         logger.info(

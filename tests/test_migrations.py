@@ -101,3 +101,24 @@ def test_the_pruning_indexes_made_beforehand_are_kept(tmp_path: Path) -> None:
             for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
         }
     assert not left & {"ix_sessions_expires", "ix_sessions_last_used_at", "ix_sessions_sealed"}
+
+
+def test_apple_revocations_leave_with_their_column_on_downgrade(tmp_path: Path) -> None:
+    # 0011 adds outbox.sealed (an Apple revocation's sealed token); the release before knows no
+    # apple.revoke notice, so a downgrade drops those still pending and keeps every other one.
+    path = tmp_path / "m.db"
+    config = alembic_config(f"sqlite+aiosqlite:///{path}")
+    command.upgrade(config, "0011")
+    insert = (
+        "INSERT INTO outbox (event, destination, payload, created_at, next_attempt_at, attempts, "
+        "state, sealed) VALUES (?, ?, '{}', '2026-12-05', '2026-12-05', 0, 'pending', ?)"
+    )
+    with sqlite3.connect(path) as connection:
+        connection.execute(insert, ("apple.revoke", "apple:web", "gAAAA-sealed"))
+        connection.execute(insert, ("user.deleted", "webhook:https://hooks.example", None))
+    command.downgrade(config, "0010")
+    with sqlite3.connect(path) as connection:
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(outbox)")}
+        events = [row[0] for row in connection.execute("SELECT event FROM outbox")]
+    assert "sealed" not in columns
+    assert events == ["user.deleted"]

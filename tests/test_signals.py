@@ -3,14 +3,22 @@ the policy table, its audit event, and idempotency on the `jti`."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
+import time
 from typing import Any
 
 import httpx
 import jwt
 import pytest
+from standardwebhooks.webhooks import Webhook
+
+from identity.destinations import WebhookEndpoint
+from identity.settings import Settings
 
 from .fakes import FakeClock, FakeIssuer, Issuers
+from .receivers import receiver
 from .security_events import (
     APPLE_RELAY,
     APPLE_SUB,
@@ -20,7 +28,7 @@ from .security_events import (
     google_set,
     logout_token,
 )
-from .support import Sql, bearer, exchange, refresh, sign_in
+from .support import Sql, bearer, exchange, refresh, running, sign_in
 
 pytestmark = pytest.mark.anyio
 SECEVENT = {"Content-Type": "application/secevent+jwt"}
@@ -194,6 +202,82 @@ async def test_account_purged_keeps_a_user_with_another_account(
     assert [r["provider"] for r in await sql.rows("SELECT provider FROM accounts")] == ["apple"]
     assert (await refresh(client, kept["refresh_token"])).status_code == 200
     assert (await refresh(client, user["refresh_token"])).status_code == 400
+
+
+async def test_a_signals_unlink_and_delete_tell_webhooks_as_the_users_own_do(
+    settings: Settings, issuers: Issuers, clock: FakeClock, sql: Sql
+) -> None:
+    """`account-purged` and `account-delete` unlink through the same code as DELETE
+    /users/me/accounts/… and DELETE /users/me: the same notices, verified as any receiver would."""
+    clock.now = time.time()  # the library checks the timestamp against the real clock
+    key = b"0123456789abcdef0123456789abcdef"
+    events = frozenset({"account.unlinked", "user.deleted", "session.ended"})
+    google, apple = issuers.google, issuers.apple
+    with receiver(200) as hook:
+        changed = dataclasses.replace(settings, webhooks=(WebhookEndpoint(hook.url, key, events),))
+        async with running(changed, issuers, clock, delivery_interval=3600) as (app, client):
+            user = await sign_in(client, google)
+            user_id = user["user"]["id"]
+            linked = await client.post(
+                "/users/me/accounts",
+                json={"id_token": apple.mint()},
+                headers=bearer(user["access_token"]),
+            )
+            assert linked.status_code == 200, linked.text
+            through_apple = await sign_in(client, apple)
+            # Google's account goes; the user keeps Apple's.
+            purged = await send_google(client, google_set(google, "account-purged"))
+            assert purged.status_code == 202
+            while await app.state.deliveries.round():
+                pass
+            first = [Webhook(_whsec(key)).verify(r.body, r.headers) for r in hook.received]
+            # Apple's goes too: the user, left with no account, is deleted.
+            deleted = await send_apple(client, apple_notification(apple, "account-delete"))
+            assert deleted.status_code == 200
+            while await app.state.deliveries.round():
+                pass
+            second = [Webhook(_whsec(key)).verify(r.body, r.headers) for r in hook.received]
+
+    def ended(body: dict[str, Any], event: str) -> tuple[str, dict[str, Any]]:
+        reason = f"signal:{event}"
+        data = {"sid": sid_of(body), "user_id": user_id, "client_id": "public", "reason": reason}
+        return ("session.ended", data)
+
+    # A round sends its notices concurrently: they arrive in any order.
+    assert sorted(((m["type"], m["data"]) for m in first), key=str) == sorted(
+        [
+            ended(user, "account-purged"),
+            ("account.unlinked", {"user_id": user_id, "provider": "google"}),
+        ],
+        key=str,
+    )
+    assert sorted(((m["type"], m["data"]) for m in second[len(first) :]), key=str) == sorted(
+        [
+            ended(through_apple, "account-delete"),
+            ("account.unlinked", {"user_id": user_id, "provider": "apple"}),
+            ("user.deleted", {"user_id": user_id}),
+        ],
+        key=str,
+    )
+    # Each notice belongs to its audit event, which says a signal did it.
+    rows = await sql.rows(
+        "SELECT o.event, a.type, a.detail FROM outbox o JOIN audit_events a "
+        "ON a.id = o.audit_event_id WHERE o.event <> 'session.ended' ORDER BY o.id"
+    )
+    assert [(r["event"], r["type"]) for r in rows] == [
+        ("account.unlinked", "account_unlinked"),
+        ("account.unlinked", "account_unlinked"),
+        ("user.deleted", "user_deleted"),
+    ]
+    assert all(_detail(r["detail"])["by"] == "signal" for r in rows)
+
+
+def _whsec(key: bytes) -> str:
+    return "whsec_" + base64.b64encode(key).decode()
+
+
+def _detail(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else json.loads(value)
 
 
 async def test_an_event_about_an_unknown_account_is_acknowledged_and_audited(

@@ -36,20 +36,24 @@ _CLAIM = {
 UPDATE outbox SET next_attempt_at = now() + make_interval(secs => $2)
 WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= now()
              ORDER BY next_attempt_at, id LIMIT $1 FOR UPDATE SKIP LOCKED)
-RETURNING id, event, destination, payload, attempts, created_at, audit_event_id
+RETURNING id, event, destination, payload, attempts, created_at, audit_event_id, sealed
 """,
     "sqlite": """
 UPDATE outbox SET next_attempt_at = $3
 WHERE id IN (SELECT id FROM outbox WHERE state = 'pending' AND next_attempt_at <= $2
              ORDER BY next_attempt_at, id LIMIT $1)
-RETURNING id, event, destination, payload, attempts, created_at, audit_event_id
+RETURNING id, event, destination, payload, attempts, created_at, audit_event_id, sealed
 """,
 }
 _ATTEMPTED = """
 INSERT INTO deliveries (outbox_id, attempted_at, outcome, status_code, error)
 VALUES ($1, $2, $3, $4, $5)
 """
-_FINISHED = "UPDATE outbox SET state = $2, attempts = attempts + 1, finished_at = $3 WHERE id = $1"
+# A finished notice forgets its sealed token: kept a week for `identity outbox list`, not it.
+_FINISHED = (
+    "UPDATE outbox SET state = $2, attempts = attempts + 1, finished_at = $3, sealed = NULL "
+    "WHERE id = $1"
+)
 # When a notice is next due is the database's clock on PostgreSQL, as every replica reads it.
 _RETRY = {
     "postgresql": "UPDATE outbox SET attempts = attempts + 1, "
@@ -176,6 +180,7 @@ def _notice(row: Row) -> Notice:
         attempts=int(row["attempts"]),
         created_at=_time(row["created_at"]),
         audit_event_id=row["audit_event_id"],
+        sealed=row["sealed"],
     )
 
 

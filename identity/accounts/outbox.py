@@ -6,12 +6,14 @@ back-channel logout URI to the ends of its sessions. A change calls `write` (or,
 sessions, `sessions.end_sessions`) on its own transaction, so a notice exists exactly when its
 change does; nobody subscribed, no row. The delivery worker (`delivery.py`) sends them.
 
-Payloads hold ids and changed field names, never a token, secret or address.
+Payloads hold ids and changed field names, never a token, secret or address. One kind is
+internal: `apple.revoke`, the revocation of a deleted or unlinked Apple account's refresh token
+(`revoke_at_apple`), whose token travels sealed in the row's own `sealed` column.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,13 +22,16 @@ import orjson
 
 from identity.destinations import WebhookEndpoint
 from identity.store.database import Sql
+from identity.tokens.apple_revocation import AppleClients, StoredAppleToken
 
 BACKCHANNEL = "backchannel:"
+APPLE = "apple:"  # apple:<client id>: a refresh token to revoke at Apple
+APPLE_REVOKE = "apple.revoke"  # internal: no webhook can subscribe to it (destinations.EVENTS)
 # Due at once: by the database's clock on PostgreSQL, which the delivery worker reads.
 _INSERT = """
 INSERT INTO outbox (event, destination, payload, audit_event_id, created_at, next_attempt_at,
-                    attempts, state)
-VALUES ($1, $2, $3, $4, $5, {due}, 0, 'pending')
+                    attempts, state, sealed)
+VALUES ($1, $2, $3, $4, $5, {due}, 0, 'pending', $6)
 """
 _DUE = {"postgresql": "now()", "sqlite": "$5"}
 _REVOKED = """
@@ -40,11 +45,13 @@ _TXID = {"postgresql": "pg_current_xact_id()::text::bigint", "sqlite": "0"}
 
 @dataclass(frozen=True)
 class Notices:
-    """Who is told what; `token_ttl` bounds how long an ended session's access tokens live."""
+    """Who is told what; `token_ttl` bounds how long an ended session's access tokens live;
+    `apple` is set when stored Apple refresh tokens are revoked at Apple."""
 
     webhooks: tuple[WebhookEndpoint, ...] = ()
     backchannel: Mapping[str, str] = field(default_factory=dict)
     token_ttl: int = 960  # IDENTITY_ACCESS_TOKEN_TTL + IDENTITY_CLOCK_SKEW
+    apple: AppleClients | None = field(default=None, compare=False)
 
     def subscribers(self, event: str) -> tuple[str, ...]:
         return tuple(w.destination for w in self.webhooks if event in w.events)
@@ -79,12 +86,13 @@ async def write(
     *,
     at: datetime,
     audit_event_id: int | None,
+    sealed: str | None = None,
 ) -> None:
     body = orjson.dumps(payload).decode()
     # A transaction knows its dialect; only PostgreSQL's functions write without one.
     query = _INSERT.format(due=_DUE[getattr(sql, "dialect", "postgresql")])
     for destination in destinations:
-        await sql.fetch(query, event, destination, body, audit_event_id, at)
+        await sql.fetch(query, event, destination, body, audit_event_id, at, sealed)
 
 
 async def tell(
@@ -100,6 +108,35 @@ async def tell(
     await write(
         sql, notices.subscribers(event), event, payload, at=at, audit_event_id=audit_event_id
     )
+
+
+async def revoke_at_apple(
+    sql: Sql,
+    notices: Notices,
+    stored: Sequence[StoredAppleToken],
+    *,
+    user_id: str,
+    at: datetime,
+    audit_event_id: int | None,
+) -> None:
+    """One `apple.revoke` notice per stored Apple refresh token, in the transaction that deletes
+    its account; nothing when Apple revocation is not configured."""
+    if notices.apple is None:
+        return
+    for item in stored:
+        destination = APPLE + notices.apple.client_of(item)
+        # Kept sealed as in `accounts` (the same Fernet ciphertext under
+        # IDENTITY_TOKEN_ENCRYPTION_KEY): a database reader never sees the token, and only the
+        # sender opens it, at send time.
+        await write(
+            sql,
+            (destination,),
+            APPLE_REVOKE,
+            {"user_id": user_id},
+            at=at,
+            audit_event_id=audit_event_id,
+            sealed=item.refresh_token,
+        )
 
 
 async def revoked(

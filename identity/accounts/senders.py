@@ -1,5 +1,7 @@
-"""How a notice leaves: the back-channel logout token to a client's logout URI, or a Standard
-Webhooks request to an endpoint (docs/notifications.md).
+"""How a notice leaves: the back-channel logout token to a client's logout URI, a Standard
+Webhooks request to an endpoint (docs/notifications.md), or a refresh token revoked at Apple
+(tokens/apple_revocation.py: IDENTITY_APPLE_REVOKE_URL, the operator's setting, so the receivers'
+address checks below do not apply to it).
 
 Every request is one POST with a 5 s timeout that follows no redirect. In production the URL must
 be https:// and its host must resolve only to public addresses; the request then goes to the very
@@ -14,7 +16,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -26,9 +28,10 @@ from identity.clock import Clock
 from identity.destinations import RefusedTarget, WebhookEndpoint, public_addresses
 from identity.settings import Settings
 from identity.tokens import logout_tokens
+from identity.tokens.apple_revocation import AppleRevoker
 from identity.tokens.signing_keys import KeyManager
 
-from .outbox import BACKCHANNEL
+from .outbox import APPLE, BACKCHANNEL
 
 TIMEOUT = 5.0
 WEBHOOK = "webhook:"
@@ -46,9 +49,12 @@ class Notice:
     attempts: int
     created_at: datetime
     audit_event_id: int | None = None
+    sealed: str | None = field(default=None, repr=False)  # an Apple revocation's token, sealed
 
     @property
     def kind(self) -> str:
+        if self.destination.startswith(APPLE):
+            return "apple"
         return "backchannel" if self.destination.startswith(BACKCHANNEL) else "webhook"
 
 
@@ -81,6 +87,7 @@ class Senders:
         production: bool,
         clock: Clock = time.time,
         resolve: Resolver = public_addresses,
+        apple: AppleRevoker | None = None,
     ) -> None:
         self._http = http
         self._keys = keys
@@ -90,11 +97,22 @@ class Senders:
         self._production = production
         self._clock = clock
         self._resolve = resolve
+        self._apple = apple  # None: Apple revocation is not configured
 
     async def send(self, notice: Notice) -> Attempt:
+        if notice.destination.startswith(APPLE):
+            return await self._revoke_at_apple(notice)
         if notice.destination.startswith(BACKCHANNEL):
             return await self._logout(notice)
         return await self._webhook(notice)
+
+    async def _revoke_at_apple(self, notice: Notice) -> Attempt:
+        if self._apple is None or notice.sealed is None:
+            return Attempt("gone", error="not_configured")
+        answer = await self._apple.revoke(notice.sealed, notice.destination.removeprefix(APPLE))
+        # Apple's 400 (or a token no key opens) is final: retrying cannot make it pass.
+        outcome = {True: "delivered", False: "gone", None: "failed"}[answer.done]
+        return Attempt(outcome, answer.status, answer.error)
 
     async def _logout(self, notice: Notice) -> Attempt:
         client_id = notice.destination.removeprefix(BACKCHANNEL)
@@ -167,7 +185,12 @@ class Senders:
 
 
 def from_settings(
-    settings: Settings, http: httpx.AsyncClient, keys: KeyManager, clock: Clock
+    settings: Settings,
+    http: httpx.AsyncClient,
+    keys: KeyManager,
+    clock: Clock,
+    *,
+    apple: AppleRevoker | None = None,
 ) -> Senders:
     return Senders(
         http,
@@ -177,4 +200,5 @@ def from_settings(
         backchannel=settings.backchannel_logout_uris,
         production=settings.production,
         clock=clock,
+        apple=apple,
     )

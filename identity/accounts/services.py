@@ -16,10 +16,12 @@ from identity.accounts.mail import LogMailer, Mailer, SmtpMailer
 from identity.accounts.notices import NoticeLog
 from identity.accounts.outbox import Notices
 from identity.accounts.sessions import SessionPolicy, Sessions
-from identity.accounts.users import Revoke, Users
+from identity.accounts.users import Users
 from identity.clock import Clock
 from identity.settings import Settings
 from identity.store.database import Database
+from identity.tokens import apple_revocation
+from identity.tokens.provider_tokens import Sealer
 
 __all__ = ["DataServices", "data_services"]
 
@@ -44,7 +46,6 @@ def data_services(
     *,
     mailer: Mailer | None = None,
     clock: Clock = time.time,
-    revoke: Revoke | None = None,
 ) -> DataServices:
     policy = SessionPolicy(
         absolute_ttl=settings.refresh_token_ttl,
@@ -56,6 +57,7 @@ def data_services(
         webhooks=settings.webhooks,
         backchannel=settings.backchannel_logout_uris,
         token_ttl=settings.access_token_ttl + settings.clock_skew,
+        apple=apple_revocation.clients(settings, Sealer(settings.token_encryption_keys)),
     )
     sessions = Sessions(database, policy, clock=clock, notices=notices)
     if mailer is None:
@@ -73,7 +75,7 @@ def data_services(
         enabled=settings.mail_enabled,
         clock=clock,
     )
-    users = Users(database, verification, clock=clock, notices=notices, revoke=revoke)
+    users = Users(database, verification, clock=clock, notices=notices)
     audit_log = AuditLog(database, retention=settings.audit_retention, clock=clock)
     return DataServices(
         sessions=sessions,

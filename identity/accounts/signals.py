@@ -16,19 +16,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 
 from identity import addresses
 from identity.clock import Clock, utc
 from identity.store.database import Database, Tx
 from identity.store.models import ACCOUNTS, SESSIONS, USERS
-from identity.tokens.apple_revocation import StoredAppleToken
 from identity.tokens.signal_tokens import Signal
 
 from . import audit
 from .outbox import NOBODY, Notices
 from .sessions import end_sessions
-from .users import Revoke, apple_tokens
+from .users import delete_user, unlink_account
 
 RISC = "https://schemas.openid.net/secevent/risc/event-type/"
 OAUTH = "https://schemas.openid.net/secevent/oauth/event-type/"
@@ -97,13 +96,11 @@ class Signals:
         database: Database,
         *,
         clock: Clock = time.time,
-        revoke: Revoke | None = None,
         notices: Notices = NOBODY,
     ) -> None:
         self._db = database
         self._clock = clock
         self._notices = notices
-        self._revoke = revoke  # None: Apple revocation is not configured
         self._actions: dict[str, Callable[[Tx, Signal, _Event, _Account], Awaitable[int]]] = {
             "end_user_sessions": self._end_user_sessions,
             "end_user_sessions_and_forget_tokens": self._end_user_sessions_and_forget_tokens,
@@ -123,15 +120,12 @@ class Signals:
     async def receive(self, signal: Signal, *, context: audit.Context) -> list[Outcome]:
         """Apply `signal` once, in one transaction; what each of its events did."""
         events = _events_of(signal)
-        stored: list[StoredAppleToken] = []
         async with self._db.transaction() as tx:
             now = utc(self._clock())
             if await tx.fetchrow(_REMEMBER, signal.provider, signal.jti, signal.keep_until) is None:
                 # Delivered before (or by a twin that committed first): acknowledged, no effect.
                 return [Outcome(e.name, action_of(signal, e), "duplicate") for e in events]
-            outcomes = [await self._apply(tx, signal, e, now, context, stored) for e in events]
-        if stored and self._revoke is not None:
-            self._revoke(stored)  # after the commit, in the background
+            outcomes = [await self._apply(tx, signal, e, now, context) for e in events]
         return outcomes
 
     async def _apply(
@@ -141,12 +135,9 @@ class Signals:
         event: _Event,
         now: datetime,
         context: audit.Context,
-        stored: list[StoredAppleToken],
     ) -> Outcome:
         action = action_of(signal, event)
         account = await _account(tx, signal.provider, event.subject)
-        if action == "unlink_account" and account is not None and self._revoke is not None:
-            stored += await apple_tokens(tx, account_id=account.id)
         if action == AUDIT_ONLY:
             outcome, count = "audited", 0
         elif account is None and not (action == "end_upstream_sessions" and event.subject is None):
@@ -224,30 +215,32 @@ class Signals:
     async def _unlink(self, tx: Tx, s: Signal, e: _Event, a: _Account) -> int:
         # The user's row, locked: a concurrent unlink or delete sees what this one leaves.
         await tx.execute(select(USERS.c.id).where(USERS.c.id == a.user_id).with_for_update())
-        ended = await self._end(tx, e, account_id=a.id)
-        await tx.execute(delete(ACCOUNTS).where(ACCOUNTS.c.id == a.id))
+        now = utc(self._clock())
+        # As the user's own unlink and DELETE /users/me do it (users.py): the same audit events,
+        # `account.unlinked` / `user.deleted` notices and Apple token revocations.
+        reason, by = f"signal:{e.name}", {"by": "signal"}
+        ended = await unlink_account(
+            tx,
+            self._notices,
+            user_id=a.user_id,
+            account_id=a.id,
+            provider=s.provider,
+            at=now,
+            context=audit.Context(),
+            end=True,
+            reason=reason,
+            detail=by,
+        )
         left = (
             await tx.execute(select(ACCOUNTS.c.id).where(ACCOUNTS.c.user_id == a.user_id).limit(1))
         ).first()
-        now = utc(self._clock())
-        context = audit.Context()
-        await audit.record(
-            tx,
-            "account_unlinked",
-            at=now,
-            context=context,
-            user_id=a.user_id,
-            provider=s.provider,
-            by="signal",
+        if left is not None:
+            return len(ended)
+        # Nobody could sign in as this user again: deleted as by DELETE /users/me.
+        gone = await delete_user(
+            tx, self._notices, a.user_id, at=now, context=audit.Context(), reason=reason, detail=by
         )
-        if left is None:
-            # Nobody could sign in as this user again: deleted as by DELETE /users/me (its
-            # sessions, mail tokens and the rest go with it, ON DELETE CASCADE).
-            await tx.execute(delete(USERS).where(USERS.c.id == a.user_id))
-            await audit.record(
-                tx, "user_deleted", at=now, context=context, user_id=a.user_id, by="signal"
-            )
-        return ended
+        return len(ended) + len(gone)
 
     async def _stop_mail(self, tx: Tx, s: Signal, e: _Event, a: _Account) -> int:
         address = addresses.normalize(e.body.get("email"))

@@ -9,7 +9,6 @@ another user is refused at once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,18 +32,15 @@ from identity.tokens.id_tokens import VerifiedIdentity
 from . import audit, outbox
 from .email_verification import EmailVerification
 from .outbox import NOBODY, Notices
-from .sessions import end_sessions
+from .sessions import Ended, end_sessions
 from .sign_in import REMEMBER_REPLAY
-
-# Hands stored Apple refresh tokens to revocation after the commit (tokens/apple_revocation.py).
-Revoke = Callable[[Sequence[StoredAppleToken]], None]
 
 
 async def apple_tokens(
     tx: Tx, *, user_id: str | None = None, account_id: str | None = None
 ) -> list[StoredAppleToken]:
     """The stored (sealed) Apple refresh tokens of a user's or one account's Apple accounts,
-    read in the transaction that deletes them, to be revoked at Apple once it commits."""
+    read in the transaction that deletes them: their revocations are written in it too."""
     statement = select(ACCOUNTS.c.refresh_token, ACCOUNTS.c.id_token).where(
         ACCOUNTS.c.provider == "apple", ACCOUNTS.c.refresh_token.is_not(None)
     )
@@ -54,6 +50,88 @@ async def apple_tokens(
         statement = statement.where(ACCOUNTS.c.id == account_id)
     rows = (await tx.execute(statement)).all()
     return [StoredAppleToken(r.refresh_token, r.id_token) for r in rows]
+
+
+async def delete_user(
+    tx: Tx,
+    notices: Notices,
+    user_id: str,
+    *,
+    at: datetime,
+    context: audit.Context,
+    reason: str = "user_deleted",
+    detail: dict[str, Any] | None = None,
+) -> Ended:
+    """The one way a user is deleted (DELETE /users/me, an admin, the CLI, a provider's signal
+    that unlinks their last account): its sessions end as every session does (their notices,
+    the revocation feed), its stored Apple tokens get their revocations, the user goes with its
+    accounts, rotated tokens and mail tokens (ON DELETE CASCADE), and `user.deleted` is told;
+    all on the caller's transaction. NotFound when there is no such user."""
+    stored = await apple_tokens(tx, user_id=user_id) if notices.apple is not None else []
+    ended = await end_sessions(
+        tx,
+        notices,
+        dialect=tx.dialect,
+        reason=reason,
+        at=at,
+        context=context,
+        event="user_deleted",
+        user_id=user_id,
+        always=True,
+        detail=detail,
+    )
+    await outbox.revoke_at_apple(
+        tx, notices, stored, user_id=user_id, at=at, audit_event_id=ended.event_id
+    )
+    result = await tx.execute(delete(USERS).where(USERS.c.id == user_id))
+    if not result.rowcount:
+        raise NotFound("no such user")  # rolls back everything written above
+    await outbox.tell(
+        tx, notices, "user.deleted", {"user_id": user_id}, at=at, audit_event_id=ended.event_id
+    )
+    return ended
+
+
+async def unlink_account(
+    tx: Tx,
+    notices: Notices,
+    *,
+    user_id: str,
+    account_id: str,
+    provider: str,
+    at: datetime,
+    context: audit.Context,
+    end: bool = False,
+    reason: str = "account_unlinked",
+    detail: dict[str, Any] | None = None,
+) -> Ended:
+    """The one way an account is unlinked (the user's own unlink, a provider's signal): the
+    `account_unlinked` event, the sessions it started ended when `end` (the user's own unlink
+    leaves them, docs/accounts.md), its stored Apple token's revocation, the row deleted and
+    `account.unlinked` told; all on the caller's transaction, which holds the user's row."""
+    stored = await apple_tokens(tx, account_id=account_id) if notices.apple is not None else []
+    ended = await end_sessions(
+        tx,
+        notices,
+        dialect=tx.dialect,
+        reason=reason,
+        at=at,
+        context=context,
+        event="account_unlinked",
+        user_id=user_id,
+        account_id=account_id if end else "",  # "": no session matches, the event is recorded
+        always=True,
+        detail={"provider": provider, **(detail or {})},
+    )
+    await outbox.revoke_at_apple(
+        tx, notices, stored, user_id=user_id, at=at, audit_event_id=ended.event_id
+    )
+    await tx.execute(delete(ACCOUNTS).where(ACCOUNTS.c.id == account_id))
+    payload = {"user_id": user_id, "provider": provider}
+    await outbox.tell(
+        tx, notices, "account.unlinked", payload, at=at, audit_event_id=ended.event_id
+    )
+    return ended
 
 
 async def public_user(tx: Tx, user_id: str, *, lock: bool = False) -> UserPublic | None:
@@ -91,13 +169,11 @@ class Users:
         *,
         clock: Clock = time.time,
         notices: Notices = NOBODY,
-        revoke: Revoke | None = None,
     ) -> None:
         self._db = database
         self._verification = verification
         self._clock = clock
         self._notices = notices
-        self._revoke = revoke  # None: Apple revocation is not configured
 
     async def get(self, user_id: str) -> UserPublic:
         async with self._db.transaction() as tx:
@@ -169,34 +245,7 @@ class Users:
         """The user, accounts, sessions and mail tokens, gone in one transaction."""
         now = utc(self._clock())
         async with self._db.transaction() as tx:
-            stored = await apple_tokens(tx, user_id=user_id) if self._revoke else []
-            # Its sessions end as every session does (their notices, the revocation feed); the
-            # accounts, rotated tokens and mail tokens go with the user (ON DELETE CASCADE).
-            ended = await end_sessions(
-                tx,
-                self._notices,
-                dialect=tx.dialect,
-                reason="user_deleted",
-                at=now,
-                context=context,
-                event="user_deleted",
-                user_id=user_id,
-                always=True,
-                detail=detail,
-            )
-            result = await tx.execute(delete(USERS).where(USERS.c.id == user_id))
-            if not result.rowcount:
-                raise NotFound("no such user")  # rolls back the event recorded above
-            await outbox.tell(
-                tx,
-                self._notices,
-                "user.deleted",
-                {"user_id": user_id},
-                at=now,
-                audit_event_id=ended.event_id,
-            )
-        if stored and self._revoke is not None:
-            self._revoke(stored)  # after the commit, in the background: never in this request
+            await delete_user(tx, self._notices, user_id, at=now, context=context, detail=detail)
 
     async def link(
         self,
@@ -271,7 +320,6 @@ class Users:
         account_key: str,
         *,
         context: audit.Context,
-        end: bool = False,
     ) -> None:
         async with self._db.transaction() as tx:
             # The user's row, locked: two concurrent unlinks cannot both see a second account.
@@ -293,36 +341,12 @@ class Users:
                 raise NotFound("no such account of this user")
             if len(accounts) == 1:
                 raise Conflict("this is the user's only account: they could never sign in again")
-            stored = (
-                await apple_tokens(tx, account_id=target[0])
-                if self._revoke and provider == "apple"
-                else []
-            )
-            now = utc(self._clock())
-            # The user's own unlink leaves the sessions it started (docs/accounts.md); a
-            # provider's signal (`end=True`) ends them, as every session ends.
-            ended = await end_sessions(
+            await unlink_account(
                 tx,
                 self._notices,
-                dialect=tx.dialect,
-                reason="account_unlinked",
-                at=now,
-                context=context,
-                event="account_unlinked",
                 user_id=user_id,
-                account_id=target[0] if end else "",
-                always=True,
-                detail={"provider": provider},
+                account_id=target[0],
+                provider=provider,
+                at=utc(self._clock()),
+                context=context,
             )
-            await tx.execute(delete(ACCOUNTS).where(ACCOUNTS.c.id == target[0]))
-            payload = {"user_id": user_id, "provider": provider}
-            await outbox.tell(
-                tx,
-                self._notices,
-                "account.unlinked",
-                payload,
-                at=now,
-                audit_event_id=ended.event_id,
-            )
-        if stored and self._revoke is not None:
-            self._revoke(stored)  # after the commit, in the background

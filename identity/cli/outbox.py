@@ -18,6 +18,8 @@ from identity.clock import utc
 from identity.settings import Settings
 from identity.store.database import Database
 from identity.store.shapes import NoticePublic
+from identity.tokens import apple_revocation
+from identity.tokens.provider_tokens import Sealer
 from identity.tokens.signing_keys import KeyManager, KeyStore
 
 from .command import command, group
@@ -71,7 +73,10 @@ def _deliver(settings: Settings, args: argparse.Namespace) -> int:
         try:
             async with database.transaction() as tx:
                 await tx.fetch(_DUE_NOW, _now())
-            deliveries = Deliveries(database, from_settings(settings, http, keys, time.time), None)
+            sealer = Sealer(settings.token_encryption_keys)
+            apple = apple_revocation.from_settings(settings, http, sealer)
+            senders = from_settings(settings, http, keys, time.time, apple=apple)
+            deliveries = Deliveries(database, senders, None)
             claimed = 0
             for _ in range(1000):  # a round claims at most a batch; failures wait their backoff
                 done = await deliveries.round()

@@ -11,7 +11,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-import httpx
 import orjson
 from sqlmodel import SQLModel
 
@@ -22,8 +21,6 @@ from identity.errors import InvalidRequest, NotFound
 from identity.settings import Settings
 from identity.store.database import Database
 from identity.store.shapes import AdminUser, AuditEventDetail, AuditEventPublic
-from identity.tokens import apple_revocation
-from identity.tokens.provider_tokens import Sealer
 
 from .command import command, group
 
@@ -68,19 +65,12 @@ def add_parsers(commands: Any) -> None:
 def _run(settings: Settings, work: Callable[[DataServices], Awaitable[T]]) -> T:
     async def run() -> T:
         database = Database(settings.database_url, pool_mode=settings.database_pool_mode)
-        async with httpx.AsyncClient(timeout=httpx.Timeout(5.0)) as http:
-            # A deleted user's Apple tokens are revoked before the command returns.
-            # A command waits for it: two quick retries, not the server's long tail.
-            revoker = apple_revocation.from_settings(
-                settings, http, Sealer(settings.token_encryption_keys), delays=(1.0, 5.0)
-            )
-            revoke = revoker.submit if revoker is not None else None
-            try:
-                return await work(data_services(settings, database, revoke=revoke))
-            finally:
-                if revoker is not None:
-                    await revoker.drain()
-                await database.close()
+        # A deleted user's Apple token revocations are outbox notices: the service's
+        # delivery workers (or `identity outbox deliver`) send them.
+        try:
+            return await work(data_services(settings, database))
+        finally:
+            await database.close()
 
     return asyncio.run(run())
 

@@ -290,14 +290,16 @@ _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 class OutboxNotice(SQLModel, table=True):
     """One notice for one destination, written in the transaction of its change and delivered
     by the worker (docs/notifications.md). `payload` holds ids and changed field names, never a
-    token or secret."""
+    token or secret; `sealed`, only an Apple revocation's, its refresh token as sealed in
+    `accounts` (Fernet), cleared when the notice is delivered or dropped."""
 
     __tablename__ = "outbox"
     __table_args__ = (sa.Index("ix_outbox_due", "state", "next_attempt_at"),)
 
     id: int | None = _serial()
     event: str = Field(max_length=32)  # user.created, session.ended, …
-    destination: str = Field(max_length=600)  # webhook:<url> or backchannel:<client id>
+    # webhook:<url>, backchannel:<client id> or apple:<client id>
+    destination: str = Field(max_length=600)
     payload: dict[str, Any] = Field(default_factory=dict, sa_type=_JSON)
     audit_event_id: int | None = Field(default=None, sa_type=sa.BigInteger, index=True)
     created_at: datetime = _time()
@@ -305,6 +307,7 @@ class OutboxNotice(SQLModel, table=True):
     attempts: int = Field(default=0)
     state: str = Field(default="pending", max_length=16)  # pending, delivered, dropped
     finished_at: datetime | None = _time(nullable=True)
+    sealed: str | None = Field(default=None, sa_type=sa.Text)
 
 
 class DeliveryAttempt(SQLModel, table=True):

@@ -4,19 +4,17 @@
 Apple authenticates the call with a client secret: an ES256 JWT signed with the team's "Sign in
 with Apple" key (IDENTITY_APPLE_TEAM_ID, IDENTITY_APPLE_KEY_ID, IDENTITY_APPLE_PRIVATE_KEY_FILE),
 `iss` the team, `sub` the client id the token was issued to, `aud` Apple. The call is never made
-inside the user's request: `submit` hands the sealed tokens to a background task that retries
-on failure. Not yet an outbox delivery kind: a revocation still pending when the process stops
-is not made (docs/signals.md).
+inside the user's request: the delete or unlink writes an outbox notice in its own transaction
+(`AppleClients` names its client; the token stays sealed in the row) and the delivery worker
+makes the call (`AppleRevoker`), retried like every notice (docs/notifications.md).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +32,6 @@ from .provider_tokens import Sealer
 logger = logging.getLogger("identity.apple")
 APPLE_AUDIENCE = "https://appleid.apple.com"
 SECRET_LIFETIME = 300  # seconds: one call's worth (Apple allows up to six months)
-# Seconds before each further attempt: a minute of quick retries, then slower ones.
-RETRY_DELAYS = (1.0, 5.0, 30.0, 120.0, 600.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +78,41 @@ def client_secret(
     return f"{signing_input}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How one call went: `done` True when Apple revoked the token, False when it refused it for
+    good (a 400: retrying cannot help), None when it may work later (a 5xx, 429, no answer)."""
+
+    done: bool | None
+    status: int | None = None
+    error: str | None = None  # a class of error, never a response body
+
+
+@dataclass(frozen=True, slots=True)
+class AppleClients:
+    """What writing a revocation needs: the client a stored token was issued to."""
+
+    sealer: Sealer
+    client_ids: tuple[str, ...]
+
+    def client_of(self, item: StoredAppleToken) -> str:
+        """Its id_token's `aud` when stored and one of ours, else the first configured Apple
+        client id. Only the id_token is opened here; the refresh token stays sealed."""
+        if item.id_token is not None:
+            try:
+                payload = self.sealer.open(item.id_token).split(".")[1]
+                aud = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+                aud = aud.get("aud") if isinstance(aud, dict) else None
+            except Exception:  # our own stored data, unreadable: fall back to the default
+                aud = None
+            if isinstance(aud, str) and aud in self.client_ids:
+                return aud
+        return self.client_ids[0]
+
+
 class AppleRevoker:
+    """One revocation call at Apple, for the delivery worker (accounts/senders.py)."""
+
     def __init__(
         self,
         http: httpx.AsyncClient,
@@ -90,26 +120,25 @@ class AppleRevoker:
         team_id: str,
         key_id: str,
         key: ec.EllipticCurvePrivateKey,
-        client_ids: Sequence[str],
         url: str,
         sealer: Sealer,
         clock: Clock = time.time,
-        delays: Sequence[float] = RETRY_DELAYS,
     ) -> None:
         self._http = http
         self._team_id = team_id
         self._key_id = key_id
         self._key = key
-        self._client_ids = tuple(client_ids)
         self._url = url
         self._sealer = sealer
         self._clock = clock
-        self._delays = tuple(delays)
-        self._tasks: set[asyncio.Task[bool]] = set()
 
-    async def revoke(self, token: str, client_id: str) -> bool | None:
-        """One call: True when Apple revoked it, False when Apple refused it for good (a 400:
-        retrying cannot help), None when it may work later (a 5xx, 429 or no answer)."""
+    async def revoke(self, sealed: str, client_id: str) -> Answer:
+        """Open the sealed refresh token (only now, at send time) and revoke it at Apple."""
+        try:
+            token = self._sealer.open(sealed)
+        except Exception:  # sealed under a key no longer configured: nothing can be sent
+            logger.warning("apple revocation skipped: the stored token cannot be opened")
+            return Answer(False, error="unreadable")
         secret = client_secret(
             team_id=self._team_id,
             key_id=self._key_id,
@@ -126,71 +155,31 @@ class AppleRevoker:
         try:
             response = await self._http.post(self._url, data=form)
         except httpx.HTTPError as error:
-            logger.warning(
-                "apple revocation failed", extra={"event": {"error": type(error).__name__}}
-            )
-            return None
-        if response.status_code == 200:
-            return True
-        if response.status_code == 429 or response.status_code >= 500:
-            return None
-        logger.warning(
-            "apple refused the revocation", extra={"event": {"status": response.status_code}}
-        )
-        return False
+            name = type(error).__name__
+            logger.warning("apple revocation failed", extra={"event": {"error": name}})
+            return Answer(None, error=name)
+        status = response.status_code
+        if status == 200:
+            logger.info("apple revocation", extra={"event": {"revoked": True}})
+            return Answer(True, status)
+        if status == 429 or status >= 500:
+            return Answer(None, status, error="status")
+        logger.warning("apple refused the revocation", extra={"event": {"status": status}})
+        return Answer(False, status, error="refused")
 
-    def submit(self, stored: Sequence[StoredAppleToken]) -> None:
-        """Revoke these in the background, retried; never awaited by the request."""
-        for item in stored:
-            task = asyncio.get_running_loop().create_task(self._with_retries(item))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
 
-    async def drain(self) -> None:
-        """Wait for the revocations under way (the CLI, before it exits)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    async def _with_retries(self, item: StoredAppleToken) -> bool:
-        try:
-            token = self._sealer.open(item.refresh_token)
-        except Exception:  # a token sealed under a key no longer configured: nothing to send
-            logger.warning("apple revocation skipped: the stored token cannot be opened")
-            return False
-        client_id = self._client_of(item)
-        for delay in (0.0, *self._delays):
-            await asyncio.sleep(delay)
-            done = await self.revoke(token, client_id)
-            if done is not None:
-                logger.info("apple revocation", extra={"event": {"revoked": done}})
-                return done
-        logger.error("apple revocation gave up after retries")
-        return False
-
-    def _client_of(self, item: StoredAppleToken) -> str:
-        """The client the token was issued to: its id_token's `aud` when stored and one of
-        ours, else the first configured Apple client id."""
-        if item.id_token is not None:
-            try:
-                payload = self._sealer.open(item.id_token).split(".")[1]
-                aud = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-                aud = aud.get("aud") if isinstance(aud, dict) else None
-            except Exception:  # our own stored data, unreadable: fall back to the default
-                aud = None
-            if isinstance(aud, str) and aud in self._client_ids:
-                return aud
-        return self._client_ids[0]
+def clients(settings: Settings, sealer: Sealer) -> AppleClients | None:
+    """What writing revocations needs, when Apple revocation is configured and provider tokens
+    are stored (without both, there is nothing to revoke)."""
+    if not (settings.apple_revocation and sealer.enabled):
+        return None
+    return AppleClients(sealer, settings.apple_client_ids or ("",))
 
 
 def from_settings(
-    settings: Settings,
-    http: httpx.AsyncClient,
-    sealer: Sealer,
-    *,
-    clock: Clock = time.time,
-    delays: Sequence[float] = RETRY_DELAYS,
+    settings: Settings, http: httpx.AsyncClient, sealer: Sealer, *, clock: Clock = time.time
 ) -> AppleRevoker | None:
-    """Apple token revocation when the team's key is configured (and tokens are stored)."""
+    """The sender, when the team's key is configured (and tokens are stored)."""
     if not (settings.apple_revocation and settings.apple_private_key_file and sealer.enabled):
         return None
     return AppleRevoker(
@@ -198,9 +187,7 @@ def from_settings(
         team_id=settings.apple_team_id or "",
         key_id=settings.apple_key_id or "",
         key=load_key(settings.apple_private_key_file),
-        client_ids=settings.apple_client_ids or ("",),
         url=settings.apple_revoke_url,
         sealer=sealer,
         clock=clock,
-        delays=delays,
     )
