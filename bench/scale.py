@@ -350,6 +350,7 @@ class LockWatch:
                               AS janitor
                        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
                        WHERE NOT l.granted AND l.waitstart IS NOT NULL
+                         AND a.datname = current_database()  -- a shared server: ours only
                          AND (a.query LIKE '%identity_sign_in%'
                               OR a.query LIKE '%identity_refresh%')"""
                 )
