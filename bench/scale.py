@@ -295,13 +295,17 @@ async def sizes(url: str) -> tuple[int, list[tuple[str, int, int]]]:
 class LockWatch:
     """Samples pg_locks every 5 ms: the longest wait for a heavyweight lock by a backend whose
     statement is a sign-in or a refresh (granted = false, now() - waitstart), told apart by what
-    blocks it (pg_blocking_pids): the janitor's deletions, or other requests."""
+    blocks it (pg_blocking_pids): the janitor's deletions, or other requests. The longest waits
+    are kept with what was waited on (lock type, relation, mode) and what the blockers were
+    doing (backend type, wait event, statement), for the report's notes."""
 
     def __init__(self, url: str) -> None:
         self.url = _plain(url)
         self.longest_ms = {"janitor": 0.0, "requests": 0.0}
         self.waits = {"janitor": 0, "requests": 0}
         self.samples = 0
+        # (pid, waitstart) of each wait seen: its longest sample and what it waited on.
+        self.seen: dict[tuple[int, Any], tuple[float, str]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._watch()), daemon=True)
 
@@ -319,12 +323,26 @@ class LockWatch:
             for who in ("janitor", "requests")
         )
 
+    def longest(self, n: int = 5) -> list[str]:
+        """The `n` longest waits: how long, on what, behind whom."""
+        ranked = sorted(self.seen.values(), key=lambda x: -x[0])[:n]
+        return [f"{ms:.1f} ms: {what}" for ms, what in ranked]
+
     async def _watch(self) -> None:
         connection = await asyncpg.connect(self.url)
         try:
             while not self._stop.is_set():
                 rows = await connection.fetch(
-                    """SELECT extract(epoch FROM clock_timestamp() - l.waitstart) * 1000 AS ms,
+                    """SELECT a.pid, l.waitstart,
+                              extract(epoch FROM clock_timestamp() - l.waitstart) * 1000 AS ms,
+                              l.locktype || ' ' || coalesce(l.relation::regclass::text, '')
+                                  || ' ' || l.mode AS lock,
+                              (SELECT string_agg(b.backend_type || ' ' || coalesce(b.state, '')
+                                                 || ' ' || coalesce(b.wait_event_type, '')
+                                                 || '/' || coalesce(b.wait_event, '')
+                                                 || ' ' || left(b.query, 70), ' | ')
+                               FROM pg_stat_activity b
+                               WHERE b.pid = ANY (pg_blocking_pids(a.pid))) AS blockers,
                               EXISTS (SELECT 1 FROM pg_stat_activity b
                                       WHERE b.pid = ANY (pg_blocking_pids(a.pid))
                                         AND (b.query LIKE 'DELETE FROM%'
@@ -332,14 +350,19 @@ class LockWatch:
                               AS janitor
                        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
                        WHERE NOT l.granted AND l.waitstart IS NOT NULL
+                         AND a.datname = current_database()  -- a shared server: ours only
                          AND (a.query LIKE '%identity_sign_in%'
                               OR a.query LIKE '%identity_refresh%')"""
                 )
                 self.samples += 1
                 for row in rows:
                     who = "janitor" if row["janitor"] else "requests"
+                    ms = float(row["ms"])
                     self.waits[who] += 1
-                    self.longest_ms[who] = max(self.longest_ms[who], float(row["ms"]))
+                    self.longest_ms[who] = max(self.longest_ms[who], ms)
+                    key = (int(row["pid"]), row["waitstart"])
+                    if ms > self.seen.get(key, (0.0, ""))[0]:
+                        self.seen[key] = (ms, f"{row['lock']}, behind {row['blockers']}")
                 await asyncio.sleep(0.005)
         finally:
             await connection.close()
@@ -535,6 +558,7 @@ class Scale:
                     f"{watch_.samples:,} samples of pg_locks",
                 )
             )
+            self.notes += [f"scale: lock wait {when}, {line}" for line in watch_.longest()]
 
     # -- 5. sizes -----------------------------------------------------------------------------
 

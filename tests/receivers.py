@@ -1,9 +1,10 @@
 """A real local HTTP receiver for notices: it records every request and answers each with the
-next status of its script (the last one repeated)."""
+next status of its script (the last one repeated), after `delay` seconds if asked."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    status: int = 0  # what the receiver answered
 
 
 @dataclass
@@ -26,12 +28,20 @@ class Receiver:
 
     def answer(self, request: Received) -> int:
         with self.lock:
+            status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+            request.status = status
             self.received.append(request)
-            return self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+            return status
+
+
+class _Server(ThreadingHTTPServer):
+    # The standard 5 pending connections overflow when replicas' workers send a batch at once:
+    # connections then reset, failures that are the receiver's, not the sender's.
+    request_queue_size = 128
 
 
 @contextmanager
-def receiver(*statuses: int) -> Iterator[Receiver]:
+def receiver(*statuses: int, delay: float = 0.0) -> Iterator[Receiver]:
     state = Receiver("", list(statuses) or [200])
 
     class Handler(BaseHTTPRequestHandler):
@@ -41,6 +51,7 @@ def receiver(*statuses: int) -> Iterator[Receiver]:
             status = state.answer(
                 Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
             )
+            time.sleep(delay)
             self.send_response(status)
             if status in (301, 302, 307, 308):
                 self.send_header("Location", state.url + "/elsewhere")
@@ -50,7 +61,7 @@ def receiver(*statuses: int) -> Iterator[Receiver]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = _Server(("127.0.0.1", 0), Handler)
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
