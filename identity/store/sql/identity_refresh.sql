@@ -30,14 +30,16 @@ BEGIN
         IF v_step = 1 THEN
             SELECT se.id, se.user_id, se.scope, se.audience, se.client_id, se.expires,
                    se.last_used_at, se.previous_sealed, us.email, us.email_verified, us.name,
-                   us.image
+                   us.image, ac.suspended_at
             INTO s FROM sessions se JOIN users us ON us.id = se.user_id
+            LEFT JOIN accounts ac ON ac.id = se.account_id
             WHERE se.session_token = p_hash;
         ELSE
             SELECT se.id, se.user_id, se.scope, se.audience, se.client_id, se.expires,
                    se.last_used_at, se.previous_sealed, us.email, us.email_verified, us.name,
-                   us.image
+                   us.image, ac.suspended_at
             INTO s FROM sessions se JOIN users us ON us.id = se.user_id
+            LEFT JOIN accounts ac ON ac.id = se.account_id
             WHERE se.previous_hash = p_hash AND p_interval > 0
               AND se.previous_sealed IS NOT NULL
               AND se.rotated_at > now() - make_interval(secs => p_interval);
@@ -50,10 +52,16 @@ BEGIN
         IF s.client_id <> p_client_id THEN
             outcome := 'client_mismatch'; RETURN NEXT; RETURN;
         END IF;
-        -- b. Expiry and idle time ("session_expired"; the session is deleted).
+        -- b. Expiry and idle time ("session_expired"), or the account it was started through
+        -- suspended ("account_suspended"): the session is deleted. A session that began while
+        -- a suspension was being applied cannot live on through its refresh token.
         IF s.expires <= p_now OR s.last_used_at <= p_idle_since THEN
             DELETE FROM sessions WHERE sessions.id = s.id;
             outcome := 'session_expired'; RETURN NEXT; RETURN;
+        END IF;
+        IF s.suspended_at IS NOT NULL THEN
+            DELETE FROM sessions WHERE sessions.id = s.id;
+            outcome := 'account_suspended'; RETURN NEXT; RETURN;
         END IF;
         -- c. The failure limit of the session's user, when it is checked here ("locked").
         IF p_lock_prefix IS NOT NULL THEN
