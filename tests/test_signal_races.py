@@ -11,6 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
 from identity.clock import as_utc, utc
@@ -49,6 +50,10 @@ async def signals(sql: Sql) -> list[dict[str, Any]]:
         if isinstance(event["detail"], str):
             event["detail"] = json.loads(event["detail"])
     return events
+
+
+def sid_of(body: dict[str, Any]) -> str:
+    return str(jwt.decode(body["access_token"], options={"verify_signature": False})["sid"])
 
 
 def assert_refused_as_invalid(response: httpx.Response) -> None:
@@ -265,6 +270,12 @@ async def test_a_session_of_a_suspended_account_is_not_refreshed(
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_grant"
     assert await sql.scalar("SELECT count(*) FROM sessions") == 1
+    # Ended as every session ends: the revocation feed's row and the audit event.
+    (revoked,) = await sql.rows("SELECT session_id FROM revocations")
+    assert revoked["session_id"] == sid_of(slipped)
+    (event,) = await sql.events("session_revoked")
+    detail = json.loads(event["detail"]) if isinstance(event["detail"], str) else event["detail"]
+    assert (event["session_id"], detail["reason"]) == (sid_of(slipped), "account_suspended")
     assert (await refresh(client, kept["refresh_token"])).status_code == 200
 
 
