@@ -53,6 +53,7 @@ TABLES = (
     "revocations",
     "received_signals",
     "undeliverable_addresses",
+    "ended_upstream_sessions",
 )
 EXCHANGE = {
     "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",

@@ -558,6 +558,7 @@ async def test_prune_does_the_janitors_work_once(
     assert set(json.loads(result.stdout)) == {
         "used_id_tokens",
         "received_signals",
+        "ended_upstream_sessions",
         "sessions",
         "rate_limits",
         "verification_tokens",

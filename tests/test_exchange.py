@@ -103,6 +103,7 @@ async def test_exchange_returns_tokens_and_creates_user(
         "revocations": 0,
         "received_signals": 0,
         "undeliverable_addresses": 0,
+        "ended_upstream_sessions": 0,
     }
     (event,) = await sql.events("sign_in")
     assert event["user_id"] == user["id"] and event["session_id"] == claims["sid"]

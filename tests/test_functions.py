@@ -36,6 +36,8 @@ PINNED = {
     "0006/identity_sign_in.sql": "00398904cc8fc143cbe9fd6de965d6fa4161d893907450e9551d006acf958d17",
     "0007/identity_refresh.sql": "c20f35e03fd0fe0713f7a62413f06ff10bdc69aeba8c3c42d307867e74a88378",
     "0007/identity_sign_in.sql": "a6340d1765936659ccb489c99bd9129f80924c643af408492945f419b93eecd3",
+    "0012/identity_refresh.sql": "0b12381e5c133ec05c84f2ff6682d6febc0f7d7b9473d8fe5f8144113ad2ad3e",
+    "0012/identity_sign_in.sql": "bd361fe5d073a67c97bcc1bd198561a176ec6fbac0df331397c2c90eb856087c",
 }
 
 
@@ -162,7 +164,7 @@ async def test_each_call_names_the_parameters_of_its_function_in_order(
     modes = row["proargmodes"] or ["i"] * len(row["proargnames"])
     inputs = tuple(n for n, m in zip(row["proargnames"], modes, strict=True) if m in "ibv")
     assert CALLS[function].names == inputs
-    assert len(inputs) == {"identity_sign_in": 37, "identity_refresh": 20}[function]
+    assert len(inputs) == {"identity_sign_in": 38, "identity_refresh": 20}[function]
 
 
 async def test_a_misnamed_argument_is_refused_by_postgresql(

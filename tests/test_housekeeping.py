@@ -250,10 +250,11 @@ async def test_a_backlog_is_pruned_in_bounded_batches_and_the_live_rows_stay(
         "revocations": 0,
         "outbox": 0,
         "received_signals": 0,
+        "ended_upstream_sessions": 0,
     }
     # Ten rows per transaction: 3 for the id_tokens, 3 + 1 for the sessions (past their end,
-    # then idle), 3 for the events, one each for the empty kinds (six of them).
-    assert began[0] == 15
+    # then idle), 3 for the events, one each for the empty kinds (seven of them).
+    assert began[0] == 16
     assert await sql.scalar("SELECT count(*) FROM used_id_tokens") == 2
     assert await sql.scalar("SELECT count(*) FROM sessions") == 2
     assert await sql.scalar("SELECT count(*) FROM audit_events") == 2
@@ -303,3 +304,28 @@ async def test_the_janitor_prunes_expired_signal_records(database_url: str, sql:
         await database.close()
     assert done["received_signals"] == 1
     assert [r["jti"] for r in await sql.rows("SELECT jti FROM received_signals")] == ["new"]
+
+
+async def test_the_janitor_prunes_expired_ended_upstream_sessions(
+    database_url: str, sql: Sql
+) -> None:
+    database = Database(database_url)
+    sessions = Sessions(database, POLICY)
+    async with sql.engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO ended_upstream_sessions (provider, sid, expires_at) VALUES "
+                "('okta', 'old', :old), ('okta', 'new', :new)"
+            ).bindparams(
+                bindparam("old", type_=UTCDateTime()), bindparam("new", type_=UTCDateTime())
+            ),
+            {"old": LONG_AGO, "new": datetime(2999, 1, 1, tzinfo=UTC)},
+        )
+    try:
+        done = await housekeeping.Janitor(
+            database, sessions, AuditLog(database, retention=60)
+        ).prune()
+    finally:
+        await database.close()
+    assert done["ended_upstream_sessions"] == 1
+    assert [r["sid"] for r in await sql.rows("SELECT sid FROM ended_upstream_sessions")] == ["new"]

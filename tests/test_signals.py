@@ -67,7 +67,7 @@ def sid_of(body: dict[str, Any]) -> str:
 
 
 async def test_sessions_revoked_ends_every_session_of_the_user_once(
-    client: httpx.AsyncClient, google: FakeIssuer, sql: Sql
+    client: httpx.AsyncClient, google: FakeIssuer, sql: Sql, clock: FakeClock
 ) -> None:
     first = await sign_in(client, google)
     await sign_in(client, google)
@@ -85,7 +85,9 @@ async def test_sessions_revoked_ends_every_session_of_the_user_once(
     assert event["detail"]["event"] == "sessions-revoked"
     assert event["detail"]["action"] == "end_user_sessions"
     assert event["detail"]["count"] == 2
-    # The same SET again: the same answer, no second effect (a new session survives it).
+    # The same SET again: the same answer, no second effect (a new session survives it). The
+    # new id_token is issued after the event: one of the same second counts as before it.
+    clock.advance(1)
     await sign_in(client, google)
     again = await send_google(client, token)
     assert again.status_code == 202
@@ -111,7 +113,7 @@ async def test_tokens_revoked_ends_sessions_and_forgets_the_stored_tokens(
 
 
 async def test_hijacking_ends_every_session_of_the_user_without_suspending(
-    client: httpx.AsyncClient, issuers: Issuers, sql: Sql
+    client: httpx.AsyncClient, issuers: Issuers, sql: Sql, clock: FakeClock
 ) -> None:
     google, apple = issuers.google, issuers.apple
     user = await sign_in(client, google)
@@ -128,6 +130,7 @@ async def test_hijacking_ends_every_session_of_the_user_without_suspending(
     assert await session_count(sql) == 0  # every session of the user, whichever account
     assert await sql.scalar("SELECT count(*) FROM accounts WHERE suspended_at IS NOT NULL") == 0
     assert (await signals(sql))[0]["detail"]["event"] == "account-disabled/hijacking"
+    clock.advance(1)  # an id_token issued after the event
     await sign_in(client, google)  # not suspended
 
 
@@ -307,7 +310,7 @@ async def test_apple_account_delete_unlinks(
 
 
 async def test_apple_consent_revoked_ends_its_sessions_and_forgets_tokens_keeping_the_link(
-    client: httpx.AsyncClient, issuers: Issuers, sql: Sql
+    client: httpx.AsyncClient, issuers: Issuers, sql: Sql, clock: FakeClock
 ) -> None:
     user = await sign_in(client, issuers.google)
     await client.post(
@@ -328,7 +331,8 @@ async def test_apple_consent_revoked_ends_its_sessions_and_forgets_tokens_keepin
         {"provider": "apple", "refresh_token": None},
         {"provider": "google", "refresh_token": "sealed"},
     ]
-    # The link stays: signing in with Apple again finds the same user.
+    # The link stays: signing in with Apple again (a new id_token) finds the same user.
+    clock.advance(1)
     assert (await sign_in(client, issuers.apple))["user"]["id"] == user["user"]["id"]
 
 

@@ -124,6 +124,10 @@ class Grants:
                 raise attempt.locked(lock)
             if result.outcome == "replayed":
                 raise InvalidSubjectToken("replayed")
+            if result.outcome == "revoked":
+                # Issued before a provider's signal ended its account's sessions (or in an
+                # upstream session a logout ended): refused as any invalid id_token is.
+                raise InvalidSubjectToken("revoked")
             if result.outcome == "conflict":
                 raise AccountConflict(
                     "an account with this email exists; sign in with it, then link this one",

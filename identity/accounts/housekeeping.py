@@ -27,6 +27,7 @@ from sqlalchemy import Column, Table
 from identity.clock import Clock, utc
 from identity.store.database import Database, Tx
 from identity.store.models import (
+    ENDED_UPSTREAM,
     OUTBOX,
     RATE_LIMITS,
     RECEIVED_SIGNALS,
@@ -146,6 +147,8 @@ class Janitor:
             "rate_limits": self._expired(RATE_LIMITS, RATE_LIMITS.c.expires_at),
             # Like used id_tokens: a security event's jti is kept while it could be accepted.
             "received_signals": self._expired(RECEIVED_SIGNALS, RECEIVED_SIGNALS.c.expires_at),
+            # And an upstream session a logout ended, while its id_tokens could be accepted.
+            "ended_upstream_sessions": self._expired(ENDED_UPSTREAM, ENDED_UPSTREAM.c.expires_at),
             "verification_tokens": self._expired(
                 VERIFICATION_TOKENS, VERIFICATION_TOKENS.c.expires
             ),

@@ -18,7 +18,8 @@ in identity/store/sql/identity_refresh.sql):
 
 Steps 1 and 2 first check that the session may be refreshed now, and refuse otherwise:
  a. the client it is bound to ("client_mismatch"; the session stays);
- b. its expiry and idle time ("session_expired"; the session is deleted);
+ b. its expiry and idle time ("session_expired"; the session is deleted), or the account it
+    was started through suspended ("account_suspended"; the session ends as every session does);
  c. the failure limit of its user, when it is checked here ("locked");
  d. a narrower scope, within the session's ("bad_scope");
  e. the user's success budget ("rate_limited").
@@ -56,6 +57,7 @@ Outcome = Literal[
     "reuse_detected",
     "client_mismatch",
     "session_expired",
+    "account_suspended",
     "unknown_token",
     "locked",
     "rate_limited",
@@ -159,8 +161,9 @@ async def _postgres(sql: Sql, r: RotationRequest) -> RotationResult:
 
 _SESSION = """
 SELECT s.id AS session_id, s.user_id, s.scope, s.audience, s.client_id, s.expires,
-       s.last_used_at, s.rotated_at, s.previous_sealed, u.email, u.email_verified, u.name, u.image
-FROM sessions s JOIN users u ON u.id = s.user_id
+       s.last_used_at, s.rotated_at, s.previous_sealed, u.email, u.email_verified, u.name, u.image,
+       a.suspended_at
+FROM sessions s JOIN users u ON u.id = s.user_id LEFT JOIN accounts a ON a.id = s.account_id
 WHERE s.{column} = $1
 """
 _ROTATE = """
@@ -185,7 +188,7 @@ async def _sqlite(sql: Sql, r: RotationRequest, notices: Notices) -> RotationRes
     # concurrent twin, so the swap always matches here.
     current = await sql.fetchrow(_SESSION.format(column="session_token"), r.presented_hash)
     if current is not None:
-        refusal = await _admissible(sql, r, current)
+        refusal = await _admissible(sql, r, current, notices)
         if refusal is not None:
             return refusal
         await sql.fetch(
@@ -202,7 +205,7 @@ async def _sqlite(sql: Sql, r: RotationRequest, notices: Notices) -> RotationRes
         and parent["previous_sealed"] is not None
         and as_utc(parent["rotated_at"]) > r.now - timedelta(seconds=r.interval)
     ):
-        refusal = await _admissible(sql, r, parent)
+        refusal = await _admissible(sql, r, parent, notices)
         if refusal is not None:
             return refusal
         await sql.fetch(_USED, parent["session_id"], r.now)
@@ -234,16 +237,35 @@ async def _sqlite(sql: Sql, r: RotationRequest, notices: Notices) -> RotationRes
     return RotationResult("unknown_token")
 
 
-async def _admissible(sql: Sql, r: RotationRequest, s: Row) -> RotationResult | None:
+async def _admissible(
+    sql: Sql, r: RotationRequest, s: Row, notices: Notices
+) -> RotationResult | None:
     """Why this session may not be refreshed now (checks a-e of steps 1 and 2), or None (its
     budget then counted)."""
     # a. The client the session is bound to ("client_mismatch"; the session stays).
     if s["client_id"] != r.client_id:
         return _result("client_mismatch", s)
-    # b. Expiry and idle time ("session_expired"; the session is deleted: nothing revives it).
+    # b. Expiry and idle time ("session_expired"; the session is deleted: nothing revives it),
+    # or the account it was started through suspended ("account_suspended"; the session ends
+    # as every session does): a session that began beside a suspension cannot live on.
     if as_utc(s["expires"]) <= r.now or as_utc(s["last_used_at"]) <= r.idle_since:
         await sql.fetch(_END, s["session_id"])
         return _result("session_expired", s)
+    if s["suspended_at"] is not None:
+        reason = {"reason": "account_suspended"}
+        one = (s["session_id"],)
+        await end_sessions(
+            sql,
+            notices,
+            dialect="sqlite",
+            reason="account_suspended",
+            at=r.now,
+            context=r.context,
+            event="session_revoked",
+            session_ids=one,
+            detail=reason,
+        )
+        return RotationResult("account_suspended", session_id=one[0], user_id=s["user_id"])
     # c. The failure limit of the session's user, when it is checked here ("locked").
     lock = r.lock
     if (

@@ -7,8 +7,9 @@ alike in `_sqlite` below and in identity/store/sql/identity_sign_in.sql):
  2. Who it is: an account (provider, account key) → its user; else a user holding the token's
     address verified → linked to them when the provider is authoritative for it, the holder
     has no account of this provider and a provider (not our mail) proved their address, else
-    "conflict" (an audit event with the reason). A disabled user is refused ("disabled"), and
-    a suspended account ("suspended"), each with an audit event.
+    "conflict" (an audit event with the reason). Refused, each with an audit event: a disabled
+    user ("disabled"), a suspended account ("suspended"), an id_token a provider's signal
+    revoked ("revoked": issued before the signal ended the account's sessions; cutoffs.py).
  3. Single use: the id_token is remembered ("replayed").
  4. The user's success budget ("rate_limited", which forgets the id_token again).
  5. The user: a new one (the address verified, and taken from an unverified holder, when the
@@ -46,12 +47,14 @@ from identity.store.shapes import AccountPublic, UserRecord
 from identity.tokens.id_tokens import VerifiedIdentity
 from identity.tokens.provider_tokens import ProviderTokens
 
-from . import audit, outbox
+from . import audit, cutoffs, outbox
 from .limits import WINDOW_ARGUMENTS, Window, over_budget, reached
 
 logger = logging.getLogger("identity.sign_in")
 _ATTEMPTS = 4
-Outcome = Literal["ok", "replayed", "conflict", "disabled", "suspended", "locked", "rate_limited"]
+Outcome = Literal[
+    "ok", "replayed", "conflict", "disabled", "suspended", "revoked", "locked", "rate_limited"
+]
 USER_COLUMNS = (
     "id, name, email, email_verified, email_verified_by, image, pending_email, name_edited, "
     "image_edited, email_edited, disabled_at, created_at, updated_at"
@@ -112,6 +115,7 @@ ARGUMENTS: Arguments[SignInRequest] = (
     ("p_audience", lambda r: r.audience),
     ("p_upstream_sid", lambda r: r.identity.upstream_sid),
     ("p_notify", lambda r: r.notify),
+    ("p_issued_at", lambda r: r.identity.issued_at),
 )
 CALL = Call(
     "identity_sign_in",
@@ -149,11 +153,11 @@ class SignIns:
             except (
                 IntegrityError,
                 asyncpg.IntegrityConstraintViolationError,
-                asyncpg.SerializationError,
+                asyncpg.TransactionRollbackError,  # serialization failure, deadlock
                 _Retry,
             ):
-                # A concurrent sign-in (or a disable) committed first; nothing of this attempt
-                # was written. Start over: the retry finds its rows.
+                # A concurrent sign-in or disable committed first (or an unlink deadlocked with
+                # us); nothing of this attempt was written. Start over: the retry finds its rows.
                 if attempt == _ATTEMPTS - 1:
                     raise
                 logger.info("sign-in raced a concurrent change; retrying")
@@ -177,7 +181,7 @@ async def _postgres(sql: Sql, r: SignInRequest) -> SignInResult:
 # -- SQLite: the same steps as statements ---------------------------------------------------
 
 _BY_ACCOUNT = f"""
-SELECT a.id AS account_id, a.suspended_at,
+SELECT a.id AS account_id, a.suspended_at, a.sessions_revoked_at,
        {", ".join("u." + c.strip() for c in USER_COLUMNS.split(","))}
 FROM accounts a JOIN users u ON u.id = a.user_id
 WHERE a.provider = $1 AND a.provider_account_id = $2
@@ -256,6 +260,9 @@ async def _sqlite(sql: Sql, r: SignInRequest) -> SignInResult:
         # This account only: the user's other accounts still sign in.
         await _event(sql, r, "sign_in_refused", "suspended", user["id"])
         return SignInResult("suspended")
+    if await cutoffs.revoked(sql, i, user if how == "returning" else None):
+        await _event(sql, r, "sign_in_refused", "revoked", user["id"] if user else None)
+        return SignInResult("revoked")
 
     # 3. Single use: the id_token is remembered ("replayed").
     if await sql.fetchrow(REMEMBER_REPLAY, i.replay_key, i.replay_expires) is None:
@@ -282,20 +289,9 @@ async def _sqlite(sql: Sql, r: SignInRequest) -> SignInResult:
         await sql.fetch(_PROVIDER_TOKENS, account_id, *astuple(r.provider_tokens), now)
 
     # 7. The session and the sign_in audit event.
-    await sql.fetch(
-        _INSERT_SESSION,
-        r.session_id,
-        r.refresh_hash,
-        user["id"],
-        r.session_expires,
-        r.client_id,
-        r.scope,
-        r.audience,
-        account_id,
-        i.upstream_sid,
-        r.user_agent,
-        now,
-    )
+    bound = (r.session_id, r.refresh_hash, user["id"], r.session_expires, r.client_id, r.scope)
+    started = (r.audience, account_id, i.upstream_sid, r.user_agent, now)
+    await sql.fetch(_INSERT_SESSION, *bound, *started)  # $1-$11, in order
     event_id = await audit.record(
         sql,
         "sign_in",
@@ -393,7 +389,7 @@ async def _link_refusal(sql: Sql, r: SignInRequest, holder: Row) -> str | None:
     return None
 
 
-async def _event(sql: Sql, r: SignInRequest, type_: str, reason: str, user_id: str) -> None:
+async def _event(sql: Sql, r: SignInRequest, type_: str, reason: str, user_id: str | None) -> None:
     """`sign_in_refused` or `email_released`, about `user_id`, for this sign-in."""
     detail = {"provider": r.identity.provider, "reason": reason}
     await audit.record(sql, type_, at=r.now, context=r.context, user_id=user_id, **detail)

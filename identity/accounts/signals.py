@@ -6,6 +6,12 @@
 deliveries acts, on any replica), then each event's action, each with its `signal_received`
 audit event. A `jti` already recorded is acknowledged and changes nothing; an event about an
 account we do not know is acknowledged and audited, nothing else.
+
+What a signal leaves for later (docs/signals.md, "Guarantees"): an action that ends sessions
+because the provider revoked them records when on the account (`sessions_revoked_at`), and the
+sign-in refuses every id_token issued no later; a back-channel logout by `sid` remembers that
+upstream session while its id_tokens could be accepted. Suspend and enable events apply in
+the order of their `iat`, not of their arrival: an older one arriving late is audited "stale".
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ from identity import addresses
 from identity.clock import Clock, utc
 from identity.store.database import Database, Tx
 from identity.store.models import ACCOUNTS, SESSIONS, USERS
+from identity.tokens.id_tokens import REPLAY_MARGIN
 from identity.tokens.signal_tokens import Signal
 
-from . import audit
+from . import audit, cutoffs
 from .outbox import NOBODY, Notices
 from .sessions import end_sessions
 from .users import delete_user, unlink_account
@@ -56,6 +63,8 @@ POLICY: dict[tuple[str, str], str] = {
 }
 UNKNOWN_EVENT = "other"  # an event type not in the table: audited only
 AUDIT_ONLY = "audit_only"
+# Applied in the order of their events' `iat`: an older one arriving late changes nothing.
+ORDERED = frozenset({"suspend_account", "lift_suspension"})
 # Provider tokens stored on an account (all encrypted); "forget" sets them all to NULL.
 _TOKENS = {
     "access_token": None,
@@ -74,7 +83,7 @@ class Outcome:
 
     event: str  # the table's event name, or "other"
     action: str
-    outcome: str  # acted | audited | unknown_account | duplicate
+    outcome: str  # acted | audited | unknown_account | duplicate | stale
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +106,15 @@ class Signals:
         *,
         clock: Clock = time.time,
         notices: Notices = NOBODY,
+        id_token_max_age: int = 3600,
+        leeway: int = 60,
     ) -> None:
         self._db = database
         self._clock = clock
         self._notices = notices
+        # How long an ended upstream session is remembered: as long as an id_token issued in
+        # it could still be accepted (IDENTITY_ID_TOKEN_MAX_AGE, the skew and the replay margin).
+        self._remember_sid = id_token_max_age + leeway + REPLAY_MARGIN
         self._actions: dict[str, Callable[[Tx, Signal, _Event, _Account], Awaitable[int]]] = {
             "end_user_sessions": self._end_user_sessions,
             "end_user_sessions_and_forget_tokens": self._end_user_sessions_and_forget_tokens,
@@ -142,6 +156,10 @@ class Signals:
             outcome, count = "audited", 0
         elif account is None and not (action == "end_upstream_sessions" and event.subject is None):
             outcome, count = "unknown_account", 0
+        elif action in ORDERED and not await cutoffs.newest(
+            tx, (account or _NOBODY).id, utc(signal.issued_at)
+        ):
+            outcome, count = "stale", 0  # a later suspend or enable was applied already
         else:
             count = await self._actions[action](tx, signal, event, account or _NOBODY)
             outcome = "acted"
@@ -176,22 +194,33 @@ class Signals:
         )
         return len(ended)
 
+    async def _revoke(self, tx: Tx, s: Signal, a: _Account, **values: Any) -> None:
+        # The account's id_tokens issued until now are refused from here on: ending the
+        # sessions alone lets a stolen, unused one start a new session a second later. The later
+        # of the event's `iat` (the provider's clock) and its arrival (ours): whichever clock is
+        # ahead, no id_token issued before the event passes; one issued in the same second is
+        # refused too (the user signs in again).
+        at = max(utc(self._clock()), utc(s.issued_at))
+        await cutoffs.revoke_sessions(tx, a.id, at, **values)
+
     async def _end_user_sessions(self, tx: Tx, s: Signal, e: _Event, a: _Account) -> int:
+        await self._revoke(tx, s, a)
         return await self._end(tx, e, user_id=a.user_id)
 
     async def _end_user_sessions_and_forget_tokens(
         self, tx: Tx, s: Signal, e: _Event, a: _Account
     ) -> int:
-        await tx.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == a.id).values(**_TOKENS))
+        await self._revoke(tx, s, a, **_TOKENS)
         return await self._end(tx, e, user_id=a.user_id)
 
     async def _end_account_sessions(self, tx: Tx, s: Signal, e: _Event, a: _Account) -> int:
+        await self._revoke(tx, s, a)
         return await self._end(tx, e, account_id=a.id)
 
     async def _end_account_and_forget_tokens(
         self, tx: Tx, s: Signal, e: _Event, a: _Account
     ) -> int:
-        await tx.execute(update(ACCOUNTS).where(ACCOUNTS.c.id == a.id).values(**_TOKENS))
+        await self._revoke(tx, s, a, **_TOKENS)
         return await self._end(tx, e, account_id=a.id)
 
     async def _suspend(self, tx: Tx, s: Signal, e: _Event, a: _Account) -> int:
@@ -201,6 +230,7 @@ class Signals:
             .where(ACCOUNTS.c.id == a.id, ACCOUNTS.c.suspended_at.is_(None))
             .values(suspended_at=now, updated_at=now)
         )
+        await cutoffs.applied(tx, a.id, utc(s.issued_at))
         # Only what this account started: the user's other accounts keep working.
         return await self._end(tx, e, account_id=a.id)
 
@@ -210,6 +240,7 @@ class Signals:
             .where(ACCOUNTS.c.id == a.id, ACCOUNTS.c.suspended_at.is_not(None))
             .values(suspended_at=None, updated_at=utc(self._clock()))
         )
+        await cutoffs.applied(tx, a.id, utc(s.issued_at))
         return int(result.rowcount)
 
     async def _unlink(self, tx: Tx, s: Signal, e: _Event, a: _Account) -> int:
@@ -256,6 +287,11 @@ class Signals:
         return len(await tx.fetch(_DELIVERABLE, address))
 
     async def _end_upstream_sessions(self, tx: Tx, s: Signal, e: _Event, a: _Account) -> int:
+        # The upstream session is over: an id_token issued in it is refused from now on, for as
+        # long as one could be accepted (the janitor prunes the record after).
+        if s.sid is not None:  # always, for this action ("backchannel-logout/sid")
+            keep_until = utc(self._clock() + self._remember_sid)
+            await cutoffs.end_upstream(tx, s.provider, s.sid, keep_until)
         # Exactly the sessions exchanged from that upstream session of this provider (and of
         # this account, when the token names one): another provider's equal sid is not it.
         accounts = select(ACCOUNTS.c.id).where(ACCOUNTS.c.provider == s.provider)

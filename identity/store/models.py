@@ -120,6 +120,10 @@ class Account(SQLModel, table=True):
     session_state: str | None = Field(default=None, sa_type=sa.Text)
     # Set when the provider says the account is disabled: its sign-ins are refused (403).
     suspended_at: datetime | None = _time(nullable=True)
+    # The `iat` of the last suspend/enable event applied: an older one is ignored (cutoffs.py).
+    suspension_event_at: datetime | None = _time(nullable=True)
+    # When a signal last ended its sessions: an id_token issued no later is refused (cutoffs.py).
+    sessions_revoked_at: datetime | None = _time(nullable=True)
     created_at: datetime = _time()
     updated_at: datetime = _time()
 
@@ -216,6 +220,18 @@ class ReceivedSignal(SQLModel, table=True):
 
     provider: str = Field(primary_key=True, max_length=32)
     jti: str = Field(primary_key=True, max_length=255)
+    expires_at: datetime = _time(index=True)
+
+
+class EndedUpstreamSession(SQLModel, table=True):
+    """An upstream session (the provider's `sid`) a back-channel logout ended, kept while an
+    id_token carrying it could still be accepted: such an id_token is refused (docs/signals.md).
+    """
+
+    __tablename__ = "ended_upstream_sessions"
+
+    provider: str = Field(primary_key=True, max_length=32)
+    sid: str = Field(primary_key=True, max_length=255)
     expires_at: datetime = _time(index=True)
 
 
@@ -380,3 +396,4 @@ REVOCATIONS: sa.Table = _tables["revocations"]
 SIGNING_KEYS: sa.Table = _tables["signing_keys"]
 RECEIVED_SIGNALS: sa.Table = _tables["received_signals"]
 UNDELIVERABLE: sa.Table = _tables["undeliverable_addresses"]
+ENDED_UPSTREAM: sa.Table = _tables["ended_upstream_sessions"]

@@ -56,6 +56,9 @@ class VerifiedIdentity:
     # How long the single-use record is kept: as long as any replica could accept the token.
     replay_expires: datetime
     upstream_sid: str | None = None  # the provider's session id (`sid`), when usable
+    # When the provider issued it (`iat`): one issued no later than a signal ended the
+    # account's sessions is refused (docs/signals.md). None: not checked (tests' own identities).
+    issued_at: datetime | None = None
 
 
 class IdTokenVerifier:
@@ -141,6 +144,7 @@ class IdTokenVerifier:
             # margin for a replica whose clock is behind the database's (docs/sessions.md).
             replay_expires=utc(checked.expires_at + self._leeway + REPLAY_MARGIN),
             upstream_sid=upstream_sid(claims.get("sid")),
+            issued_at=utc(checked.issued_at),
         )
 
     def _provider_of(self, claims: dict[str, object]) -> Provider:

@@ -23,6 +23,7 @@ DECLARE
     v_reused_session text;
     v_reused_user text;
     v_reused_client text;
+    v_reason text;
     v_event bigint;
 BEGIN
     FOR v_step IN 1..2 LOOP
@@ -30,14 +31,16 @@ BEGIN
         IF v_step = 1 THEN
             SELECT se.id, se.user_id, se.scope, se.audience, se.client_id, se.expires,
                    se.last_used_at, se.previous_sealed, us.email, us.email_verified, us.name,
-                   us.image
+                   us.image, ac.suspended_at
             INTO s FROM sessions se JOIN users us ON us.id = se.user_id
+            LEFT JOIN accounts ac ON ac.id = se.account_id
             WHERE se.session_token = p_hash;
         ELSE
             SELECT se.id, se.user_id, se.scope, se.audience, se.client_id, se.expires,
                    se.last_used_at, se.previous_sealed, us.email, us.email_verified, us.name,
-                   us.image
+                   us.image, ac.suspended_at
             INTO s FROM sessions se JOIN users us ON us.id = se.user_id
+            LEFT JOIN accounts ac ON ac.id = se.account_id
             WHERE se.previous_hash = p_hash AND p_interval > 0
               AND se.previous_sealed IS NOT NULL
               AND se.rotated_at > now() - make_interval(secs => p_interval);
@@ -50,10 +53,18 @@ BEGIN
         IF s.client_id <> p_client_id THEN
             outcome := 'client_mismatch'; RETURN NEXT; RETURN;
         END IF;
-        -- b. Expiry and idle time ("session_expired"; the session is deleted).
+        -- b. Expiry and idle time ("session_expired"; the session is deleted), or the account
+        -- it was started through suspended ("account_suspended"; the session ends as every
+        -- session does, below with step 3's): a session that began beside a suspension cannot
+        -- live on through its refresh token.
         IF s.expires <= p_now OR s.last_used_at <= p_idle_since THEN
             DELETE FROM sessions WHERE sessions.id = s.id;
             outcome := 'session_expired'; RETURN NEXT; RETURN;
+        END IF;
+        IF s.suspended_at IS NOT NULL THEN
+            v_reused_session := s.id; v_reused_user := s.user_id; v_reused_client := s.client_id;
+            v_reason := 'account_suspended';
+            EXIT;
         END IF;
         -- c. The failure limit of the session's user, when it is checked here ("locked").
         IF p_lock_prefix IS NOT NULL THEN
@@ -98,21 +109,26 @@ BEGIN
 
     -- 3. An earlier token: reuse revokes the session ("reuse_detected"), when its own client
     -- presents it; another client's is refused and the session stays ("client_mismatch").
-    SELECT r.session_id, se.user_id, se.client_id
-    INTO v_reused_session, v_reused_user, v_reused_client
-    FROM rotated_refresh_tokens r JOIN sessions se ON se.id = r.session_id
-    WHERE r.token_hash = p_hash;
+    IF v_reason IS NULL THEN
+        SELECT r.session_id, se.user_id, se.client_id
+        INTO v_reused_session, v_reused_user, v_reused_client
+        FROM rotated_refresh_tokens r JOIN sessions se ON se.id = r.session_id
+        WHERE r.token_hash = p_hash;
+        v_reason := 'reuse_detected';
+    END IF;
     session_id := NULL; user_id := NULL; scope := NULL; audience := NULL;
     email := NULL; email_verified := NULL; name := NULL; image := NULL;
     IF v_reused_session IS NOT NULL AND v_reused_client <> p_client_id THEN
         outcome := 'client_mismatch'; RETURN NEXT; RETURN;
     END IF;
-    IF v_reused_session IS NOT NULL THEN
+    IF v_reused_session IS NOT NULL THEN  -- reuse, or b.'s suspended account
         DELETE FROM sessions WHERE sessions.id = v_reused_session;
         INSERT INTO audit_events (created_at, type, user_id, session_id, client_id, ip,
                                   user_agent, request_id, detail)
-        VALUES (p_now, 'refresh_reuse', v_reused_user, v_reused_session, p_audit_client, p_ip,
-                p_audit_agent, p_request_id, jsonb_build_object('reason', 'reuse_detected'))
+        VALUES (p_now, CASE WHEN v_reason = 'reuse_detected' THEN 'refresh_reuse'
+                            ELSE 'session_revoked' END,
+                v_reused_user, v_reused_session, p_audit_client, p_ip,
+                p_audit_agent, p_request_id, jsonb_build_object('reason', v_reason))
         RETURNING id INTO v_event;
         -- The session ends as every session does (identity/accounts/sessions.py, end_sessions):
         -- the revocation feed's row, and a notice to each destination of session.ended.
@@ -123,10 +139,10 @@ BEGIN
                             next_attempt_at, attempts, state)
         SELECT 'session.ended', d,
                jsonb_build_object('sid', v_reused_session, 'user_id', v_reused_user,
-                                  'client_id', v_reused_client, 'reason', 'reuse_detected'),
+                                  'client_id', v_reused_client, 'reason', v_reason),
                v_event, p_now, now(), 0, 'pending'
         FROM unnest(p_notify) AS d;
-        outcome := 'reuse_detected'; session_id := v_reused_session; user_id := v_reused_user;
+        outcome := v_reason; session_id := v_reused_session; user_id := v_reused_user;
         RETURN NEXT; RETURN;
     END IF;
 

@@ -15,7 +15,7 @@ CREATE OR REPLACE FUNCTION identity_sign_in(
     p_token_type text, p_token_scope text, p_session_state text,
     p_audit_client text, p_ip text, p_audit_agent text, p_request_id text,
     p_audience text DEFAULT NULL, p_upstream_sid text DEFAULT NULL,
-    p_notify text[] DEFAULT NULL
+    p_notify text[] DEFAULT NULL, p_issued_at timestamptz DEFAULT NULL
 ) RETURNS TABLE (
     outcome text, created_user boolean, r_id text, r_name text, r_email text,
     r_email_verified timestamptz, r_image text, r_pending_email text,
@@ -29,6 +29,7 @@ DECLARE
     v_user_id text;
     v_account_id text;
     v_suspended timestamptz;
+    v_revoked timestamptz;
     v_refusal text;
     v_how text := 'returning';
     v_created boolean := false;
@@ -52,9 +53,17 @@ BEGIN
     END IF;
 
     -- 2. Who it is: the account, or else the token's address ("conflict", "disabled",
-    -- "suspended").
-    SELECT a.id, a.user_id, a.suspended_at INTO v_account_id, v_user_id, v_suspended
-    FROM accounts a WHERE a.provider = p_provider AND a.provider_account_id = p_account_key;
+    -- "suspended", "revoked").
+    -- The account row is locked: a signal suspending it or ending its sessions (which locks
+    -- it FOR UPDATE first) either committed before, and is seen here, or waits for this
+    -- sign-in and then ends its session too; a plain read would let the session in after the
+    -- signal ended the others. Cheap: one row found by its unique key, which the session's
+    -- foreign key locks anyway. NO KEY UPDATE rather than SHARE: step 6 may update the row,
+    -- and two SHARE holders upgrading at once would deadlock.
+    SELECT a.id, a.user_id, a.suspended_at, a.sessions_revoked_at
+    INTO v_account_id, v_user_id, v_suspended, v_revoked
+    FROM accounts a WHERE a.provider = p_provider AND a.provider_account_id = p_account_key
+    FOR NO KEY UPDATE;
     IF v_user_id IS NOT NULL THEN
         SELECT * INTO u FROM users WHERE users.id = v_user_id;
     ELSIF p_email IS NOT NULL THEN
@@ -108,6 +117,18 @@ BEGIN
         VALUES (p_now, 'sign_in_refused', u.id, NULL, p_audit_client, p_ip, p_audit_agent,
                 p_request_id, jsonb_build_object('provider', p_provider, 'reason', 'suspended'));
         outcome := 'suspended'; RETURN NEXT; RETURN;
+    END IF;
+    -- Issued no later than a signal ended this account's sessions, or in an upstream session a
+    -- back-channel logout ended: a stolen, unused id_token gets no session after the event.
+    IF p_issued_at <= v_revoked OR (p_upstream_sid IS NOT NULL AND EXISTS (
+        SELECT 1 FROM ended_upstream_sessions e
+        WHERE e.provider = p_provider AND e.sid = p_upstream_sid
+    )) THEN
+        INSERT INTO audit_events (created_at, type, user_id, session_id, client_id, ip,
+                                  user_agent, request_id, detail)
+        VALUES (p_now, 'sign_in_refused', u.id, NULL, p_audit_client, p_ip, p_audit_agent,
+                p_request_id, jsonb_build_object('provider', p_provider, 'reason', 'revoked'));
+        outcome := 'revoked'; RETURN NEXT; RETURN;
     END IF;
 
     -- 3. Single use: the id_token is remembered ("replayed").
