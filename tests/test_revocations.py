@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 
-from identity.accounts.revocations import encode_cursor
+from identity.accounts.revocations import ORDER_LOCK, encode_cursor
 from identity.settings import Settings
 from identity.verifier import InvalidAccessToken, TokenVerifier
 
@@ -262,3 +262,35 @@ async def test_while_the_feed_is_unreadable_the_last_list_is_kept(
     with pytest.raises(InvalidAccessToken):
         await verifier.verify(later["access_token"])
     assert verifier.revocations.available
+
+
+async def test_a_revocation_waiting_on_its_commit_shows_as_feed_lag(
+    served: tuple[Starlette, httpx.AsyncClient], database_url: str
+) -> None:
+    """Revocations commit one at a time (their ids are taken at commit, under a lock): a
+    writer stuck in its commit (a synchronous standby gone, say) holds the others, and the
+    metric says for how long."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's one writer never waits on another for its id")
+    from .conftest import direct
+
+    app, client = served
+    plain = make_url(direct(database_url)).set(drivername="postgresql")
+    stuck = await asyncpg.connect(plain.render_as_string(hide_password=False))
+    try:
+        transaction = stuck.transaction()
+        await transaction.start()
+        await stuck.execute("SELECT pg_advisory_xact_lock($1)", ORDER_LOCK)
+        await asyncio.sleep(1.1)
+        await app.state.deliveries.round()
+        metrics = (await client.get("/metrics")).text
+        lag = next(
+            float(line.split()[1])
+            for line in metrics.splitlines()
+            if line.startswith("identity_revocation_feed_lag_seconds ")
+        )
+        assert 1.0 <= lag < 30
+    finally:
+        await stuck.close()
+    await app.state.deliveries.round()
+    assert "identity_revocation_feed_lag_seconds 0.0" in (await client.get("/metrics")).text
