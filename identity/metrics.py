@@ -88,6 +88,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        # The revocation feed's hold-back (docs/notifications.md): each worker sets what it last
+        # read, at each delivery round.
+        self.revocation_feed_lag = Gauge(
+            "identity_revocation_feed_lag_seconds",
+            "How long the oldest revocation not yet in the feed has waited on its commit",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.deliveries = Counter(
             "identity_deliveries",
             "Delivery attempts by kind and outcome",

@@ -149,6 +149,7 @@ async def test_the_worker_delivers_by_itself_and_counts(
     assert [json.loads(r.body)["type"] for r in hook.received] == ["session.ended"]
     assert 'identity_deliveries_total{kind="webhook",outcome="delivered"} 1.0' in metrics
     assert "identity_outbox_pending 0.0" in metrics
+    assert "identity_revocation_feed_lag_seconds 0.0" in metrics  # nothing waits
     assert "identity_delivery_lag_seconds_count 1.0" in metrics
 
 

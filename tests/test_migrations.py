@@ -68,13 +68,15 @@ async def test_postgresql_gets_the_hot_path_functions_and_loses_them_on_downgrad
         finally:
             await connection.close()
 
-    assert await functions() == {"identity_sign_in", "identity_refresh"}
+    # identity_revocation_order: the trigger numbering revocations in commit order (0013).
+    everything = {"identity_sign_in", "identity_refresh", "identity_revocation_order"}
+    assert await functions() == everything
     config = alembic_config(pg_database)
     # Alembic runs its own event loop: in a thread, beside this test's.
     await asyncio.to_thread(command.downgrade, config, "0004")
     assert await functions() == set()
     await asyncio.to_thread(command.upgrade, config, "head")
-    assert await functions() == {"identity_sign_in", "identity_refresh"}
+    assert await functions() == everything
 
 
 def test_the_pruning_indexes_made_beforehand_are_kept(tmp_path: Path) -> None:
@@ -122,3 +124,29 @@ def test_apple_revocations_leave_with_their_column_on_downgrade(tmp_path: Path) 
         events = [row[0] for row in connection.execute("SELECT event FROM outbox")]
     assert "sealed" not in columns
     assert events == ["user.deleted"]
+
+
+def test_sqlite_ids_are_never_reused_from_0013_and_rows_survive_its_downgrade(
+    tmp_path: Path,
+) -> None:
+    # 0013 rebuilds revocations and outbox as AUTOINCREMENT tables: an id the janitor deleted
+    # is never handed out again (a feed cursor or a webhook-id past it would skip new rows).
+    path = tmp_path / "m.db"
+    config = alembic_config(f"sqlite+aiosqlite:///{path}")
+    command.upgrade(config, "0011")
+    revocation = (
+        "INSERT INTO revocations (txid, session_id, client_id, user_id, ended_at, expires_at)"
+        " VALUES (0, ?, 'web', 'u', '2026-12-05', '2026-12-05')"
+    )
+    with sqlite3.connect(path) as connection:
+        connection.execute(revocation, ("kept",))
+    command.upgrade(config, "head")
+    with sqlite3.connect(path) as connection:
+        assert [r[0] for r in connection.execute("SELECT session_id FROM revocations")] == ["kept"]
+        connection.execute(revocation, ("second",))
+        connection.execute("DELETE FROM revocations")
+        connection.execute(revocation, ("third",))
+        assert connection.execute("SELECT id FROM revocations").fetchall() == [(3,)]
+    command.downgrade(config, "0011")
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT session_id FROM revocations").fetchall() == [("third",)]

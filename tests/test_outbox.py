@@ -234,3 +234,29 @@ async def test_the_janitor_prunes_what_the_feed_and_the_outbox_no_longer_need(
         ("user.created", f"webhook:{HOOK}"),
         ("session.ended", f"webhook:{HOOK}"),
     ]
+
+
+async def test_a_new_notice_never_reuses_an_earlier_webhook_id(
+    settings: Settings, issuers: Issuers, clock: FakeClock, sql: Sql
+) -> None:
+    """webhook-id is msg_<outbox id> and receivers deduplicate by it: once the pruner has
+    deleted every finished notice (a quiet week), a new notice still gets a new id (SQLite's
+    AUTOINCREMENT; PostgreSQL's sequence never goes back)."""
+    from .receivers import receiver
+
+    key = b"0123456789abcdef0123456789abcdef"
+    with receiver(200) as hook:
+        endpoint = WebhookEndpoint(hook.url + "/hook", key, frozenset(EVENTS))
+        changed = dataclasses.replace(settings, webhooks=(endpoint,))
+        async with running(changed, issuers, clock, delivery_interval=3600) as (app, client):
+            worker = app.state.deliveries
+            await sign_in(client, issuers.google)
+            assert await worker.round() == 1
+            # What the pruner's "outbox" job does to notices finished more than a week ago.
+            async with sql.engine.begin() as connection:
+                await connection.execute(text("DELETE FROM deliveries"))
+                await connection.execute(text("DELETE FROM outbox"))
+            await sign_in(client, issuers.apple)  # another user: a new user.created notice
+            assert await worker.round() == 1
+    ids = [r.headers["webhook-id"] for r in hook.received]
+    assert len(set(ids)) == len(ids) == 2, ids

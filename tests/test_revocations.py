@@ -14,9 +14,11 @@ import asyncpg
 import httpx
 import jwt
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 
+from identity.accounts.revocations import ORDER_LOCK, encode_cursor
 from identity.settings import Settings
 from identity.verifier import InvalidAccessToken, TokenVerifier
 
@@ -103,8 +105,9 @@ def settings_ttl() -> int:
 async def test_a_row_committed_late_is_not_skipped(
     served: tuple[Starlette, httpx.AsyncClient], issuers: Issuers, database_url: str
 ) -> None:
-    """A transaction that wrote a revocation (taking a lower row id) and commits after a later
-    one: the feed holds the later one back until the first commits, then serves both."""
+    """A transaction that wrote a revocation first and commits after a later one: ids are
+    taken at commit, so the later one is served at once, and the first after it, past the
+    cursor already handed out."""
     if not database_url.startswith("postgresql"):
         pytest.skip("SQLite admits one writer at a time: nothing commits out of order")
     _, client = served
@@ -121,13 +124,77 @@ async def test_a_row_committed_late_is_not_skipped(
         )
         tokens = await signed_in(client, issuers)
         await client.post("/auth/logout", headers=bearer(tokens["access_token"]))
-        held = await _page(client, start)
-        assert held == {"revoked": [], "next_cursor": start}  # not yet: an older one runs
+        first = await _page(client, start)  # not held back by the transaction still open
+        assert [r["sid"] for r in first["revoked"]] == [sid_of(tokens["access_token"])]
         await transaction.commit()
     finally:
         await slow.close()
-    page = await feed(client, start)
-    assert [r["sid"] for r in page["revoked"]] == ["slow-session", sid_of(tokens["access_token"])]
+    page = await _page(client, first["next_cursor"])
+    assert [r["sid"] for r in page["revoked"]] == ["slow-session"]
+
+
+async def test_another_databases_open_transaction_does_not_hold_the_feed_back(
+    served: tuple[Starlette, httpx.AsyncClient], issuers: Issuers, database_url: str
+) -> None:
+    """An idle transaction holding a transaction id, anywhere on the server (here in another
+    database), does not hold revocations back."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only")
+    from .conftest import direct
+
+    _, client = served
+    start = (await _page(client))["next_cursor"]
+    other = make_url(direct(database_url)).set(drivername="postgresql", database="postgres")
+    neighbour = await asyncpg.connect(other.render_as_string(hide_password=False))
+    try:
+        transaction = neighbour.transaction()
+        await transaction.start()
+        await neighbour.fetchval("SELECT pg_current_xact_id()")  # takes an xid, writes nothing
+        victim = await signed_in(client, issuers)
+        await client.post("/auth/logout", headers=bearer(victim["access_token"]))
+        body = await _page(client, start)  # at once: nothing to wait for
+        assert [r["sid"] for r in body["revoked"]] == [sid_of(victim["access_token"])]
+    finally:
+        await neighbour.close()
+
+
+async def test_sqlite_a_revocation_after_the_feed_was_pruned_empty_reaches_followers(
+    served: tuple[Starlette, httpx.AsyncClient], issuers: Issuers, sql: Sql, database_url: str
+) -> None:
+    """Once the pruner has deleted every expired row (a quiet spell longer than the token
+    lifetime), the next revocation still gets an id past every follower's cursor."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's sequence never goes back")
+    _, client = served
+    for _ in range(3):  # a follower has read three revocations
+        tokens = await signed_in(client, issuers)
+        await client.post("/auth/logout", headers=bearer(tokens["access_token"]))
+    cursor = (await feed(client))["next_cursor"]
+    async with sql.engine.begin() as connection:  # what the pruner does to expired rows
+        await connection.execute(text("DELETE FROM revocations"))
+    victim = await signed_in(client, issuers)
+    await client.post("/auth/logout", headers=bearer(victim["access_token"]))
+    assert await sql.scalar("SELECT max(id) FROM revocations") == 4  # never 1 again
+    seen = (await feed(client, cursor))["revoked"]
+    assert [r["sid"] for r in seen] == [sid_of(victim["access_token"])]
+
+
+async def test_a_cursor_from_before_a_restore_starts_over(
+    served: tuple[Starlette, httpx.AsyncClient], issuers: Issuers
+) -> None:
+    """A cursor above anything this database has handed out (from before a dump and restore
+    into a new cluster, whose transaction ids start low again) would sort after every new row;
+    it is read from the beginning instead, in either cursor form."""
+    _, client = served
+    alive = await signed_in(client, issuers)
+    victim = await signed_in(client, issuers)
+    await client.post("/auth/logout", headers=bearer(victim["access_token"]))
+    for old in (encode_cursor(2**40, 10_000), encode_cursor(0, 10_000)):
+        body = await _page(client, old)
+        assert [r["sid"] for r in body["revoked"]] == [sid_of(victim["access_token"])]
+        again = await _page(client, body["next_cursor"])
+        assert again == {"revoked": [], "next_cursor": body["next_cursor"]}
+    assert alive  # a session still alive is never listed
 
 
 def verifier_for(app: Starlette, clock: FakeClock, failing: list[bool]) -> TokenVerifier:
@@ -195,3 +262,35 @@ async def test_while_the_feed_is_unreadable_the_last_list_is_kept(
     with pytest.raises(InvalidAccessToken):
         await verifier.verify(later["access_token"])
     assert verifier.revocations.available
+
+
+async def test_a_revocation_waiting_on_its_commit_shows_as_feed_lag(
+    served: tuple[Starlette, httpx.AsyncClient], database_url: str
+) -> None:
+    """Revocations commit one at a time (their ids are taken at commit, under a lock): a
+    writer stuck in its commit (a synchronous standby gone, say) holds the others, and the
+    metric says for how long."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's one writer never waits on another for its id")
+    from .conftest import direct
+
+    app, client = served
+    plain = make_url(direct(database_url)).set(drivername="postgresql")
+    stuck = await asyncpg.connect(plain.render_as_string(hide_password=False))
+    try:
+        transaction = stuck.transaction()
+        await transaction.start()
+        await stuck.execute("SELECT pg_advisory_xact_lock($1)", ORDER_LOCK)
+        await asyncio.sleep(1.1)
+        await app.state.deliveries.round()
+        metrics = (await client.get("/metrics")).text
+        lag = next(
+            float(line.split()[1])
+            for line in metrics.splitlines()
+            if line.startswith("identity_revocation_feed_lag_seconds ")
+        )
+        assert 1.0 <= lag < 30
+    finally:
+        await stuck.close()
+    await app.state.deliveries.round()
+    assert "identity_revocation_feed_lag_seconds 0.0" in (await client.get("/metrics")).text

@@ -24,6 +24,7 @@ from identity.metrics import Metrics
 from identity.store.database import Database, Row, Tx
 
 from . import audit
+from .revocations import Revocations
 from .senders import Attempt, Notice, Senders
 
 logger = logging.getLogger("identity.delivery")
@@ -103,6 +104,7 @@ class Deliveries:
             async with self._db.transaction() as tx:
                 row = await tx.fetchone(_PENDING)
             self._metrics.outbox_pending.set(int(row["n"]))
+            self._metrics.revocation_feed_lag.set(await Revocations(self._db).lag())
         return len(notices)
 
     async def claim(self) -> list[Notice]:

@@ -135,7 +135,11 @@ class Senders:
         endpoint = self._webhooks.get(notice.destination)
         if endpoint is None:
             return Attempt("gone", error="not_configured")
-        message_id = f"msg_{notice.id}"  # the same on every retry: receivers deduplicate by it
+        # The same on every retry: receivers deduplicate by it. The outbox id, which is never
+        # handed out twice in one database (PostgreSQL's sequence; SQLite's AUTOINCREMENT since
+        # migration 0013), rather than a random id on the row: no column, and no change to the
+        # SQL functions that write notices. A database started afresh starts at msg_1 again.
+        message_id = f"msg_{notice.id}"
         body = orjson.dumps(
             {
                 "type": notice.event,

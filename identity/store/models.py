@@ -310,7 +310,12 @@ class OutboxNotice(SQLModel, table=True):
     `accounts` (Fernet), cleared when the notice is delivered or dropped."""
 
     __tablename__ = "outbox"
-    __table_args__ = (sa.Index("ix_outbox_due", "state", "next_attempt_at"),)
+    # AUTOINCREMENT: SQLite never hands an id out twice, even once the table was pruned empty
+    # (webhook-id is msg_<id>, and receivers deduplicate by it).
+    __table_args__ = (
+        sa.Index("ix_outbox_due", "state", "next_attempt_at"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: int | None = _serial()
     event: str = Field(max_length=32)  # user.created, session.ended, …
@@ -353,7 +358,12 @@ class Revocation(SQLModel, table=True):
     late is never skipped (docs/notifications.md)."""
 
     __tablename__ = "revocations"
-    __table_args__ = (sa.Index("ix_revocations_order", "txid", "id"),)
+    # AUTOINCREMENT: on SQLite an id pruned away is never handed out again (a cursor past it
+    # would skip the new row); on PostgreSQL a trigger takes ids in commit order (migration 0013).
+    __table_args__ = (
+        sa.Index("ix_revocations_order", "txid", "id"),
+        {"sqlite_autoincrement": True},
+    )
 
     id: int | None = _serial()
     txid: int = Field(default=0, sa_type=sa.BigInteger)
