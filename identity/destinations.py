@@ -143,11 +143,45 @@ class RefusedTarget(Exception):
     """A delivery's host resolves to an address production may not connect to."""
 
 
+# IPv6 ranges that carry an IPv4 address in their last 32 bits: NAT64 (RFC 6052), IPv4-translated
+# (SIIT, RFC 2765) and the deprecated IPv4-compatible form. A gateway or stack turns them into
+# that IPv4 address, so it must pass the IPv4 rule too.
+_LAST_32_BITS = tuple(
+    ipaddress.IPv6Network(n) for n in ("64:ff9b::/96", "::ffff:0:0:0/96", "::/96")
+)
+# Never a public destination: local-use NAT64 (RFC 8215; where its IPv4 sits is the operator's
+# choice) and site-local (deprecated, private by intent).
+_REFUSED_V6 = tuple(ipaddress.IPv6Network(n) for n in ("64:ff9b:1::/48", "fec0::/10"))
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address stands for (mapped, NAT64, translated, compatible,
+    6to4, Teredo's server and client), none for a native one."""
+    found = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if any(ip in net for net in _LAST_32_BITS):
+        found.append(ipaddress.IPv4Address(ip.packed[-4:]))
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    return found
+
+
 def is_public(address: str) -> bool:
+    """Whether a delivery may connect to `address`: a global, non-multicast address, and for an
+    IPv6 form of an IPv4 address, that IPv4 address too (NAT64 of 169.254.169.254 reaches the
+    metadata service on an IPv6-only node)."""
     ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    if isinstance(ip, ipaddress.IPv4Address):
+        return ip.is_global and not ip.is_multicast
+    if any(ip in net for net in _REFUSED_V6):
+        return False
+    inner = embedded_ipv4(ip)
+    if ip.ipv4_mapped is not None:  # Python calls ::ffff:0:0/96 private: judge the IPv4 alone
+        return all(is_public(str(v4)) for v4 in inner)
+    return ip.is_global and not ip.is_multicast and all(is_public(str(v4)) for v4 in inner)
 
 
 async def public_addresses(host: str, port: int) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import json
 import time
@@ -19,7 +20,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from identity.accounts.delivery import Deliveries
-from identity.accounts.senders import Notice, Senders
+from identity.accounts.senders import TIMEOUT, Attempt, Notice, Senders
 from identity.destinations import EVENTS, RefusedTarget, WebhookEndpoint, public_addresses
 from identity.settings import ConfigError, Settings
 
@@ -259,3 +260,76 @@ def test_a_logout_uri_must_belong_to_a_configured_client() -> None:
         Settings.from_env({"IDENTITY_BACKCHANNEL_LOGOUT_URIS": "web=https://app.example/logout"})
     with pytest.raises(ConfigError, match="client_id=URL"):
         Settings.from_env({"IDENTITY_BACKCHANNEL_LOGOUT_URIS": "https://app.example/logout"})
+
+
+async def _drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A receiver that answers 200 and then sends its body a byte every 2 s for 8 s."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(4):
+        writer.write(b"1\r\nx\r\n")
+        await writer.drain()
+        await asyncio.sleep(2)
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+async def _endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A receiver that answers 500 with a body that never ends."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"%x\r\n%s\r\n" % (65536, b"x" * 65536)
+    with contextlib.suppress(OSError):
+        while True:
+            writer.write(chunk)
+            await writer.drain()
+
+
+async def _send_to(handler: Any) -> tuple[Attempt, float]:
+    tasks: list[asyncio.Task[None]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tasks.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            await handler(reader, writer)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}/hook"
+    endpoint = WebhookEndpoint(url, b"k" * 32, frozenset(EVENTS))
+    async with server, httpx.AsyncClient() as http:
+        senders = Senders(
+            http,
+            keys=None,  # type: ignore[arg-type]  # webhooks only
+            issuer="https://id.example",
+            webhooks=(endpoint,),
+            backchannel={},
+            production=False,
+        )
+        notice = Notice(1, "user.created", f"webhook:{url}", {"user_id": "u"}, 0, datetime.now(UTC))
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        attempt = await senders.send(notice)
+        took = loop.time() - start
+        for task in tasks:  # the receiver would go on: it is stopped here
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return attempt, took
+
+
+async def test_a_delivery_ends_within_its_timeout_even_against_a_dripping_receiver() -> None:
+    """httpx's timeout is per read: a receiver sending its answer a byte every 2 s would keep
+    the attempt alive past the 30 s lease (another replica then sends the notice again) and
+    hold the whole round. The attempt ends at 5 s; the 200 it got still counts."""
+    attempt, took = await _send_to(_drip)
+    assert took <= TIMEOUT + 1, f"one attempt took {took:.1f} s"
+    assert (attempt.outcome, attempt.status) == ("delivered", 200)
+
+
+async def test_an_endless_answer_is_not_read_whole() -> None:
+    attempt, took = await _send_to(_endless)
+    assert (attempt.outcome, attempt.status, attempt.error) == ("failed", 500, "status")
+    assert took < 2, f"the attempt took {took:.1f} s reading the body"

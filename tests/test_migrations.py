@@ -133,7 +133,7 @@ def test_sqlite_ids_are_never_reused_from_0013_and_rows_survive_its_downgrade(
     # is never handed out again (a feed cursor or a webhook-id past it would skip new rows).
     path = tmp_path / "m.db"
     config = alembic_config(f"sqlite+aiosqlite:///{path}")
-    command.upgrade(config, "0011")
+    command.upgrade(config, "0012")
     revocation = (
         "INSERT INTO revocations (txid, session_id, client_id, user_id, ended_at, expires_at)"
         " VALUES (0, ?, 'web', 'u', '2026-12-05', '2026-12-05')"
@@ -147,6 +147,6 @@ def test_sqlite_ids_are_never_reused_from_0013_and_rows_survive_its_downgrade(
         connection.execute("DELETE FROM revocations")
         connection.execute(revocation, ("third",))
         assert connection.execute("SELECT id FROM revocations").fetchall() == [(3,)]
-    command.downgrade(config, "0011")
+    command.downgrade(config, "0012")
     with sqlite3.connect(path) as connection:
         assert connection.execute("SELECT session_id FROM revocations").fetchall() == [("third",)]

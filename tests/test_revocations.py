@@ -21,6 +21,8 @@ from starlette.applications import Starlette
 from identity.accounts.revocations import ORDER_LOCK, encode_cursor
 from identity.settings import Settings
 from identity.verifier import InvalidAccessToken, TokenVerifier
+from identity_verifier import revocation_feed
+from identity_verifier.revocation_feed import MAX_BODY, RevocationFeed
 
 from .fakes import FakeClock, Issuers
 from .support import ISSUER, LONG_AGO, Sql, basic, bearer, exchange, running
@@ -294,3 +296,130 @@ async def test_a_revocation_waiting_on_its_commit_shows_as_feed_lag(
         await stuck.close()
     await app.state.deliveries.round()
     assert "identity_revocation_feed_lag_seconds 0.0" in (await client.get("/metrics")).text
+
+
+# -- The follower against a hostile or slow feed ------------------------------------------
+
+
+def _follower(handle: Any, now: list[float]) -> RevocationFeed:
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handle))
+    return RevocationFeed(
+        "https://id.example", ("api", "x"), http_client=http, clock=lambda: now[0]
+    )
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        b'{"sid": "s1", "exp": 1' + b"0" * 400 + b"}",  # valid JSON, overflows float()
+        b'{"sid": "s1", "exp": 1' + b"0" * 5000 + b"}",  # past Python's digit limit
+        b'{"sid": "s1", "exp": -1}',
+        b'{"sid": "s1", "exp": true}',
+        b'{"sid": "s1", "exp": 1.5}',
+        b'{"sid": "", "exp": 2000000}',
+        b'{"sid": "' + b"s" * 256 + b'", "exp": 2000000}',
+        b'"s1"',
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
+)
+async def test_a_hostile_feed_entry_does_not_jam_the_follower(
+    caplog: pytest.LogCaptureFixture, entry: bytes
+) -> None:
+    """A page it does not understand is a failed poll: nothing raised (a 503 downstream for
+    every request), the last list kept, `available` False and a warning logged. The good entry
+    beside it is not applied without its page's cursor."""
+    now = [1_000_000.0]
+    calls: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.params.get("after", ""))
+        good = b'{"sid": "s0", "exp": 2000000}'
+        body = b'{"revoked": [' + good + b", " + entry + b'], "next_cursor": "c1"}'
+        return httpx.Response(200, content=body)
+
+    follower = _follower(handle, now)
+    with caplog.at_level(logging.WARNING, logger="identity.verifier"):
+        for _ in range(3):
+            assert not await follower.revoked("s0")
+            now[0] += 10
+    assert not follower.available
+    assert caplog.text.count("revocation feed unavailable") == 1, caplog.text
+    assert calls == ["", "", ""]  # polled again each interval, from the same cursor
+
+
+async def test_a_follower_reads_past_a_good_page_and_refuses_its_sessions() -> None:
+    now = [1_000_000.0]
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if not request.url.params.get("after"):
+            return httpx.Response(
+                200, json={"revoked": [{"sid": "s1", "exp": 1_000_900}], "next_cursor": "c1"}
+            )
+        return httpx.Response(200, json={"revoked": [], "next_cursor": "c1"})
+
+    follower = _follower(handle, now)
+    assert await follower.revoked("s1")
+    assert not await follower.revoked("s2")
+    assert follower.available
+
+
+class _SlowFeed(httpx.AsyncBaseTransport):
+    """An issuer whose feed answers slowly (unreachable, overloaded, or dripping bytes)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(self.delay)
+        return httpx.Response(200, json={"revoked": [], "next_cursor": "c"})
+
+
+async def test_a_slow_feed_holds_only_the_one_caller_that_polls() -> None:
+    """Requests arriving while a poll is in flight answer from the last list at once; only the
+    caller that polls waits. Here 20 concurrent verifications while a 2 s poll is in flight."""
+    http = httpx.AsyncClient(transport=_SlowFeed(2.0))
+    feed = RevocationFeed("https://id.example", ("api", "x"), http_client=http)
+    loop = asyncio.get_running_loop()
+
+    async def timed() -> float:
+        start = loop.time()
+        await feed.revoked("some-session")
+        return loop.time() - start
+
+    times = sorted(await asyncio.gather(*(timed() for _ in range(20))))
+    assert times[-2] < 0.5, times
+    assert feed.available
+
+
+async def test_a_poll_that_does_not_end_is_cut_off_and_marks_the_feed_unavailable(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(revocation_feed, "DEADLINE", 0.3)
+    http = httpx.AsyncClient(transport=_SlowFeed(60))
+    feed = revocation_feed.RevocationFeed("https://id.example", ("api", "x"), http_client=http)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with caplog.at_level(logging.WARNING, logger="identity.verifier"):
+        assert not await feed.revoked("some-session")
+    assert loop.time() - start < 1.5
+    assert not feed.available
+    assert "revocation feed unavailable" in caplog.text
+
+
+async def test_an_oversized_page_is_not_read_whole() -> None:
+    now = [1_000_000.0]
+    served: list[int] = []
+
+    async def endless() -> AsyncIterator[bytes]:
+        yield b'{"revoked": ['
+        while True:
+            served.append(1)
+            yield b'{"sid": "s1", "exp": 1000900}, ' * 1000
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=endless())
+
+    follower = _follower(handle, now)
+    assert not await follower.revoked("s1")
+    assert not follower.available
+    assert len(served) * 30_000 < 2 * MAX_BODY

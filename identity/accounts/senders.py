@@ -3,7 +3,10 @@ Webhooks request to an endpoint (docs/notifications.md), or a refresh token revo
 (tokens/apple_revocation.py: IDENTITY_APPLE_REVOKE_URL, the operator's setting, so the receivers'
 address checks below do not apply to it).
 
-Every request is one POST with a 5 s timeout that follows no redirect. In production the URL must
+Every attempt is one POST that follows no redirect, ended after 5 s whatever the receiver does
+(resolving, connecting, a response sent a byte at a time): the lease of a claimed notice is
+30 s, and a round waits for its slowest attempt. The status decides; at most `BODY_READ` bytes
+of the answer are read and dropped (an endless body costs nothing). In production the URL must
 be https:// and its host must resolve only to public addresses; the request then goes to the very
 address that was checked (the URL's host kept for the Host header and TLS's server name), so a
 name that resolves differently a moment later (DNS rebinding) cannot reach an internal service.
@@ -11,6 +14,7 @@ name that resolves differently a moment later (DNS rebinding) cannot reach an in
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -33,7 +37,8 @@ from identity.tokens.signing_keys import KeyManager
 
 from .outbox import APPLE, BACKCHANNEL
 
-TIMEOUT = 5.0
+TIMEOUT = 5.0  # seconds for a whole attempt, and for each phase of the request within it
+BODY_READ = 4096  # bytes of a receiver's answer read (then dropped); the status is the answer
 WEBHOOK = "webhook:"
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -101,7 +106,11 @@ class Senders:
 
     async def send(self, notice: Notice) -> Attempt:
         if notice.destination.startswith(APPLE):
-            return await self._revoke_at_apple(notice)
+            try:
+                async with asyncio.timeout(TIMEOUT):  # Apple's answer too, however slow
+                    return await self._revoke_at_apple(notice)
+            except TimeoutError:
+                return Attempt("failed", error="timeout")
         if notice.destination.startswith(BACKCHANNEL):
             return await self._logout(notice)
         return await self._webhook(notice)
@@ -157,6 +166,24 @@ class Senders:
         return await self._post(endpoint.url, body, headers)
 
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> Attempt:
+        status: list[int] = []  # the status, once the headers are in
+        try:
+            # One deadline for the whole attempt: httpx's timeout is per read, so a receiver
+            # dripping a byte at a time would otherwise hold the attempt past the lease.
+            async with asyncio.timeout(TIMEOUT):
+                return await self._exchange(url, body, headers, status)
+        except TimeoutError:
+            if not status:
+                return Attempt("failed", error="timeout")
+        except httpx.HTTPError as error:
+            if not status:
+                return Attempt("failed", error=type(error).__name__)
+        # The headers came and the rest of the answer did not: the status still decides.
+        return _judged(status[0])
+
+    async def _exchange(
+        self, url: str, body: bytes, headers: dict[str, str], status: list[int]
+    ) -> Attempt:
         target, extensions = url, {}
         if self._production:
             parts = urlsplit(url)
@@ -172,20 +199,29 @@ class Senders:
             target = urlunsplit(("https", f"{host}:{port}", parts.path or "/", "", ""))
             headers = {**headers, "Host": parts.netloc}
             extensions = {"sni_hostname": parts.hostname}
+        request = self._http.build_request(
+            "POST", target, content=body, headers=headers, extensions=extensions, timeout=TIMEOUT
+        )
+        response = await self._http.send(request, stream=True, follow_redirects=False)
         try:
-            response = await self._http.post(
-                target,
-                content=body,
-                headers=headers,
-                extensions=extensions,
-                timeout=TIMEOUT,
-                follow_redirects=False,
-            )
-        except httpx.HTTPError as error:
-            return Attempt("failed", error=type(error).__name__)
-        if 200 <= response.status_code < 300:
-            return Attempt("delivered", response.status_code)
-        return Attempt("failed", response.status_code, error="status")
+            status.append(response.status_code)
+            # Raw bytes, drained a little and never kept (nor decompressed). A response built
+            # in memory (a test's transport) has nothing left to drain.
+            if not response.is_stream_consumed:
+                read = 0
+                async for chunk in response.aiter_raw():
+                    read += len(chunk)
+                    if read >= BODY_READ:
+                        break
+        finally:
+            await response.aclose()
+        return _judged(response.status_code)
+
+
+def _judged(status: int) -> Attempt:
+    if 200 <= status < 300:
+        return Attempt("delivered", status)
+    return Attempt("failed", status, error="status")
 
 
 def from_settings(
