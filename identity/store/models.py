@@ -224,9 +224,7 @@ class ReceivedSignal(SQLModel, table=True):
 
 
 class EndedUpstreamSession(SQLModel, table=True):
-    """An upstream session (the provider's `sid`) a back-channel logout ended, kept while an
-    id_token carrying it could still be accepted: such an id_token is refused (docs/signals.md).
-    """
+    """A provider `sid` a back-channel logout ended: id_tokens carrying it are refused."""
 
     __tablename__ = "ended_upstream_sessions"
 
@@ -236,8 +234,7 @@ class EndedUpstreamSession(SQLModel, table=True):
 
 
 class UndeliverableAddress(SQLModel, table=True):
-    """An address its provider said takes no mail (Apple's relay with forwarding turned off):
-    no verification mail goes to it until the provider says it does again."""
+    """An address its provider said takes no mail (Apple's relay, forwarding off): none sent."""
 
     __tablename__ = "undeliverable_addresses"
 
@@ -303,6 +300,9 @@ def _serial() -> Any:
 _JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
+_AUTOINCREMENT = {"sqlite_autoincrement": True}
+
+
 class OutboxNotice(SQLModel, table=True):
     """One notice for one destination, written in the transaction of its change and delivered
     by the worker (docs/notifications.md). `payload` holds ids and changed field names, never a
@@ -310,12 +310,8 @@ class OutboxNotice(SQLModel, table=True):
     `accounts` (Fernet), cleared when the notice is delivered or dropped."""
 
     __tablename__ = "outbox"
-    # AUTOINCREMENT: SQLite never hands an id out twice, even once the table was pruned empty
-    # (webhook-id is msg_<id>, and receivers deduplicate by it).
-    __table_args__ = (
-        sa.Index("ix_outbox_due", "state", "next_attempt_at"),
-        {"sqlite_autoincrement": True},
-    )
+    # AUTOINCREMENT: no id handed out twice on SQLite (receivers deduplicate by msg_<id>).
+    __table_args__ = (sa.Index("ix_outbox_due", "state", "next_attempt_at"), _AUTOINCREMENT)
 
     id: int | None = _serial()
     event: str = Field(max_length=32)  # user.created, session.ended, …
@@ -352,18 +348,13 @@ class DeliveryAttempt(SQLModel, table=True):
 
 
 class Revocation(SQLModel, table=True):
-    """An ended session whose access tokens may still be unexpired: the revocation feed.
-    `txid` is the writing transaction's id on PostgreSQL (0 on SQLite): the feed serves only
-    rows of transactions older than every running one, in (txid, id) order, so a row committed
-    late is never skipped (docs/notifications.md)."""
+    """An ended session whose access tokens may still be unexpired: the revocation feed, served
+    by id, ids taken in commit order (docs/notifications.md); `txid` is kept for old cursors."""
 
     __tablename__ = "revocations"
-    # AUTOINCREMENT: on SQLite an id pruned away is never handed out again (a cursor past it
-    # would skip the new row); on PostgreSQL a trigger takes ids in commit order (migration 0013).
-    __table_args__ = (
-        sa.Index("ix_revocations_order", "txid", "id"),
-        {"sqlite_autoincrement": True},
-    )
+    # No id handed out twice on SQLite (a cursor past it would skip the new row); on
+    # PostgreSQL a trigger takes ids in commit order (migration 0013).
+    __table_args__ = (sa.Index("ix_revocations_order", "txid", "id"), _AUTOINCREMENT)
 
     id: int | None = _serial()
     txid: int = Field(default=0, sa_type=sa.BigInteger)
