@@ -1,9 +1,11 @@
-"""A TCP proxy for fault injection: refuse connections, cut live ones, cut on a byte pattern."""
+"""A TCP proxy for fault injection: refuse connections, cut live ones, cut on a byte pattern,
+or answer new connections as a PostgreSQL server at `max_connections` does."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +17,7 @@ class FaultProxy:
         self.port = 0
         self.down = False
         self.cut_on: bytes | None = None  # cut a connection when the client sends this
+        self.full = False  # new connections get PostgreSQL's "too many clients" (53300)
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
         self._ready = threading.Event()
@@ -58,6 +61,9 @@ class FaultProxy:
         if self.down:
             writer.transport.abort()
             return
+        if self.full:
+            await _too_many_clients(reader, writer)
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -79,6 +85,34 @@ class FaultProxy:
         await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
         self._writers.discard(writer)
         self._writers.discard(up_writer)
+
+
+SSL_REQUEST = 80877103  # the protocol's code for "may we use TLS?"
+
+
+async def _too_many_clients(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """What PostgreSQL answers a client's startup message when every connection slot is taken:
+    an ErrorResponse (FATAL, SQLSTATE 53300), then the connection closes."""
+    with contextlib.suppress(ConnectionError, OSError, asyncio.IncompleteReadError):
+        length, code = struct.unpack("!ii", await reader.readexactly(8))
+        if length == 8 and code == SSL_REQUEST:
+            writer.write(b"N")  # no TLS here; the client sends its startup message next
+            (length,) = struct.unpack("!i", await reader.readexactly(4))
+            await reader.readexactly(length - 4)
+        else:
+            await reader.readexactly(length - 8)
+        fields = b"".join(
+            kind + text + b"\0"
+            for kind, text in (
+                (b"S", b"FATAL"),
+                (b"V", b"FATAL"),
+                (b"C", b"53300"),
+                (b"M", b"sorry, too many clients already"),
+            )
+        )
+        writer.write(b"E" + struct.pack("!i", len(fields) + 5) + fields + b"\0")
+        await writer.drain()
+    writer.transport.close()
 
 
 @contextmanager

@@ -17,6 +17,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     status: int = 0  # what the receiver answered
+    at: float = field(default_factory=time.time)  # when it arrived (a failure's message shows it)
 
 
 @dataclass

@@ -80,6 +80,33 @@ async def test_database_down_then_back(
     assert (await proxied_client.get("/users/me", headers=auth)).status_code == 200
 
 
+async def test_a_database_out_of_connection_slots_is_a_503_on_every_path(
+    proxy: tuple[FaultProxy, str], proxied_client: httpx.AsyncClient, google: FakeIssuer, pg: Sql
+) -> None:
+    """PostgreSQL at max_connections answers a new connection with an error (53300), not a
+    refusal: every path, the ones on SQLAlchemy's pool included, says 503 and writes nothing."""
+    proxied, _ = proxy
+    tokens = [(await exchange(proxied_client, google.mint())).json() for _ in range(2)]
+    before = await pg.counts()
+    proxied.full = True
+    proxied.cut_all()  # the pools' connections are gone: each path must open a new one
+    for response in (
+        await exchange(proxied_client, google.mint()),
+        await proxied_client.get("/users/me", headers=bearer(tokens[0]["access_token"])),
+        await refresh(proxied_client, tokens[0]["refresh_token"]),
+        await proxied_client.post("/revoke", data={"token": tokens[0]["refresh_token"]}),
+        await proxied_client.post("/auth/logout", headers=bearer(tokens[1]["access_token"])),
+    ):
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "temporarily_unavailable"
+        assert int(response.headers["retry-after"]) > 0
+    assert await pg.counts() == before
+    proxied.full = False
+    assert (await refresh(proxied_client, tokens[0]["refresh_token"])).status_code == 200
+    logout = await proxied_client.post("/auth/logout", headers=bearer(tokens[1]["access_token"]))
+    assert logout.status_code == 204
+
+
 async def test_a_cut_sign_in_writes_nothing(
     proxy: tuple[FaultProxy, str], proxied_client: httpx.AsyncClient, google: FakeIssuer, pg: Sql
 ) -> None:

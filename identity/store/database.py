@@ -65,7 +65,10 @@ def is_outage(error: BaseException) -> bool:
     if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
         return True  # includes SQLite's "database is locked" and a full pool
     if isinstance(error, sa_exc.DBAPIError) and error.orig is not None:
-        return is_outage(error.orig)
+        # SQLAlchemy's asyncpg adapter wraps asyncpg's error (a full server's 53300, a shutting
+        # down one's 57P01) in a generic error of its own, with asyncpg's as the cause.
+        cause = error.orig.__cause__
+        return is_outage(error.orig) or (cause is not None and is_outage(cause))
     return isinstance(
         error,
         OSError
