@@ -1,6 +1,7 @@
 """Two checkouts of identity side by side, by the server's CPU time per request.
 
     python -m bench.ab BEFORE_PYTHON AFTER_PYTHON [--rounds 3] [--seconds 5]
+                       [--after-webhooks user.created,session.ended]
 
 Each PYTHON is the interpreter of a checkout's virtual environment (`…/.venv/bin/python`): that
 checkout migrates its own database, generates its own key and serves; this harness (the tree it
@@ -11,11 +12,16 @@ Why CPU time per request rather than requests per second: on a shared machine an
 on the same cores moves the throughput of a run by tens of percent, while the CPU time the
 server spends per request moves far less (docs/performance.md, "Layout change (0.3)"). It does
 not count PostgreSQL's own CPU, which both sides share through the same SQL.
+
+`--after-webhooks EVENTS` gives the after side a webhook endpoint subscribed to EVENTS (a local
+receiver answering 200): one checkout against itself, the outbox off and on, delivery included
+(its worker runs in the measured server).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import statistics
 import subprocess
@@ -39,6 +45,7 @@ from bench.run import (
     wrk_post,
 )
 from tests.fakes import WEB_CLIENT, http_google, serve_issuers
+from tests.receivers import receiver
 from tests.servers import base_env, free_port, wait_until_ok
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -68,8 +75,11 @@ def tree_cpu(pid: int) -> float:
 
 
 @contextmanager
-def side(python: str, server_url: str, jwks: str, work: Path) -> Iterator[tuple[str, int, str]]:
-    """One checkout serving on a database of its own: (base URL, server pid, database URL)."""
+def side(
+    python: str, server_url: str, jwks: str, work: Path, extra: dict[str, str]
+) -> Iterator[tuple[str, int, str]]:
+    """One checkout serving on a database of its own, `extra` in its environment: (base URL,
+    server pid, database URL)."""
     with database(server_url, migrated=False) as url:
         port = free_port()
         env = base_env(
@@ -80,6 +90,7 @@ def side(python: str, server_url: str, jwks: str, work: Path) -> Iterator[tuple[
             IDENTITY_PORT=str(port),
             IDENTITY_ISSUER=f"http://127.0.0.1:{port}",
             IDENTITY_LOG_FORMAT="json",
+            **extra,
         )
         for command in (["migrate"], ["keys", "generate"]):
             subprocess.run(
@@ -117,10 +128,15 @@ def measured(pid: int, seconds: float, run: Callable[[], Load]) -> tuple[float, 
 
 
 def round_of(
-    python: str, args: argparse.Namespace, key: RSAKey, jwks: str, work: Path
+    python: str,
+    args: argparse.Namespace,
+    key: RSAKey,
+    jwks: str,
+    work: Path,
+    extra: dict[str, str],
 ) -> dict[str, tuple[float, float]]:
     seconds = args.seconds
-    with side(python, args.database_url, jwks, work) as (base, pid, url):
+    with side(python, args.database_url, jwks, work, extra) as (base, pid, url):
         results: dict[str, tuple[float, float]] = {}
         returning = seed_users(url, 500)
         wrk_post(base, "/token", bodies(mint(key, 1500, returning, "warm")), 1, work)
@@ -160,16 +176,33 @@ def main() -> None:
             "IDENTITY_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
         ),
     )
+    parser.add_argument(
+        "--after-webhooks", default="", help="events the after side's webhook subscribes to"
+    )
     args = parser.parse_args()
     key = RSAKey.generate_key(2048, private=True)
     runs: dict[str, dict[str, list[tuple[float, float]]]] = {"before": {}, "after": {}}
-    with tempfile.TemporaryDirectory(prefix="identity-ab-") as tmp, serve_issuers() as served:
+    with (
+        tempfile.TemporaryDirectory(prefix="identity-ab-") as tmp,
+        serve_issuers() as served,
+        receiver(200) as hooks,
+    ):
         google = served.add(http_google(key, served.base))
+        after: dict[str, str] = {}
+        if args.after_webhooks:
+            events = ", ".join(f'"{e.strip()}"' for e in args.after_webhooks.split(","))
+            secret = "whsec_" + base64.b64encode(b"bench-ab-webhook-secret-32-bytes").decode()
+            (Path(tmp) / "webhooks.toml").write_text(
+                f'[[endpoints]]\nurl = "{hooks.url}/hooks"\nsecret = "{secret}"\n'
+                f"events = [{events}]\n"
+            )
+            after["IDENTITY_WEBHOOKS_FILE"] = str(Path(tmp) / "webhooks.toml")
         for number in range(args.rounds):
             for name in ("before", "after"):
                 python = args.before if name == "before" else args.after
+                extra = after if name == "after" else {}
                 for phase, figures in round_of(
-                    python, args, key, google.jwks_url, Path(tmp)
+                    python, args, key, google.jwks_url, Path(tmp), extra
                 ).items():
                     runs[name].setdefault(phase, []).append(figures)
                 print(f"round {number + 1} {name}: {runs[name]}", flush=True)
@@ -185,6 +218,8 @@ def main() -> None:
         br = statistics.median(rps for rps, _ in runs["before"][phase])
         ar = statistics.median(rps for rps, _ in runs["after"][phase])
         print(f"{phase:<16} {b:>14.3f} {a:>13.3f} {a / b:>13.2f} {br:>13,.0f} {ar:>12,.0f}")
+    if args.after_webhooks:
+        print(f"webhooks received by the after side's endpoint: {len(hooks.received):,}")
 
 
 if __name__ == "__main__":

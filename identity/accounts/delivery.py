@@ -61,6 +61,27 @@ _RETRY = {
     "next_attempt_at = now() + make_interval(secs => $2) WHERE id = $1",
     "sqlite": "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2 WHERE id = $1",
 }
+# On PostgreSQL the common outcomes are recorded in one statement on the hot paths' door (asyncpg
+# directly, autocommit: the statement is its own transaction), a third of the CPU of a Core
+# transaction of two; a dropped notice, with its audit event, keeps the transaction below.
+_RECORDED = {
+    "delivered": """
+WITH attempted AS (
+    INSERT INTO deliveries (outbox_id, attempted_at, outcome, status_code, error)
+    VALUES ($1, $2, 'delivered', $3, $4)
+)
+UPDATE outbox SET state = 'delivered', attempts = attempts + 1, finished_at = $2, sealed = NULL
+WHERE id = $1
+""",
+    "failed": """
+WITH attempted AS (
+    INSERT INTO deliveries (outbox_id, attempted_at, outcome, status_code, error)
+    VALUES ($1, $2, 'failed', $3, $4)
+)
+UPDATE outbox SET attempts = attempts + 1, next_attempt_at = now() + make_interval(secs => $5)
+WHERE id = $1
+""",
+}
 _PENDING = "SELECT count(*) AS n FROM outbox WHERE state = 'pending'"
 
 
@@ -109,12 +130,13 @@ class Deliveries:
 
     async def claim(self) -> list[Notice]:
         now = utc(self._clock())
-        async with self._db.transaction() as tx:
-            if tx.dialect == "postgresql":
-                rows = await tx.fetch(_CLAIM["postgresql"], self._batch, LEASE)
+        # One statement: on PostgreSQL its own transaction, the rows locked until it commits.
+        async with self._db.hot() as sql:
+            if self._db.postgres:
+                rows = await sql.fetch(_CLAIM["postgresql"], self._batch, LEASE)
             else:
                 lease_end = now + timedelta(seconds=LEASE)
-                rows = await tx.fetch(_CLAIM["sqlite"], self._batch, now, lease_end)
+                rows = await sql.fetch(_CLAIM["sqlite"], self._batch, now, lease_end)
         return [_notice(r) for r in rows]
 
     async def attempt(self, notice: Notice) -> Attempt:
@@ -123,8 +145,16 @@ class Deliveries:
         except Exception as error:  # a bug of ours must not stop the others: retried
             attempt = Attempt("failed", error=type(error).__name__)
         now = utc(self._clock())
-        async with self._db.transaction() as tx:
-            await self._record(tx, notice, attempt, now)
+        outcome = _outcome(notice, attempt, now)
+        if self._db.postgres and outcome in _RECORDED:
+            values: tuple[Any, ...] = (notice.id, now, attempt.status, attempt.error)
+            if outcome == "failed":
+                values += (backoff(notice.attempts),)
+            async with self._db.hot() as sql:
+                await sql.fetch(_RECORDED[outcome], *values)
+        else:
+            async with self._db.transaction() as tx:
+                await self._record(tx, notice, attempt, now)
         if self._metrics is not None:
             self._metrics.deliveries.labels(notice.kind, attempt.outcome).inc()
             if attempt.outcome == "delivered":
@@ -134,10 +164,7 @@ class Deliveries:
         return attempt
 
     async def _record(self, tx: Tx, notice: Notice, attempt: Attempt, now: datetime) -> None:
-        outcome = attempt.outcome
-        too_old = now - notice.created_at >= timedelta(seconds=GIVE_UP)
-        if (outcome == "failed" and too_old) or outcome == "gone":
-            outcome = "dropped"
+        outcome = _outcome(notice, attempt, now)
         await tx.fetch(_ATTEMPTED, notice.id, now, outcome, attempt.status, attempt.error)
         if outcome == "delivered":
             await tx.fetch(_FINISHED, notice.id, "delivered", now)
@@ -161,6 +188,15 @@ class Deliveries:
             wait = backoff(notice.attempts)
             due = now + timedelta(seconds=wait)
             await tx.fetch(_RETRY[tx.dialect], notice.id, due if tx.dialect == "sqlite" else wait)
+
+
+def _outcome(notice: Notice, attempt: Attempt, now: datetime) -> str:
+    """What is recorded: the attempt's outcome, or `dropped` for a notice whose destination is
+    gone or that failed once more past `GIVE_UP`."""
+    too_old = now - notice.created_at >= timedelta(seconds=GIVE_UP)
+    if (attempt.outcome == "failed" and too_old) or attempt.outcome == "gone":
+        return "dropped"
+    return attempt.outcome
 
 
 def backoff(attempts: int) -> float:
