@@ -2,7 +2,8 @@
 directory, behave as one service (tests/clusters.py): sign-ins and refreshes racing across
 replicas, a key rotation under traffic, the janitor's rounds, a replica killed mid-load.
 
-Every test here shares the module's cluster; what needs settings of its own is in
+Every test here that runs replicas shares the module's cluster (the last one only reads
+compose.yaml and HAProxy's configuration); what needs settings of its own is in
 tests/test_replica_workers.py.
 """
 
